@@ -1,0 +1,158 @@
+"""YAML configuration: one level of ``__BASE__``, ``key=value`` overrides, a dump of the result.
+
+``config/base.yml`` holds every key mindseg knows, with its default; a model config names it as
+``__BASE__`` and overrides what differs. A key absent from the base, or a value whose type differs
+from the base value's, is rejected with the key and the file that set it.
+"""
+import copy
+import os
+
+import yaml
+
+BASE_KEY = "__BASE__"
+
+
+class ConfigError(ValueError):
+    """A config file or override that mindseg cannot accept."""
+
+
+class Config(dict):
+    """A nested dict whose keys also read as attributes: ``cfg.model.rpn.nms_thresh``."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"config has no key '{name}'") from None
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+    def __deepcopy__(self, memo):
+        return Config({k: copy.deepcopy(v, memo) for k, v in self.items()})
+
+    def to_dict(self):
+        return {k: v.to_dict() if isinstance(v, Config) else v for k, v in self.items()}
+
+    def get_path(self, dotted):
+        node = self
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+
+def _wrap(value):
+    if isinstance(value, dict):
+        return Config({k: _wrap(v) for k, v in value.items()})
+    return value
+
+
+def _read_yaml(path):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path, "r", encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _type_name(value):
+    return "null" if value is None else type(value).__name__
+
+
+def _check_value(key, default, value, source):
+    """Accept ``value`` for ``key`` when its type matches the default's (int is accepted for
+    float, anything for a null default)."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        if isinstance(default, bool) and isinstance(value, bool):
+            return value
+    elif isinstance(default, float) and isinstance(value, (int, float)):
+        return float(value)
+    elif isinstance(default, int) and isinstance(value, int):
+        return value
+    elif isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return list(value)
+    elif isinstance(default, str) and isinstance(value, str):
+        return value
+    elif isinstance(default, dict) and isinstance(value, dict):
+        return value
+    raise ConfigError(f"{source}: key '{key}' must be {_type_name(default)} "
+                      f"(like its default {default!r}), got {_type_name(value)} {value!r}")
+
+
+def merge(base, override, source, prefix=""):
+    """Return ``base`` updated by ``override``; every key of ``override`` must exist in ``base``."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        dotted = f"{prefix}{key}"
+        if key not in merged:
+            raise ConfigError(f"{source}: unknown key '{dotted}'")
+        if isinstance(merged[key], dict) and isinstance(value, dict):
+            merged[key] = merge(merged[key], value, source, prefix=dotted + ".")
+        else:
+            merged[key] = _check_value(dotted, merged[key], value, source)
+    return merged
+
+
+def load_yaml_with_base(path):
+    """Read ``path`` and the one ``__BASE__`` file it may name (relative to ``path``)."""
+    data = _read_yaml(path)
+    base_name = data.pop(BASE_KEY, None)
+    if base_name is None:
+        return data
+    base_path = os.path.normpath(os.path.join(os.path.dirname(path), base_name))
+    base = _read_yaml(base_path)
+    if BASE_KEY in base:
+        raise ConfigError(f"{base_path}: a __BASE__ file cannot name another __BASE__ "
+                          f"(one level only; {path} -> {base_path} -> {base[BASE_KEY]})")
+    return merge(base, data, source=path)
+
+
+def parse_value(text):
+    """Read a command-line value as YAML: ``3`` is an int, ``[1, 2]`` a list, ``abc`` a string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(cfg_dict, overrides, source="command line"):
+    """Apply ``key=value`` strings (dotted keys for nested values)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{source}: override '{item}' is not of the form key=value")
+        dotted, text = item.split("=", 1)
+        nested = {}
+        node = nested
+        parts = dotted.strip().split(".")
+        for part in parts[:-1]:
+            node[part] = {}
+            node = node[part]
+        node[parts[-1]] = parse_value(text)
+        cfg_dict = merge(cfg_dict, nested, source=f"{source} ({item})")
+    return cfg_dict
+
+
+def load_config(path, overrides=()):
+    """Load a config file with its base and overrides into a :class:`Config`."""
+    data = load_yaml_with_base(path)
+    data = apply_overrides(data, list(overrides))
+    return _wrap(data)
+
+
+def dump_config(cfg, output_dir, name="config.yml"):
+    """Write the resolved config beside the outputs; returns the file path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, name)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg.to_dict() if isinstance(cfg, Config) else dict(cfg), f,
+                       sort_keys=False, default_flow_style=None)
+    return path
