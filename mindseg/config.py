@@ -41,9 +41,10 @@ class Config(dict):
         return node
 
 
-def _wrap(value):
+def to_config(value):
+    """Wrap nested dicts into :class:`Config`."""
     if isinstance(value, dict):
-        return Config({k: _wrap(v) for k, v in value.items()})
+        return Config({k: to_config(v) for k, v in value.items()})
     return value
 
 
@@ -124,8 +125,18 @@ def parse_value(text):
         return text
 
 
+def _default_at(cfg_dict, parts):
+    node = cfg_dict
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def apply_overrides(cfg_dict, overrides, source="command line"):
-    """Apply ``key=value`` strings (dotted keys for nested values)."""
+    """Apply ``key=value`` strings (dotted keys for nested values). A value for a string key stays
+    the text as typed (``output_dir=2024`` is a path, not a number)."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"{source}: override '{item}' is not of the form key=value")
@@ -136,7 +147,8 @@ def apply_overrides(cfg_dict, overrides, source="command line"):
         for part in parts[:-1]:
             node[part] = {}
             node = node[part]
-        node[parts[-1]] = parse_value(text)
+        is_text = isinstance(_default_at(cfg_dict, parts), str)
+        node[parts[-1]] = text if is_text else parse_value(text)
         cfg_dict = merge(cfg_dict, nested, source=f"{source} ({item})")
     return cfg_dict
 
@@ -145,7 +157,7 @@ def load_config(path, overrides=()):
     """Load a config file with its base and overrides into a :class:`Config`."""
     data = load_yaml_with_base(path)
     data = apply_overrides(data, list(overrides))
-    return _wrap(data)
+    return to_config(data)
 
 
 def dump_config(cfg, output_dir, name="config.yml"):

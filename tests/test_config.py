@@ -123,3 +123,19 @@ def test_every_shipped_config_loads():
         assert cfg.model.name in ("mask_rcnn", "centermask"), path
         h, w = cfg.data.canvas
         assert h % 32 == 0 and w % 32 == 0, f"{path}: canvas must be a multiple of 32"
+
+
+def test_string_keys_keep_the_text_as_typed(base_file):
+    cfg = load_config(str(base_file), ["model.backbone.checkpoint_path=2024"])
+    assert cfg.model.backbone.checkpoint_path == "2024"
+
+
+def test_script_flags_map_onto_config_keys():
+    from mindseg.cli import build_parser, config_from_args
+    parser = build_parser("train", "test")
+    args = parser.parse_args(["--config", str(ROOT / "config" / "base.yml"), "--mix", "True",
+                              "--output_dir", "/tmp/x", "--dataset_dir", "/data/coco",
+                              "train.base_lr=0.001"])
+    cfg = config_from_args(args)
+    assert cfg.train.mix is True and cfg.output_dir == "/tmp/x"
+    assert cfg.data.dataset_dir == "/data/coco" and cfg.train.base_lr == 0.001
