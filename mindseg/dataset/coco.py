@@ -1,0 +1,372 @@
+"""COCO-format annotation reading: category mapping, validation and per-image records.
+
+:class:`CocoDataset` turns any COCO-format annotation file into the per-image record dicts of
+``docs/contracts.md`` (with ``file_path`` instead of ``image_bytes``). COCO category ids map to
+contiguous labels ``0..K-1`` in increasing id order and back (``category_ids[label]``); ``K``
+comes from the file's ``categories``, nowhere else.
+
+Bad input never stops loading unless ``strict``: each problem (missing image file, zero-size
+box, polygon with fewer than 3 points, annotation on an unknown image or category, ...) is
+recorded as a :class:`Problem` naming the image id and file, and the item is skipped. With
+``strict=True`` the first problem raises :class:`DataError` with the same text.
+
+Segmentations are normalized so that both sources (JSON and MindRecord) give identical records:
+a polygon is a flat list of Python floats, an RLE is ``{"size": [h, w], "counts": bytes}`` in
+pycocotools' compressed form (uncompressed crowd RLEs are compressed on load).
+"""
+import collections
+import contextlib
+import io
+import json
+import math
+import os
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+CROWD_MODES = ("drop", "ignore")
+
+
+class DataError(ValueError):
+    """Bad input met in strict mode; the message names the image id and file."""
+
+
+Problem = collections.namedtuple("Problem", ["image_id", "file_name", "reason"])
+Problem.__str__ = lambda p: f"image {p.image_id} ({p.file_name}): {p.reason}"
+
+# Short kinds for the summary count, in the order they are reported.
+PROBLEM_KINDS = ("missing image file", "unreadable image", "image size mismatch",
+                 "bad image entry", "unknown image id", "unknown category id", "bad box",
+                 "bad polygon", "bad rle", "no segmentation")
+
+
+def problem_kind(problem):
+    """The summary kind of a :class:`Problem` (the reason text starts with it)."""
+    for kind in PROBLEM_KINDS:
+        if problem.reason.startswith(kind):
+            return kind
+    return "other"
+
+
+def summarize_problems(problems):
+    """``"3 problems skipped: 2 bad box, 1 missing image file"`` (or ``"no problems"``)."""
+    if not problems:
+        return "no problems"
+    counts = collections.Counter(problem_kind(p) for p in problems)
+    parts = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
+    return f"{len(problems)} problems skipped: {parts}"
+
+
+def coco_paths(dataset_dir, split):
+    """``(ann_file, image_dir)`` of ``split`` in the COCO 2017 layout:
+    ``annotations/instances_<split>.json`` and ``<split>/``."""
+    ann_file = os.path.join(dataset_dir, "annotations", f"instances_{split}.json")
+    image_dir = os.path.join(dataset_dir, split)
+    return ann_file, image_dir
+
+
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_SOS = b"\xff\xda"
+_JPEG_EOI = b"\xff\xd9"
+
+
+def check_image_bytes(data):
+    """Return why ``data`` is not a complete decodable image, or None when it is fine.
+
+    Decodes JPEGs at 1/8 scale (about 1 ms for 640x480) so truncated or corrupt files are found
+    without paying for a full decode. A JPEG without an end marker after its last scan is
+    reported as truncated even where PIL is set to load truncated images.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        return "unreadable image: the file is empty"
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.format == "JPEG":
+            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+        image.load()
+    except UnidentifiedImageError:
+        return "unreadable image: not a known image format"
+    except (OSError, SyntaxError, ValueError) as err:
+        return f"unreadable image: {err}"
+    if data.startswith(_JPEG_SOI) and data.rfind(_JPEG_EOI) < data.rfind(_JPEG_SOS):
+        return "unreadable image: truncated JPEG (no end marker after the last scan)"
+    return None
+
+
+def image_size_of_bytes(data):
+    """``(height, width)`` from the image header, without decoding."""
+    from PIL import Image
+
+    width, height = Image.open(io.BytesIO(data)).size
+    return height, width
+
+
+def drop_crowd(record):
+    """A copy of ``record`` without its crowd annotations (``iscrowd`` kept, all 0)."""
+    keep = record["iscrowd"] == 0
+    out = dict(record)
+    out["boxes"] = record["boxes"][keep]
+    out["labels"] = record["labels"][keep]
+    out["iscrowd"] = record["iscrowd"][keep]
+    out["segms"] = [s for s, k in zip(record["segms"], keep) if k]
+    return out
+
+
+def num_objects(record):
+    """Number of non-crowd annotations: an image with none is 'empty' for training."""
+    return int(np.sum(record["iscrowd"] == 0))
+
+
+def _load_json(ann_file):
+    if not os.path.isfile(ann_file):
+        raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
+    with open(ann_file, "r", encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{ann_file}: not valid JSON: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("categories"), list):
+        raise DataError(f"{ann_file}: not a COCO annotation file (needs 'images' and "
+                        f"'categories' lists)")
+    data.setdefault("annotations", [])
+    return data
+
+
+def _read_categories(categories, ann_file):
+    """Sorted category ids and names; duplicate or missing ids are fatal (labels depend on them)."""
+    if not categories:
+        raise DataError(f"{ann_file}: 'categories' is empty; the number of classes comes from it")
+    seen = {}
+    for cat in categories:
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int):
+            raise DataError(f"{ann_file}: category without an integer 'id': {cat!r}")
+        if cat["id"] in seen:
+            raise DataError(f"{ann_file}: category id {cat['id']} appears twice")
+        seen[cat["id"]] = str(cat.get("name", cat["id"]))
+    ids = sorted(seen)
+    return ids, [seen[i] for i in ids]
+
+
+def _polygon_problem(poly, index):
+    if not isinstance(poly, (list, tuple)) or len(poly) % 2 != 0:
+        return f"bad polygon: part {index} is not a flat list of x, y pairs"
+    if len(poly) < 6:
+        return f"bad polygon: part {index} has {len(poly) // 2} points (needs >= 3)"
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in poly):
+        return f"bad polygon: part {index} has non-finite or non-numeric coordinates"
+    return None
+
+
+def _normalize_segm(segm, height, width):
+    """``(segm, problems)``: polygons as float lists (bad parts dropped) or a compressed RLE.
+
+    ``segm`` is None when nothing usable is left.
+    """
+    if isinstance(segm, list):
+        if not segm:
+            return None, ["no segmentation: empty polygon list"]
+        polys, problems = [], []
+        for index, poly in enumerate(segm):
+            reason = _polygon_problem(poly, index)
+            if reason:
+                problems.append(reason)
+            else:
+                polys.append([float(v) for v in poly])
+        if not polys:
+            return None, problems
+        return polys, problems
+    if isinstance(segm, dict):
+        size, counts = segm.get("size"), segm.get("counts")
+        if not isinstance(size, (list, tuple)) or list(size) != [height, width]:
+            return None, [f"bad rle: size {size} differs from the image's [{height}, {width}]"]
+        if isinstance(counts, list):
+            try:
+                rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts},
+                                             height, width)
+            except Exception as err:  # pycocotools raises bare Exceptions
+                return None, [f"bad rle: {err}"]
+            if int(np.sum(counts)) != height * width:
+                return None, [f"bad rle: counts sum to {int(np.sum(counts))}, "
+                              f"not {height} x {width}"]
+            counts = rle["counts"]
+        elif isinstance(counts, str):
+            counts = counts.encode("ascii")
+        elif not isinstance(counts, bytes):
+            return None, ["bad rle: counts are neither a list nor a string"]
+        if not counts:
+            return None, ["bad rle: empty counts"]
+        return {"size": [height, width], "counts": counts}, []
+    return None, ["no segmentation"]
+
+
+def _box_problem(bbox):
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 \
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox):
+        return f"bad box: {bbox!r} is not 4 finite numbers"
+    if bbox[2] <= 0 or bbox[3] <= 0:
+        return f"bad box: [x, y, w, h] = {list(bbox)} has zero or negative width/height"
+    return None
+
+
+class CocoDataset:
+    """Per-image records of a COCO-format annotation file.
+
+    Args:
+        ann_file: the COCO JSON.
+        image_dir: folder the images' ``file_name`` are relative to.
+        crowd: ``"drop"`` removes crowd annotations; ``"ignore"`` keeps them with ``iscrowd`` 1
+            (ignore regions for the matchers). Records always carry ``iscrowd``.
+        filter_empty: skip images without non-crowd annotations (training); eval sets False.
+        strict: raise :class:`DataError` at the first problem instead of skipping.
+        check_files: check that each image file exists (one ``stat`` per image).
+
+    Attributes: ``records``, ``num_classes``, ``class_names``, ``category_ids`` (label -> COCO
+    id), ``problems`` (list of :class:`Problem`), ``num_empty`` (images without non-crowd
+    annotations), ``num_crowd_dropped``, ``coco`` (the pycocotools index of the raw file).
+    """
+
+    def __init__(self, ann_file, image_dir, crowd="drop", filter_empty=True, strict=False,
+                 check_files=True):
+        if crowd not in CROWD_MODES:
+            raise ValueError(f"crowd must be one of {CROWD_MODES}, got {crowd!r}")
+        self.ann_file = os.path.abspath(ann_file)
+        self.image_dir = os.path.abspath(image_dir)
+        self.crowd = crowd
+        self.filter_empty = filter_empty
+        self.strict = strict
+        self.problems = []
+        self.num_empty = 0
+        self.num_crowd_dropped = 0
+
+        data = _load_json(self.ann_file)
+        self.category_ids, self.class_names = _read_categories(data["categories"], self.ann_file)
+        self.num_classes = len(self.category_ids)
+        self._label_of_category = {cid: label for label, cid in enumerate(self.category_ids)}
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            self.coco = COCO()
+            self.coco.dataset = data
+            self.coco.createIndex()
+        self.records = self._build_records(data, check_files)
+
+    def __len__(self):
+        return len(self.records)
+
+    def label_to_category_id(self, label):
+        return self.category_ids[int(label)]
+
+    def category_id_to_label(self, category_id):
+        return self._label_of_category[int(category_id)]
+
+    def read_image_bytes(self, record):
+        """The image file's bytes as stored (never re-encoded)."""
+        path = record["file_path"]
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as err:
+            raise DataError(f"image {record['image_id']} ({record['file_name']}): cannot read "
+                            f"{path}: {err.strerror}") from None
+
+    def summary(self):
+        return summarize_problems(self.problems)
+
+    def _problem(self, image_id, file_name, reason):
+        problem = Problem(image_id, file_name, reason)
+        if self.strict:
+            raise DataError(f"{self.ann_file}: {problem}")
+        self.problems.append(problem)
+
+    def _read_images(self, images):
+        """Valid image entries by id; bad entries and missing files become problems."""
+        by_id = {}
+        for entry in images:
+            image_id = entry.get("id") if isinstance(entry, dict) else None
+            file_name = entry.get("file_name", "?") if isinstance(entry, dict) else "?"
+            if not isinstance(image_id, int):
+                self._problem(image_id, file_name, f"bad image entry: no integer 'id': {entry!r}")
+                continue
+            if image_id in by_id:
+                self._problem(image_id, file_name, "bad image entry: image id appears twice")
+                continue
+            height, width = entry.get("height"), entry.get("width")
+            if not (isinstance(height, int) and isinstance(width, int) and height > 0
+                    and width > 0 and isinstance(entry.get("file_name"), str)):
+                self._problem(image_id, file_name,
+                              "bad image entry: needs 'file_name' and positive 'height', 'width'")
+                continue
+            by_id[image_id] = entry
+        return by_id
+
+    def _build_records(self, data, check_files):
+        images = self._read_images(data["images"])
+        anns_of_image = collections.defaultdict(list)
+        for ann in data["annotations"]:
+            image_id = ann.get("image_id")
+            if image_id not in images:
+                self._problem(image_id, "<unknown image>",
+                              f"unknown image id: annotation {ann.get('id')} refers to image id "
+                              f"{image_id}, which is not in 'images'")
+                continue
+            anns_of_image[image_id].append(ann)
+
+        records = []
+        for image_id in sorted(images):
+            entry = images[image_id]
+            file_name = entry["file_name"]
+            file_path = os.path.join(self.image_dir, file_name)
+            if check_files and not os.path.isfile(file_path):
+                self._problem(image_id, file_name, f"missing image file: {file_path}")
+                continue
+            record = self._make_record(entry, file_path, anns_of_image.get(image_id, []))
+            if num_objects(record) == 0:
+                self.num_empty += 1
+                if self.filter_empty:
+                    continue
+            records.append(record)
+        return records
+
+    def _make_record(self, entry, file_path, anns):
+        image_id, file_name = entry["id"], entry["file_name"]
+        height, width = entry["height"], entry["width"]
+        boxes, labels, iscrowd, segms = [], [], [], []
+        for ann in anns:
+            where = f"annotation {ann.get('id')}"
+            crowd = int(bool(ann.get("iscrowd", 0)))
+            if crowd and self.crowd == "drop":
+                self.num_crowd_dropped += 1
+                continue
+            category_id = ann.get("category_id")
+            if category_id not in self._label_of_category:
+                self._problem(image_id, file_name,
+                              f"unknown category id: {where} has category id {category_id}")
+                continue
+            reason = _box_problem(ann.get("bbox"))
+            if reason:
+                self._problem(image_id, file_name, f"{reason} ({where})")
+                continue
+            segm, reasons = _normalize_segm(ann.get("segmentation"), height, width)
+            for reason in reasons:
+                dropped = "the annotation" if segm is None else "this part"
+                self._problem(image_id, file_name, f"{reason} ({where}; dropped {dropped})")
+            if segm is None:
+                continue
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            boxes.append((x, y, x + w, y + h))
+            labels.append(self._label_of_category[category_id])
+            iscrowd.append(crowd)
+            segms.append(segm)
+        return {
+            "image_id": image_id,
+            "file_name": file_name,
+            "file_path": file_path,
+            "height": height,
+            "width": width,
+            "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+            "labels": np.asarray(labels, np.int32),
+            "iscrowd": np.asarray(iscrowd, np.uint8),
+            "segms": segms,
+        }
