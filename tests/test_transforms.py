@@ -207,7 +207,8 @@ def test_triangle_crop_hand_computed():
 def test_polygon_crop_matches_reference():
     rng = np.random.default_rng(3)
     for trial in range(6):
-        parts = [list(rng.uniform(0, 40, 2 * int(rng.integers(3, 9)))) for _ in range(1 + trial % 3)]
+        parts = [list(rng.uniform(0, 40, 2 * int(rng.integers(3, 9))))
+                 for _ in range(1 + trial % 3)]
         box = np.array([2.5, 1.25, 37.0, 30.5], np.float32)
         size = 14 if trial % 2 else 21
         np.testing.assert_array_equal(T.mask_crop(parts, box, 40, 40, size),
