@@ -1,0 +1,129 @@
+"""COCO evaluation with pycocotools: result JSON, AP metrics in percent, per-class AP table.
+
+Results are COCO result dicts with the original category ids:
+``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` plus ``"segmentation"`` (RLE with
+``counts`` as str) for segm. Sharded evaluation: each rank writes its part with
+:func:`write_results`, rank 0 reads them back with :func:`merge_results`.
+"""
+import contextlib
+import glob
+import io
+import json
+import os
+
+import numpy as np
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+IOU_TYPES = ("bbox", "segm")
+
+
+def _jsonable(res):
+    """A result dict with RLE ``counts`` as str (pycocotools' encode gives bytes)."""
+    seg = res.get("segmentation")
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), bytes):
+        return dict(res, segmentation=dict(seg, counts=seg["counts"].decode("ascii")))
+    return res
+
+
+def write_results(results, path):
+    """Write a list of result dicts as JSON."""
+    serialisable = [_jsonable(res) for res in results]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(serialisable, f)
+    return path
+
+
+def merge_results(paths_or_pattern):
+    """Concatenate per-rank result files (a list of paths or a glob pattern), dropping duplicate
+    (image_id, category_id, bbox, score) entries from images that several shards evaluated."""
+    paths = sorted(glob.glob(paths_or_pattern)) if isinstance(paths_or_pattern, str) \
+        else list(paths_or_pattern)
+    if not paths:
+        raise FileNotFoundError(f"no result files match {paths_or_pattern!r}")
+    merged, seen = [], set()
+    for path in paths:
+        with open(path, "r", encoding="utf-8") as f:
+            part = json.load(f)
+        if not isinstance(part, list):
+            raise ValueError(f"{path}: expected a JSON list of COCO results")
+        for res in part:
+            key = (res["image_id"], res["category_id"], tuple(np.round(res["bbox"], 3)),
+                   round(float(res["score"]), 6))
+            if key not in seen:
+                seen.add(key)
+                merged.append(res)
+    return merged
+
+
+def _per_class_ap(coco_eval, coco_gt):
+    """AP (IoU .50:.95, all areas, max dets 100) per category name, in percent; nan if no gt."""
+    precision = coco_eval.eval["precision"]  # (T iou, R recall, K cat, A area, M maxdet)
+    table = {}
+    for k, cat_id in enumerate(coco_eval.params.catIds):
+        values = precision[:, :, k, 0, -1]
+        values = values[values > -1]
+        name = coco_gt.loadCats(cat_id)[0]["name"]
+        table[name] = float(values.mean() * 100) if values.size else float("nan")
+    return table
+
+
+def format_class_table(per_class, columns=3):
+    """Per-class AP as a plain text table, ``columns`` (name, AP) pairs per row."""
+    items = [(name, "nan" if np.isnan(ap) else f"{ap:.2f}") for name, ap in per_class.items()]
+    width = max([len(n) for n, _ in items] + [8])
+    lines = []
+    for start in range(0, len(items), columns):
+        row = items[start:start + columns]
+        lines.append("  ".join(f"{n:<{width}} {ap:>6}" for n, ap in row))
+    return "\n".join(lines)
+
+
+def evaluate_coco(results, ann_file, iou_types=IOU_TYPES, output_dir=None, log=print):
+    """Evaluate ``results`` against the COCO annotations in ``ann_file``.
+
+    Writes ``results.json`` and ``metrics.json`` into ``output_dir`` when given. Returns
+    ``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` in percent, plus
+    ``{iou_type + "_per_class": {name: AP}}``. No detections give AP 0; a metric without
+    ground truth in its range (e.g. APl with no large objects) is -1, as pycocotools reports it.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    for iou_type in iou_types:
+        if iou_type not in IOU_TYPES:
+            raise ValueError(f"iou_types must be among {IOU_TYPES}, got {iou_type!r}")
+    if "segm" in iou_types and any("segmentation" not in r for r in results):
+        raise ValueError("segm evaluation needs a 'segmentation' in every result")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(ann_file)
+    if output_dir:
+        write_results(results, os.path.join(output_dir, "results.json"))
+    metrics = {}
+    for iou_type in iou_types:
+        if not results:
+            metrics[iou_type] = {name: 0.0 for name in METRIC_NAMES}
+            log(f"{iou_type}: no detections, AP 0")
+            continue
+        # loadRes edits its input, and takes the box area for segm when a bbox is present
+        dets = [dict(_jsonable(r)) for r in results]
+        if iou_type == "segm":
+            dets = [{k: v for k, v in d.items() if k != "bbox"} for d in dets]
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = coco_gt.loadRes(dets)
+        coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        stats = [float(s) * 100 if s >= 0 else -1.0 for s in coco_eval.stats[:6]]
+        metrics[iou_type] = dict(zip(METRIC_NAMES, stats))
+        per_class = _per_class_ap(coco_eval, coco_gt)
+        metrics[f"{iou_type}_per_class"] = per_class
+        log(f"{iou_type}:\n{summary.getvalue().rstrip()}")
+        log("  ".join(f"{k} {v:.2f}" for k, v in metrics[iou_type].items()))
+        log(f"{iou_type} AP per class:\n{format_class_table(per_class)}")
+    if output_dir:
+        with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
+            json.dump({k: metrics[k] for k in iou_types}, f, indent=2)
+    return metrics

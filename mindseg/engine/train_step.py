@@ -1,0 +1,148 @@
+"""One optimisation step, functional style: ``value_and_grad`` over the summed named losses,
+gradient mean across ranks, optional dynamic loss scaling that skips overflowed steps.
+
+The route ``DynamicLossScaler`` + ``all_finite`` + ``value_and_grad`` is the one that works on the
+CPU as well as on Ascend / GPU (``TrainOneStepWithLossScaleCell`` reaches float-status ops that
+the CPU lacks; PLATFORM.md).
+"""
+import mindspore as ms
+from mindspore import amp, nn, ops
+
+NORM_CELLS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm,
+              nn.InstanceNorm2d)
+AMP_LEVELS = ("auto", "O1", "O2", "O3")
+
+
+def apply_mixed_precision(net, amp_level="auto"):
+    """Return ``net`` running in float16 where MindSpore's ``amp_level`` says so.
+
+    ``auto`` (the default) is autocast-like: convolutions and matmuls in float16, everything else
+    (losses, box arithmetic, norms) in float32, with no rewrite of the network. O1 rewrites the
+    network and drops a ``./rewritten_network/`` folder into the cwd (PLATFORM.md); O2 / O3 also
+    cast the float inputs, ground-truth boxes included, to float16.
+    """
+    if amp_level not in AMP_LEVELS:
+        raise ValueError(f"train.amp_level must be one of {AMP_LEVELS}, got {amp_level!r}")
+    loss_names = getattr(net, "loss_names", None)
+    wrapped = amp.auto_mixed_precision(net, amp_level)
+    if loss_names is not None and not hasattr(wrapped, "loss_names"):
+        wrapped.loss_names = loss_names
+    return wrapped
+
+
+def _is_norm_cell(cell):
+    return isinstance(cell, NORM_CELLS) or "norm" in type(cell).__name__.lower()
+
+
+def param_groups(net, weight_decay, weight_decay_norm, weight_decay_bias):
+    """Split the trainable parameters into optimizer groups by weight decay.
+
+    Parameters of normalisation cells (any Cell whose class name contains 'Norm', FrozenBN
+    included) get ``weight_decay_norm``; other parameters named ``*.bias`` get
+    ``weight_decay_bias``; the rest ``weight_decay``. Empty groups are left out.
+    """
+    norm_names = set()
+    for _, cell in net.cells_and_names():
+        if _is_norm_cell(cell):
+            norm_names.update(p.name for p in cell.get_parameters(expand=False))
+    norm, bias, other = [], [], []
+    for param in net.trainable_params():
+        if param.name in norm_names:
+            norm.append(param)
+        elif param.name.endswith(".bias") or param.name == "bias":
+            bias.append(param)
+        else:
+            other.append(param)
+    groups = [{"params": other, "weight_decay": weight_decay},
+              {"params": norm, "weight_decay": weight_decay_norm},
+              {"params": bias, "weight_decay": weight_decay_bias}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(net, lr_schedule, momentum=0.9, weight_decay=1e-4, weight_decay_norm=0.0,
+                    weight_decay_bias=0.0):
+    """SGD with momentum; step ``i`` uses ``lr_schedule[i]`` (the optimizer's ``global_step``)."""
+    groups = param_groups(net, weight_decay, weight_decay_norm, weight_decay_bias)
+    if not groups:
+        raise ValueError("the network has no trainable parameters")
+    return nn.Momentum(groups, learning_rate=ms.Tensor(lr_schedule, ms.float32), momentum=momentum)
+
+
+class TrainStep:
+    """Callable ``step(*inputs) -> (total_loss, losses, finite)`` that updates ``net`` in place.
+
+    ``losses`` is the network's tuple of named scalar losses (``net.loss_names``); ``finite`` is
+    False when the gradients overflowed, in which case the weights and moments are left as they
+    were, the loss scale is lowered and the step still counts (the lr schedule moves on).
+    ``loss_scale=None`` trains without loss scaling.
+    """
+
+    def __init__(self, net, optimizer, *, world=1, loss_scale=None, scale_factor=2,
+                 scale_window=1000, jit=False):
+        self.net = net
+        self.optimizer = optimizer
+        self.loss_names = tuple(getattr(net, "loss_names", ()))
+        self.scaler = None
+        if loss_scale is not None:
+            self.scaler = amp.DynamicLossScaler(float(loss_scale), scale_factor, scale_window)
+        self.reducer = None
+        if world > 1:
+            self.reducer = nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=world)
+        self._step = self._build_step(jit)
+
+    def _build_step(self, jit):
+        net, optimizer, scaler, reducer = self.net, self.optimizer, self.scaler, self.reducer
+
+        def forward(*inputs):
+            losses = net(*inputs)
+            total = losses[0]
+            for loss in losses[1:]:
+                total = total + loss
+            scaled = scaler.scale(total) if scaler is not None else total
+            return scaled, total, losses
+
+        grad_fn = ms.value_and_grad(forward, None, optimizer.parameters, has_aux=True)
+
+        def train_step(*inputs):
+            (_, total, losses), grads = grad_fn(*inputs)
+            if reducer is not None:
+                grads = reducer(grads)
+            if scaler is None:
+                total = ops.depend(total, optimizer(grads))
+                return total, losses, ops.ones((), ms.bool_)
+            grads = scaler.unscale(grads)
+            finite = amp.all_finite(grads)
+            scaler.adjust(finite)
+            if finite:
+                total = ops.depend(total, optimizer(grads))
+            else:
+                total = ops.depend(total, ops.assign_add(optimizer.global_step,
+                                                         ops.ones((1,), ms.int32)))
+            return total, losses, finite
+
+        return ms.jit(train_step) if jit else train_step
+
+    def __call__(self, *inputs):
+        return self._step(*inputs)
+
+    @property
+    def step_index(self):
+        """Steps taken so far (the position in the lr schedule)."""
+        return int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
+
+    @property
+    def loss_scale(self):
+        return float(self.scaler.scale_value.asnumpy()) if self.scaler is not None else 1.0
+
+    def scaler_state(self):
+        """``{"loss_scale", "loss_scale_counter"}`` for a checkpoint (empty without a scaler)."""
+        if self.scaler is None:
+            return {}
+        return {"loss_scale": float(self.scaler.scale_value.asnumpy()),
+                "loss_scale_counter": int(self.scaler.counter.asnumpy())}
+
+    def load_scaler_state(self, state):
+        if self.scaler is None or "loss_scale" not in state:
+            return
+        self.scaler.scale_value.set_data(ms.Tensor(float(state["loss_scale"]), ms.float32))
+        self.scaler.counter.set_data(ms.Tensor(int(state["loss_scale_counter"]), ms.int32))
