@@ -112,19 +112,26 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--num_images", type=int, default=16)
     parser.add_argument("--shuffle", action="store_true")
+    parser.add_argument("--per_rank_dir", action="store_true",
+                        help="use output_dir/rank<r> per rank, to see which rank wrote what")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_args(argv)
     cfg = toy_config(args.overrides)
     runtime = init_runtime(cfg)
+    if args.per_rank_dir:
+        cfg.output_dir = os.path.join(cfg.output_dir, f"rank{runtime.rank}")
     net = ToyNet()
     dataset = toy_dataset(cfg.data.batch_size, runtime.rank, runtime.world, args.num_images,
                           shuffle=args.shuffle, seed=cfg.seed)
     seen = [int(i) for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=True)
             for i in batch["image_id"]]
+    initial = net_weights(net)
     summary = train(cfg, net, dataset, runtime)
+    suffix = "" if args.per_rank_dir else f"_rank{runtime.rank}"
     os.makedirs(cfg.output_dir, exist_ok=True)
-    np.savez(os.path.join(cfg.output_dir, f"weights_rank{runtime.rank}.npz"), **net_weights(net))
-    with open(os.path.join(cfg.output_dir, f"seen_rank{runtime.rank}.json"), "w") as f:
+    np.savez(os.path.join(cfg.output_dir, f"initial_weights{suffix}.npz"), **initial)
+    np.savez(os.path.join(cfg.output_dir, f"weights{suffix}.npz"), **net_weights(net))
+    with open(os.path.join(cfg.output_dir, f"seen{suffix}.json"), "w") as f:
         json.dump({"image_ids": seen, "world": runtime.world, "summary": summary}, f)
     return summary
 

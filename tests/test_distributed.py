@@ -1,0 +1,73 @@
+"""Data-parallel training of the toy network under msrun and under the mpirun wrapper, 2 CPU
+workers: identical trainable weights on both ranks, data sharded by rank, only rank 0 writes."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY = os.path.join(ROOT, "mindseg", "engine", "toy.py")
+NUM_IMAGES = 16
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch(script, tmp_path, port_var):
+    out = tmp_path / "out"
+    env = dict(os.environ, GLOG_v="3", TRAIN_SCRIPT=TOY, LOG_DIR=str(tmp_path / "logs"),
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env[port_var] = str(_free_port())
+    cmd = ["bash", os.path.join(ROOT, "scripts", script), "2", "--per_rank_dir",
+           f"--num_images={NUM_IMAGES}", f"output_dir={out}", "train.max_steps=6",
+           "train.ckpt_interval=3", "train.log_interval=3"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+    logs = ""
+    if (tmp_path / "logs").is_dir():
+        for name in sorted(os.listdir(tmp_path / "logs")):
+            logs += f"--- {name}\n" + (tmp_path / "logs" / name).read_text()[-3000:]
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{logs}"
+    return out
+
+
+def _check_run(out):
+    rank0, rank1 = out / "rank0", out / "rank1"
+    weights = [np.load(d / "weights.npz") for d in (rank0, rank1)]
+    seen = [json.loads((d / "seen.json").read_text()) for d in (rank0, rank1)]
+    assert [s["world"] for s in seen] == [2, 2]
+    ids0, ids1 = set(seen[0]["image_ids"]), set(seen[1]["image_ids"])
+    assert len(ids0) == len(ids1) == NUM_IMAGES // 2
+    assert not ids0 & ids1 and ids0 | ids1 == set(range(1, NUM_IMAGES + 1))
+    trainable = [k for k in weights[0].files if "moving_" not in k]  # BN statistics stay local
+    for name in trainable:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name], err_msg=name)
+    initial = np.load(rank0 / "initial_weights.npz")
+    assert not np.allclose(initial["conv.weight"], weights[0]["conv.weight"])
+    assert sorted(os.listdir(rank0 / "checkpoints")) == ["ckpt_00000003.ckpt", "ckpt_00000006.ckpt",
+                                                        "latest"]
+    assert (rank0 / "train.log").is_file() and (rank0 / "config.yml").is_file()
+    assert not (rank1 / "checkpoints").exists()
+    assert not (rank1 / "train.log").exists() and not (rank1 / "config.yml").exists()
+    assert "2 rank(s)" in (rank0 / "train.log").read_text()
+
+
+def test_msrun_two_cpu_workers(tmp_path):
+    if shutil.which("msrun", path=os.path.dirname(sys.executable) + os.pathsep
+                    + os.environ.get("PATH", "")) is None:
+        pytest.skip("msrun (from the mindspore wheel) is not on PATH")
+    _check_run(_launch("run_msrun_train.sh", tmp_path, "MASTER_PORT"))
+
+
+def test_mpirun_wrapper_two_cpu_workers(tmp_path):
+    if shutil.which("mpirun") is None:
+        pytest.skip("OpenMPI is not installed (apt-get install -y openmpi-bin)")
+    _check_run(_launch("run_distribute_train.sh", tmp_path, "MS_SCHED_PORT"))
