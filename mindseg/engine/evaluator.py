@@ -63,7 +63,7 @@ def _per_class_ap(coco_eval, coco_gt):
     for k, cat_id in enumerate(coco_eval.params.catIds):
         values = precision[:, :, k, 0, -1]
         values = values[values > -1]
-        name = coco_gt.loadCats(cat_id)[0]["name"]
+        name = coco_gt.cats[int(cat_id)]["name"]
         table[name] = float(values.mean() * 100) if values.size else float("nan")
     return table
 

@@ -1,0 +1,106 @@
+"""COCO evaluation on a tiny ground truth made here: perfect, empty and shifted detections."""
+import json
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from mindseg.engine.evaluator import (METRIC_NAMES, evaluate_coco, format_class_table,
+                                      merge_results, write_results)
+
+# two images, categories with non-contiguous ids; boxes xywh
+GT_BOXES = [(1, 3, [10, 10, 40, 30]), (1, 7, [60, 50, 30, 40]), (2, 3, [5, 5, 50, 60])]
+
+
+def _rect_polygon(x, y, w, h):
+    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
+
+
+@pytest.fixture()
+def ann_file(tmp_path):
+    gt = {"images": [{"id": 1, "width": 120, "height": 100, "file_name": "a.jpg"},
+                     {"id": 2, "width": 80, "height": 90, "file_name": "b.jpg"}],
+          "categories": [{"id": 3, "name": "square"}, {"id": 7, "name": "disc"}],
+          "annotations": [{"id": i + 1, "image_id": img, "category_id": cat, "bbox": box,
+                           "area": box[2] * box[3], "iscrowd": 0,
+                           "segmentation": _rect_polygon(*box)}
+                          for i, (img, cat, box) in enumerate(GT_BOXES)]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    return str(path)
+
+
+def _rle(box, height, width):
+    mask = np.zeros((height, width), np.uint8, order="F")
+    x, y, w, h = box
+    mask[y:y + h, x:x + w] = 1
+    return mask_utils.encode(np.asfortranarray(mask))  # counts as bytes, as a model gives them
+
+
+def _result(img, cat, box, score=0.9):
+    size = {1: (100, 120), 2: (90, 80)}[img]
+    return {"image_id": img, "category_id": cat, "bbox": [float(v) for v in box], "score": score,
+            "segmentation": _rle(box, *size)}
+
+
+def test_perfect_detections_give_100(ann_file, tmp_path):
+    results = [_result(img, cat, box) for img, cat, box in GT_BOXES]
+    lines = []
+    metrics = evaluate_coco(results, ann_file, output_dir=str(tmp_path / "out"), log=lines.append)
+    for iou_type in ("bbox", "segm"):
+        assert metrics[iou_type]["AP"] == pytest.approx(100.0)
+        assert metrics[iou_type]["AP50"] == pytest.approx(100.0)
+        assert metrics[f"{iou_type}_per_class"] == {"square": pytest.approx(100.0),
+                                                    "disc": pytest.approx(100.0)}
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(saved) == {"bbox", "segm"} and set(saved["bbox"]) == set(METRIC_NAMES)
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert sorted(r["category_id"] for r in written) == [3, 3, 7]
+    assert isinstance(written[0]["segmentation"]["counts"], str)
+    assert any("square" in line and "100.00" in line for line in lines)
+
+
+def test_no_detections_give_zero(ann_file, tmp_path):
+    metrics = evaluate_coco([], ann_file, output_dir=str(tmp_path))
+    assert metrics["bbox"] == {name: 0.0 for name in METRIC_NAMES}
+    assert json.loads((tmp_path / "metrics.json").read_text())["segm"]["AP"] == 0.0
+
+
+def test_shifted_box_gives_known_ap(tmp_path):
+    gt = {"images": [{"id": 1, "width": 100, "height": 100, "file_name": "a.jpg"}],
+          "categories": [{"id": 1, "name": "thing"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20],
+                           "area": 400, "iscrowd": 0, "segmentation": _rect_polygon(10, 10, 20, 20)}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    # shifted 4 px: IoU = 16*20 / (400 + 400 - 320) = 2/3, a match at thresholds .50 .55 .60 .65
+    det = {"image_id": 1, "category_id": 1, "bbox": [14.0, 10.0, 20.0, 20.0], "score": 0.8}
+    metrics = evaluate_coco([det], str(path), iou_types=("bbox",))
+    assert metrics["bbox"]["AP"] == pytest.approx(40.0)
+    assert metrics["bbox"]["AP50"] == pytest.approx(100.0)
+    assert metrics["bbox"]["AP75"] == pytest.approx(0.0)
+    assert metrics["bbox"]["APs"] == pytest.approx(40.0)
+    assert metrics["bbox"]["APl"] == -1.0  # no large ground truth
+
+
+def test_segm_needs_segmentation(ann_file):
+    with pytest.raises(ValueError, match="segmentation"):
+        evaluate_coco([{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 1.0}],
+                      ann_file)
+
+
+def test_merge_results_across_ranks(ann_file, tmp_path):
+    results = [_result(img, cat, box) for img, cat, box in GT_BOXES]
+    write_results(results[:2], str(tmp_path / "results_rank0.json"))
+    write_results(results[1:], str(tmp_path / "results_rank1.json"))  # result 1 on both ranks
+    merged = merge_results(str(tmp_path / "results_rank*.json"))
+    assert len(merged) == 3
+    assert evaluate_coco(merged, ann_file, iou_types=("segm",))["segm"]["AP"] == pytest.approx(100.0)
+    with pytest.raises(FileNotFoundError):
+        merge_results(str(tmp_path / "nothing_*.json"))
+
+
+def test_class_table_lists_every_class():
+    table = format_class_table({"a": 12.345, "bb": float("nan"), "c": 1.0, "d": 50.0}, columns=3)
+    assert table.splitlines()[0].split() == ["a", "12.35", "bb", "nan", "c", "1.00"]
+    assert table.splitlines()[1].split() == ["d", "50.00"]
