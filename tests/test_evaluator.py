@@ -104,3 +104,55 @@ def test_class_table_lists_every_class():
     table = format_class_table({"a": 12.345, "bb": float("nan"), "c": 1.0, "d": 50.0}, columns=3)
     assert table.splitlines()[0].split() == ["a", "12.35", "bb", "nan", "c", "1.00"]
     assert table.splitlines()[1].split() == ["d", "50.00"]
+
+
+def test_run_evaluation_over_a_dataset_and_ranks(ann_file, tmp_path):
+    import mindspore as ms
+    import mindspore.dataset as ds
+    from mindspore import nn, ops
+    from mindseg.engine.evaluator import gather_rank_results, run_evaluation
+    from mindseg.runtime import RuntimeInfo
+
+    class FixedNet(nn.Cell):
+        """Returns every gt box of the image as a detection, in resized coordinates (x2)."""
+        def __init__(self):
+            super().__init__()
+            table = np.zeros((3, 2, 4), np.float32)
+            for slot, (img, _, (x, y, w, h)) in enumerate(GT_BOXES):
+                table[img, slot % 2] = [2 * x, 2 * y, 2 * (x + w), 2 * (y + h)]
+            self.table = ms.Tensor(table)
+
+        def construct(self, image, image_size):
+            boxes = self.table[image[:, 0, 0, 0].astype(ms.int32)]
+            scores = ops.ones(boxes.shape[:2], ms.float32)
+            return boxes, scores, ops.zeros(boxes.shape[:2], ms.int32), boxes[..., 2] > 0, scores
+
+    def postprocess(outputs, batch):
+        boxes, scores, _, valid, _ = outputs
+        out = []
+        for b, image_id in enumerate(batch["image_id"]):
+            gt_cats = [cat for img, cat, _ in GT_BOXES if img == image_id]
+            for d in np.flatnonzero(valid[b]):
+                x0, y0, x1, y1 = boxes[b, d] / batch["scale"][b, 0]
+                out.append({"image_id": int(image_id), "category_id": gt_cats[d],
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(scores[b, d])})
+        return out
+
+    def columns():
+        for image_id in (1, 2):
+            yield (np.full((3, 4, 4), image_id, np.float32), np.array([8, 8], np.float32),
+                   np.array([2, 2], np.float32), np.int32(image_id))
+
+    data = ds.GeneratorDataset(list(columns()), ["image", "image_size", "scale", "image_id"],
+                               shuffle=False).batch(1)
+    lines = []
+    metrics = run_evaluation(FixedNet(), data, postprocess, ann_file, RuntimeInfo(),
+                             str(tmp_path / "single"), iou_types=("bbox",), log=lines.append)
+    assert metrics["bbox"]["AP"] == pytest.approx(100.0)
+    assert any("inference: 2 images" in line for line in lines)
+    # two ranks: rank 1 has written its part; rank 0 adds its own and merges
+    part = [{"image_id": 2, "category_id": 3, "bbox": [5.0, 5.0, 50.0, 60.0], "score": 1.0}]
+    assert gather_rank_results(part, str(tmp_path / "dp"), rank=1, world=2) is None
+    mine = [{"image_id": 1, "category_id": 3, "bbox": [10.0, 10.0, 40.0, 30.0], "score": 1.0}]
+    merged = gather_rank_results(mine, str(tmp_path / "dp"), rank=0, world=2)
+    assert sorted(r["image_id"] for r in merged) == [1, 2]

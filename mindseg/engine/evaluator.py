@@ -10,6 +10,7 @@ import glob
 import io
 import json
 import os
+import time
 
 import numpy as np
 
@@ -25,12 +26,21 @@ def _jsonable(res):
     return res
 
 
+def _to_builtin(value):
+    """json.dump fallback for numpy scalars and arrays in result dicts."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} into a COCO result JSON")
+
+
 def write_results(results, path):
     """Write a list of result dicts as JSON."""
     serialisable = [_jsonable(res) for res in results]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(serialisable, f)
+        json.dump(serialisable, f, default=_to_builtin)
     return path
 
 
@@ -127,3 +137,51 @@ def evaluate_coco(results, ann_file, iou_types=IOU_TYPES, output_dir=None, log=p
         with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
             json.dump({k: metrics[k] for k in iou_types}, f, indent=2)
     return metrics
+
+
+def gather_rank_results(results, output_dir, rank, world, timeout_s=3600.0, poll_s=0.5):
+    """Sharded evaluation: every rank writes ``results_rank<r>.json``; rank 0 waits for all
+    ``world`` files and returns the merged list, the other ranks return None."""
+    if world == 1:
+        return results
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, f"results_rank{rank}.json")
+    tmp = path + f".tmp{os.getpid()}"
+    write_results(results, tmp)
+    os.replace(tmp, path)
+    if rank != 0:
+        return None
+    paths = [os.path.join(output_dir, f"results_rank{r}.json") for r in range(world)]
+    deadline = time.time() + timeout_s
+    while not all(os.path.isfile(p) for p in paths):
+        if time.time() > deadline:
+            missing = [p for p in paths if not os.path.isfile(p)]
+            raise TimeoutError(f"rank 0: no results from {missing} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+    return merge_results(paths)
+
+
+def run_evaluation(net, dataset, postprocess, ann_file, runtime, output_dir,
+                   iou_types=IOU_TYPES, log=print):
+    """Run ``net`` (inference contract) over ``dataset`` and evaluate on rank 0.
+
+    ``postprocess(outputs, batch) -> list of COCO result dicts`` turns the network's numpy
+    outputs ``(boxes, scores, classes, valid, mask_probs)`` and the numpy batch (``image_id``,
+    ``scale``, ...) into results with original category ids. Returns the metrics on rank 0,
+    None on the others.
+    """
+    net.set_train(False)
+    results, start, images = [], time.time(), 0
+    for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=False):
+        outputs = net(batch["image"], batch["image_size"])
+        numpy_batch = {k: v.asnumpy() for k, v in batch.items()}
+        results.extend(postprocess(tuple(o.asnumpy() for o in outputs), numpy_batch))
+        images += numpy_batch["image"].shape[0]
+    if runtime.is_main:
+        elapsed = time.time() - start
+        log(f"inference: {images} images in {elapsed:.1f} s on rank 0 "
+            f"({elapsed / max(images, 1):.3f} s/image)")
+    merged = gather_rank_results(results, output_dir, runtime.rank, runtime.world)
+    if merged is None:
+        return None
+    return evaluate_coco(merged, ann_file, iou_types=iou_types, output_dir=output_dir, log=log)
