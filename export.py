@@ -1,0 +1,39 @@
+"""Export a checkpoint as a graph that runs without mindseg, with a JSON describing it.
+
+python export.py --config CFG --ckpt_path PATH --file_format MINDIR [--output PATH] [key=value ...]
+
+The graph takes (image (B, 3, H, W), image_size (B, 2)) and returns fixed-size boxes, scores,
+classes, valid flags and 28x28 mask probabilities; PATH.json holds the input / output names,
+shapes and dtypes, the preprocessing and the class names. AIR needs --device_target Ascend.
+"""
+import os
+
+import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
+from mindseg.cli import build_parser, config_from_args
+from mindseg.engine.inference import build_network, load_weights, resolve_num_classes, script_errors
+
+
+def main(argv=None):
+    parser = build_parser("export", __doc__.splitlines()[0])
+    parser.add_argument("--output", default=None,
+                        help="graph path, extension optional (default OUTPUT_DIR/<model name>)")
+    args = parser.parse_args(argv)
+    with script_errors("export.py"):
+        from mindseg.dataset.pipeline import dataset_info
+        from mindseg.engine.exporter import check_file_format, export_model
+        from mindseg.runtime import set_device_and_mode
+
+        cfg = config_from_args(args)
+        file_format = check_file_format(cfg.export.file_format, cfg.device_target)
+        set_device_and_mode(cfg.device_target, "pynative")
+        info = dataset_info(cfg, "val")
+        net = build_network(cfg, resolve_num_classes(cfg, info))
+        ckpt = load_weights(net, cfg.eval.ckpt_path)
+        output = args.output or os.path.join(cfg.output_dir, cfg.model.name)
+        graph, spec = export_model(net, cfg, info, output, file_format, cfg.export.batch_size)
+        print(f"exported {ckpt} -> {graph}\ndescription -> {spec}")
+    return graph, spec
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Export an inference network to MINDIR (or AIR on Ascend) with a JSON that describes it.
+
+The graph takes a padded batch and the resized sizes, ``(image (B, 3, H, W) float32,
+image_size (B, 2) float32)``, and returns the model contract's fixed-size outputs
+(docs/contracts.md): boxes (B, D, 4), scores (B, D), classes (B, D) int32, valid (B, D) bool,
+mask_probs (B, D, 28, 28). The JSON beside it (same stem, ``.json``) names and shapes the inputs
+and outputs, spells out the preprocessing (resize rule, canvas, mean, std, channel order) and
+lists the class names and COCO category ids, so a deployer can run the graph with
+``mindspore.load`` + ``nn.GraphCell`` and no mindseg.
+"""
+import json
+import os
+
+import numpy as np
+
+FILE_FORMATS = {"MINDIR": ".mindir", "AIR": ".air"}
+INPUT_NAMES = ("image", "image_size")
+OUTPUT_NAMES = ("boxes", "scores", "classes", "valid", "mask_probs")
+SPEC_VERSION = 1
+
+OUTPUT_MEANING = {
+    "boxes": "x0, y0, x1, y1 in resized-image pixels (divide by preprocess scale to get original "
+             "pixels)",
+    "scores": "detection score",
+    "classes": "contiguous class index into class_names / category_ids",
+    "valid": "True for a real detection; the rest is padding",
+    "mask_probs": "per-detection mask probability on a 28x28 grid over its box "
+                  "(threshold 0.5 after pasting into the box)",
+}
+
+
+class ExportError(RuntimeError):
+    """An export the chosen format or backend cannot do."""
+
+
+def check_file_format(file_format, device_target):
+    """Upper-cased ``file_format`` if this backend can write it; a clear error otherwise."""
+    fmt = str(file_format).upper()
+    if fmt == "ONNX":
+        raise ExportError("ONNX export is not supported: MindSpore 2.10 does not convert GroupNorm, "
+                          "interpolate or mindcv ResNet's in-place add; use --file_format MINDIR")
+    if fmt not in FILE_FORMATS:
+        raise ExportError(f"--file_format must be one of {sorted(FILE_FORMATS)}, got {file_format!r}")
+    if fmt == "AIR" and device_target != "Ascend":
+        raise ExportError(f"AIR export needs the Ascend backend (--device_target Ascend); this run "
+                          f"is on {device_target}. Export MINDIR here, or run on an Ascend device")
+    return fmt
+
+
+def export_paths(output, file_format):
+    """``(graph_path, json_path)`` for an ``--output`` with or without the format's extension."""
+    ext = FILE_FORMATS[file_format]
+    stem = output[:-len(ext)] if output.lower().endswith(ext) else output
+    return stem + ext, stem + ".json"
+
+
+def dummy_inputs(batch_size, canvas):
+    """Zero images covering the whole canvas: the inputs that trace the graph."""
+    height, width = (int(v) for v in canvas)
+    image = np.zeros((batch_size, 3, height, width), np.float32)
+    image_size = np.tile(np.array([[height, width]], np.float32), (batch_size, 1))
+    return image, image_size
+
+
+def preprocess_spec(cfg):
+    """The eval-time preprocessing of ``cfg.data``, spelled out for a deployer."""
+    data = cfg.data
+    return {
+        "decode": "image file -> uint8 (h, w, 3) in BGR order (OpenCV imdecode, EXIF ignored)",
+        "resize_rule": "scale = min_size / min(h, w); if max(h, w) * scale > max_size: "
+                       "scale = max_size / max(h, w); scale = min(scale, canvas_h / h, canvas_w / w); "
+                       "new_h = min(int(h * scale + 0.5), canvas_h), new_w likewise; bilinear",
+        "min_size": int(data.test_min_size),
+        "max_size": int(data.test_max_size),
+        "interpolation": "bilinear",
+        "channel_order": data.channel_order,
+        "mean": [float(v) for v in data.mean],
+        "std": [float(v) for v in data.std],
+        "normalize": "(pixel - mean) / std per channel, after reordering to channel_order",
+        "layout": "NCHW float32",
+        "canvas": [int(v) for v in data.canvas],
+        "pad": "zeros at the bottom and right, after normalizing",
+        "image_size_input": "(new_h, new_w) of each image, before padding",
+    }
+
+
+def _tensor_entry(name, array, meaning=None):
+    entry = {"name": name, "shape": list(array.shape), "dtype": str(array.dtype)}
+    if meaning:
+        entry["meaning"] = meaning
+    return entry
+
+
+def build_export_spec(cfg, dataset_info, inputs, outputs, file_format, graph_file):
+    """The JSON-able description of an exported graph (see the module docstring)."""
+    if len(outputs) != len(OUTPUT_NAMES):
+        raise ExportError(f"the network returned {len(outputs)} outputs at inference; the model "
+                          f"contract has {len(OUTPUT_NAMES)}: {OUTPUT_NAMES}")
+    from mindseg import __version__
+    return {
+        "spec_version": SPEC_VERSION,
+        "mindseg_version": __version__,
+        "model": cfg.model.name,
+        "file": os.path.basename(graph_file),
+        "file_format": file_format,
+        "inputs": [
+            _tensor_entry("image", inputs[0], "normalized images padded to the canvas"),
+            _tensor_entry("image_size", inputs[1], "(h, w) of each resized image before padding"),
+        ],
+        "outputs": [_tensor_entry(name, out, OUTPUT_MEANING[name])
+                    for name, out in zip(OUTPUT_NAMES, outputs)],
+        "preprocess": preprocess_spec(cfg),
+        "postprocess": {
+            "boxes_to_original": "x / (new_w / w), y / (new_h / h), clipped to the image",
+            "mask_threshold": 0.5,
+        },
+        "num_classes": int(dataset_info["num_classes"]),
+        "class_names": list(dataset_info["class_names"]),
+        "category_ids": [int(c) for c in dataset_info["category_ids"]],
+    }
+
+
+def export_model(net, cfg, dataset_info, output, file_format="MINDIR", batch_size=1):
+    """Write ``net`` (inference contract) as ``file_format`` plus its JSON description.
+
+    Runs the network once on the tracing inputs to record the output shapes and dtypes.
+    Returns ``(graph_path, json_path)``.
+    """
+    import mindspore as ms
+    file_format = check_file_format(file_format, cfg.device_target)
+    graph_path, json_path = export_paths(output, file_format)
+    os.makedirs(os.path.dirname(os.path.abspath(graph_path)), exist_ok=True)
+    net.set_train(False)
+    inputs = dummy_inputs(batch_size, cfg.data.canvas)
+    tensors = [ms.Tensor(x) for x in inputs]
+    outputs = [o.asnumpy() for o in net(*tensors)]
+    spec = build_export_spec(cfg, dataset_info, inputs, outputs, file_format, graph_path)
+    ms.export(net, *tensors, file_name=graph_path[:-len(FILE_FORMATS[file_format])],
+              file_format=file_format)
+    if not os.path.isfile(graph_path):
+        raise ExportError(f"mindspore.export did not write {graph_path}")
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(spec, f, indent=2)
+    return graph_path, json_path
+
+
+def load_export_spec(json_path):
+    """Read and check the JSON written beside an exported graph."""
+    if not os.path.isfile(json_path):
+        raise FileNotFoundError(f"{json_path}: the export description is missing (export.py writes "
+                                f"it beside the graph)")
+    with open(json_path, "r", encoding="utf-8") as f:
+        spec = json.load(f)
+    missing = [k for k in ("inputs", "outputs", "preprocess", "class_names", "category_ids")
+               if k not in spec]
+    if missing:
+        raise ValueError(f"{json_path}: not an export description (lacks {missing})")
+    names = [o["name"] for o in spec["outputs"]]
+    if tuple(names) != OUTPUT_NAMES:
+        raise ValueError(f"{json_path}: outputs are {names}, expected {list(OUTPUT_NAMES)}")
+    return spec
+
+
+class ExportedModel:
+    """An exported MINDIR graph and its description, callable like the network at inference:
+    ``model(image, image_size) -> (boxes, scores, classes, valid, mask_probs)`` numpy arrays."""
+
+    def __init__(self, graph_path):
+        import mindspore as ms
+        from mindspore import nn
+        if not os.path.isfile(graph_path):
+            raise FileNotFoundError(f"exported graph not found: {graph_path}")
+        if not graph_path.lower().endswith(FILE_FORMATS["MINDIR"]):
+            raise ValueError(f"{graph_path}: only MINDIR graphs can be run here (AIR runs on Ascend "
+                             f"through ACL)")
+        self.spec = load_export_spec(export_paths(graph_path, "MINDIR")[1])
+        self.graph = nn.GraphCell(ms.load(graph_path))
+        self.batch_size = int(self.spec["inputs"][0]["shape"][0])
+
+    def __call__(self, image, image_size):
+        import mindspore as ms
+        outputs = self.graph(ms.Tensor(np.asarray(image, np.float32)),
+                             ms.Tensor(np.asarray(image_size, np.float32)))
+        return tuple(o.asnumpy() for o in outputs)

@@ -1,0 +1,166 @@
+"""What eval.py, export.py and infer.py share: the class count, a network with its trained
+weights, raw images through the eval preprocessing, and per-image COCO-style results.
+
+Raw images go through :func:`mindseg.dataset.pipeline.build_sample` with the eval
+:class:`~mindseg.dataset.pipeline.SampleSpec`, the very function the evaluation pipeline uses, so
+infer.py sees exactly what eval.py sees.
+"""
+import contextlib
+import os
+import sys
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ScriptError(RuntimeError):
+    """A condition that stops an entry script with a message and a non-zero status."""
+
+
+@contextlib.contextmanager
+def script_errors(script):
+    """Turn the errors a user can cause (bad paths, configs, unknown models) into one line
+    ``<script>: error: ...`` and exit status 1; ``MINDSEG_DEBUG=1`` keeps the traceback."""
+    from mindseg.config import ConfigError
+    from mindseg.engine.exporter import ExportError
+    try:
+        yield
+    except (ScriptError, ConfigError, ExportError, FileNotFoundError, ValueError, KeyError) as err:
+        if os.environ.get("MINDSEG_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{script}: error: {message}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def resolve_num_classes(cfg, info):
+    """Foreground classes from the dataset; a config that names another count is an error."""
+    found = int(info["num_classes"])
+    if cfg.model.num_classes and int(cfg.model.num_classes) != found:
+        raise ScriptError(f"model.num_classes is {cfg.model.num_classes} but the annotations of "
+                          f"{cfg.data.dataset_dir} have {found} categories")
+    return found
+
+
+def build_network(cfg, num_classes):
+    """``build_model`` with a clear error when the configured model cannot be built yet."""
+    from mindseg.models import build_model
+    try:
+        return build_model(cfg, num_classes=num_classes)
+    except ImportError as err:
+        raise ScriptError(f"model '{cfg.model.name}' cannot be built: {err}") from None
+
+
+def load_weights(net, ckpt_path):
+    """Load a training checkpoint (weights + optimizer state) or a weights-only one into ``net``;
+    a folder means its ``latest`` checkpoint. Returns the file used."""
+    from mindseg.engine.checkpoint import load_train_state, resolve_checkpoint
+    if not ckpt_path:
+        raise ScriptError("no checkpoint given: pass --ckpt_path PATH (a .ckpt file or the "
+                          "checkpoints folder of a training run)")
+    path = resolve_checkpoint(ckpt_path)
+    load_train_state(path, net)
+    net.set_train(False)
+    return path
+
+
+class NetworkRunner:
+    """A MindSpore network at inference, called with numpy: ``runner(image, image_size)``
+    returns the contract's five outputs as numpy arrays."""
+
+    def __init__(self, net):
+        self.net = net
+        self.net.set_train(False)
+        self.batch_size = None  # any
+
+    def __call__(self, image, image_size):
+        import mindspore as ms
+        outputs = self.net(ms.Tensor(np.asarray(image, np.float32)),
+                           ms.Tensor(np.asarray(image_size, np.float32)))
+        return tuple(o.asnumpy() for o in outputs)
+
+
+class _ProgressDataset:
+    """A dataset whose dict iterator shows a tqdm bar (batches) on a terminal."""
+
+    def __init__(self, dataset, enabled, desc):
+        self.dataset = dataset
+        self.enabled = enabled
+        self.desc = desc
+
+    def create_dict_iterator(self, *args, **kwargs):
+        iterator = self.dataset.create_dict_iterator(*args, **kwargs)
+        if not self.enabled:
+            return iterator
+        from tqdm import tqdm
+        return tqdm(iterator, total=self.dataset.get_dataset_size(), desc=self.desc, unit="batch",
+                    dynamic_ncols=True, file=sys.stderr)
+
+    def get_dataset_size(self):
+        return self.dataset.get_dataset_size()
+
+
+def with_progress(dataset, enabled=True, desc="inference"):
+    return _ProgressDataset(dataset, enabled, desc)
+
+
+# ------------------------------------------------------------------ raw images
+
+def list_images(input_path):
+    """An image file, or the image files of a folder (sorted by name)."""
+    if os.path.isfile(input_path):
+        return [input_path]
+    if not os.path.isdir(input_path):
+        raise FileNotFoundError(f"--input {input_path}: no such file or folder")
+    paths = sorted(os.path.join(input_path, name) for name in os.listdir(input_path)
+                   if name.lower().endswith(IMAGE_EXTENSIONS))
+    if not paths:
+        raise ScriptError(f"--input {input_path}: the folder holds no images "
+                          f"({', '.join(IMAGE_EXTENSIONS)})")
+    return paths
+
+
+def spec_from_export(preprocess, max_instances=1, mask_size=1):
+    """The eval :class:`SampleSpec` that an export JSON's ``preprocess`` section describes."""
+    from mindseg.dataset.pipeline import SampleSpec
+    return SampleSpec(min_sizes=(int(preprocess["min_size"]),), max_size=int(preprocess["max_size"]),
+                      canvas=tuple(int(v) for v in preprocess["canvas"]), flip_prob=0.0,
+                      mean=tuple(float(v) for v in preprocess["mean"]),
+                      std=tuple(float(v) for v in preprocess["std"]),
+                      channel_order=preprocess["channel_order"], max_instances=max_instances,
+                      mask_size=mask_size)
+
+
+def preprocess_image(image_bytes, spec, name=""):
+    """Encoded image -> ``(image (3, H, W) float32, size_hw (2,), scale_hw (2,), original
+    (h, w, 3) uint8 BGR)`` through the evaluation pipeline's ``build_sample``."""
+    from mindseg.dataset.pipeline import build_sample
+    from mindseg.dataset.transforms import decode_image
+    original = decode_image(image_bytes, name=name)
+    record = {"image_id": 0, "file_name": name, "height": original.shape[0],
+              "width": original.shape[1], "image_bytes": image_bytes,
+              "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int32),
+              "segms": []}
+    image, size_hw, scale_hw = build_sample(record, spec)[:3]
+    return image, size_hw, scale_hw, original
+
+
+def run_batched(runner, images, sizes, batch_size):
+    """Run ``runner`` over stacked images in batches of ``batch_size`` (a fixed-batch graph gets
+    its last batch padded with copies of the first image); returns the outputs per image."""
+    count = len(images)
+    step = batch_size or count
+    per_output = None
+    for start in range(0, count, step):
+        image = np.stack(images[start:start + step])
+        size = np.stack(sizes[start:start + step])
+        real = len(image)
+        if batch_size and real < batch_size:
+            pad = batch_size - real
+            image = np.concatenate([image, np.repeat(image[:1], pad, 0)])
+            size = np.concatenate([size, np.repeat(size[:1], pad, 0)])
+        outputs = [o[:real] for o in runner(image, size)]
+        per_output = outputs if per_output is None else \
+            [np.concatenate([a, b]) for a, b in zip(per_output, outputs)]
+    return per_output

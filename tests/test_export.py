@@ -1,0 +1,205 @@
+"""Export: MINDIR + JSON written by export.py reload in a process that never imports mindseg and
+give the checkpoint's outputs; AIR / ONNX fail clearly; both checkpoint kinds load; raw-image
+preprocessing is the eval pipeline's."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+from mindspore import nn
+
+from mindseg.config import load_config
+from mindseg.dataset.pipeline import build_sample, create_dataset, sample_spec
+from mindseg.dataset.synthetic import make_synthetic_coco
+from mindseg.engine.checkpoint import save_train_state
+from mindseg.engine.exporter import (OUTPUT_NAMES, ExportError, check_file_format, export_paths,
+                                     load_export_spec)
+from mindseg.engine.inference import (load_weights, preprocess_image, run_batched,
+                                      spec_from_export)
+from mindseg.engine.toy import ToyNet, net_weights
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPES_CFG = os.path.join(ROOT, "config", "shapes", "mask_rcnn_shapes.yml")
+# the smallest Mask R-CNN that still exercises every op of the exported graph
+SMALL = ["data.canvas=[128,128]", "data.test_min_size=128", "data.test_max_size=128",
+         "data.num_workers=0", "model.rpn.pre_nms_topk_test=100", "model.rpn.post_nms_topk_test=50",
+         "model.roi_heads.detections_per_image=10", "model.roi_heads.test_topk_candidates=100"]
+SCRIPT_ENV = dict(os.environ, GLOG_v="3", ONEDNN_MAX_CPU_ISA="AVX2")
+
+# Runs with `python -I` from an empty folder: no mindseg on the path, only mindspore + numpy.
+CLEAN_RUNNER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import mindspore as ms
+    from mindspore import nn
+    try:
+        import mindseg
+        sys.exit("mindseg is importable in the clean process")
+    except ImportError:
+        pass
+    graph_path, json_path, work = sys.argv[1:4]
+    spec = json.load(open(json_path))
+    inputs = [np.load(f"{work}/in_{t['name']}.npy") for t in spec["inputs"]]
+    for t, x in zip(spec["inputs"], inputs):
+        assert [list(x.shape), str(x.dtype)] == [t["shape"], t["dtype"]], (t, x.shape, x.dtype)
+    outputs = nn.GraphCell(ms.load(graph_path))(*[ms.Tensor(x) for x in inputs])
+    for t, out in zip(spec["outputs"], outputs):
+        out = out.asnumpy()
+        assert [list(out.shape), str(out.dtype)] == [t["shape"], t["dtype"]], (t, out.shape, out.dtype)
+        np.save(f"{work}/out_{t['name']}.npy", out)
+    print("mindseg" in sys.modules, len(outputs))
+""")
+
+
+@pytest.fixture(scope="module")
+def shapes_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    return make_synthetic_coco(root / "data", num_train=2, num_val=3, image_size=96, seed=3)
+
+
+def test_file_format_checks():
+    assert check_file_format("mindir", "CPU") == "MINDIR"
+    assert check_file_format("AIR", "Ascend") == "AIR"
+    with pytest.raises(ExportError, match="AIR export needs the Ascend backend"):
+        check_file_format("AIR", "CPU")
+    with pytest.raises(ExportError, match="ONNX export is not supported"):
+        check_file_format("ONNX", "GPU")
+    with pytest.raises(ExportError, match="must be one of"):
+        check_file_format("TFLITE", "CPU")
+    assert export_paths("out/model", "MINDIR") == ("out/model.mindir", "out/model.json")
+    assert export_paths("out/model.mindir", "MINDIR") == ("out/model.mindir", "out/model.json")
+    assert export_paths("out/m.v2.air", "AIR") == ("out/m.v2.air", "out/m.v2.json")
+
+
+def test_both_checkpoint_kinds_load(tmp_path):
+    """A training checkpoint (weights + momentum + step) and a weights-only one give the same
+    weights; a checkpoint missing parameters is refused."""
+    trained = ToyNet()
+    for p in trained.trainable_params():
+        p.set_data(ms.Tensor(np.random.default_rng(1).standard_normal(p.shape).astype(np.float32)))
+    optimizer = nn.Momentum(trained.trainable_params(), learning_rate=0.1, momentum=0.9)
+    save_train_state(str(tmp_path / "train.ckpt"), trained, optimizer, step=7)
+    ms.save_checkpoint(trained, str(tmp_path / "weights.ckpt"))
+    expected = net_weights(trained)
+    for name in ("train.ckpt", "weights.ckpt"):
+        net = ToyNet()
+        assert load_weights(net, str(tmp_path / name)) == str(tmp_path / name)
+        got = net_weights(net)
+        for key, value in expected.items():
+            np.testing.assert_array_equal(got[key], value, err_msg=f"{name}: {key}")
+    ms.save_checkpoint(nn.Dense(2, 2), str(tmp_path / "other.ckpt"))
+    with pytest.raises(ValueError, match="lacks"):
+        load_weights(ToyNet(), str(tmp_path / "other.ckpt"))
+    with pytest.raises(FileNotFoundError):
+        load_weights(ToyNet(), str(tmp_path / "missing.ckpt"))
+
+
+def test_raw_image_preprocessing_is_the_eval_pipelines(shapes_data):
+    """infer.py's preprocessing of an image file equals the eval dataset's sample, both from the
+    config's spec and from the spec an export JSON writes."""
+    from mindseg.engine.exporter import preprocess_spec
+    cfg = load_config(SHAPES_CFG, SMALL + [f"data.dataset_dir={shapes_data['dataset_dir']}",
+                                           "data.test_min_size=100", "data.channel_order=RGB"])
+    batch = next(create_dataset(cfg, "val").create_dict_iterator(num_epochs=1, output_numpy=True))
+    image_id = int(batch["image_id"][0])
+    ann = json.load(open(shapes_data["val_json"]))
+    name = next(i["file_name"] for i in ann["images"] if i["id"] == image_id)
+    data = open(os.path.join(shapes_data["val_dir"], name), "rb").read()
+    for spec in (sample_spec(cfg, training=False), spec_from_export(preprocess_spec(cfg))):
+        image, size_hw, scale_hw, original = preprocess_image(data, spec, name)
+        np.testing.assert_array_equal(image, batch["image"][0])
+        np.testing.assert_array_equal(size_hw, batch["image_size"][0])
+        np.testing.assert_array_equal(scale_hw, batch["scale"][0])
+    entry = next(i for i in ann["images"] if i["id"] == image_id)
+    assert original.shape == (entry["height"], entry["width"], 3)
+    np.testing.assert_allclose(scale_hw, size_hw / np.array(original.shape[:2]), rtol=1e-6)
+
+
+def test_run_batched_pads_fixed_batch():
+    calls = []
+
+    def runner(image, size):
+        calls.append(len(image))
+        return image.sum(axis=(1, 2, 3)), size
+    images = [np.full((1, 2, 2), k, np.float32) for k in range(5)]
+    sizes = [np.array([k, k], np.float32) for k in range(5)]
+    sums, out_sizes = run_batched(runner, images, sizes, batch_size=2)
+    assert calls == [2, 2, 2]
+    np.testing.assert_array_equal(sums, [0, 4, 8, 12, 16])
+    np.testing.assert_array_equal(out_sizes[:, 0], [0, 1, 2, 3, 4])
+
+
+def test_mindir_runs_without_mindseg_and_matches_checkpoint(shapes_data, tmp_path):
+    """export.py writes MINDIR + JSON from a weights-only checkpoint; a clean process that cannot
+    import mindseg loads it with ms.load + nn.GraphCell and reproduces the checkpoint network."""
+    from mindseg.models import build_model
+    overrides = SMALL + [f"data.dataset_dir={shapes_data['dataset_dir']}", "export.batch_size=2"]
+    cfg = load_config(SHAPES_CFG, overrides)
+    ms.set_seed(0)
+    net = build_model(cfg, num_classes=shapes_data["num_classes"])
+    ckpt = str(tmp_path / "weights.ckpt")
+    ms.save_checkpoint(net, ckpt)
+
+    output = str(tmp_path / "export" / "maskrcnn")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "export.py"), "--config", SHAPES_CFG, "--ckpt_path",
+         ckpt, "--file_format", "MINDIR", "--output", output] + overrides,
+        cwd=str(tmp_path), env=SCRIPT_ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    graph_path, json_path = export_paths(output, "MINDIR")
+    spec = load_export_spec(json_path)
+    assert spec["class_names"] == shapes_data["class_names"]
+    assert spec["category_ids"] == shapes_data["category_ids"]
+    assert spec["inputs"][0]["shape"] == [2, 3, 128, 128]
+    assert [o["name"] for o in spec["outputs"]] == list(OUTPUT_NAMES)
+    assert spec["outputs"][4]["shape"] == [2, 10, 28, 28]
+    assert spec["preprocess"]["canvas"] == [128, 128]
+    assert spec["preprocess"]["mean"] == cfg.data.mean
+
+    # two real val images, preprocessed as infer.py does
+    images, sizes = [], []
+    for name in sorted(os.listdir(shapes_data["val_dir"]))[:2]:
+        data = open(os.path.join(shapes_data["val_dir"], name), "rb").read()
+        image, size_hw, _, _ = preprocess_image(data, spec_from_export(spec["preprocess"]), name)
+        images.append(image)
+        sizes.append(size_hw)
+    work = tmp_path / "work"
+    work.mkdir()
+    np.save(work / "in_image.npy", np.stack(images))
+    np.save(work / "in_image_size.npy", np.stack(sizes))
+    net.set_train(False)
+    expected = [o.asnumpy() for o in net(ms.Tensor(np.stack(images)), ms.Tensor(np.stack(sizes)))]
+    assert expected[3].any(), "the checkpoint network detects nothing: the comparison is empty"
+
+    runner = tmp_path / "clean_runner.py"
+    runner.write_text(CLEAN_RUNNER)
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
+           "ONEDNN_MAX_CPU_ISA": "AVX2", "GLOG_v": "3"}
+    result = subprocess.run([sys.executable, "-I", str(runner), graph_path, json_path, str(work)],
+                            cwd=str(clean), env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split()[:2] == ["False", "5"]
+    for name, want in zip(OUTPUT_NAMES, expected):
+        got = np.load(work / f"out_{name}.npy")
+        if want.dtype in (np.int32, np.bool_):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_export_script_refuses_air_on_cpu(shapes_data, tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "export.py"), "--config", SHAPES_CFG, "--ckpt_path",
+         str(tmp_path / "none.ckpt"), "--file_format", "AIR",
+         f"data.dataset_dir={shapes_data['dataset_dir']}"],
+        cwd=str(tmp_path), env=SCRIPT_ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "AIR export needs the Ascend backend" in result.stderr
+    assert not list(tmp_path.glob("**/*.air"))

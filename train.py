@@ -1,0 +1,36 @@
+"""Train a model on a COCO-format dataset.
+
+python train.py --config CFG [--device_target Ascend|GPU|CPU] [--mix True|False]
+                [--resume_ckpt PATH] [--dataset_dir DIR] [--output_dir DIR] [key=value ...]
+
+Launch several processes with scripts/run_msrun_train.sh or scripts/run_distribute_train.sh for
+data-parallel training. Checkpoints go to OUTPUT_DIR/checkpoints, the resolved config and the log
+to OUTPUT_DIR.
+"""
+import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
+from mindseg.cli import parse
+from mindseg.engine.inference import build_network, resolve_num_classes, script_errors
+
+
+def main(argv=None):
+    args, cfg = parse("train", __doc__.splitlines()[0], argv)
+    with script_errors("train.py"):
+        from mindseg.dataset.pipeline import create_dataset, dataset_info
+        from mindseg.engine.trainer import train
+        from mindseg.runtime import init_runtime
+        from mindseg.utils.modelarts import finish_modelarts, prepare_modelarts
+
+        runtime = init_runtime(cfg)
+        cfg = prepare_modelarts(cfg, runtime)
+        info = dataset_info(cfg, "train")
+        net = build_network(cfg, resolve_num_classes(cfg, info))
+        dataset = create_dataset(cfg, "train", runtime.rank, runtime.world)
+        summary = train(cfg, net, dataset, runtime)
+        finish_modelarts(cfg, runtime)
+        if runtime.is_main:
+            print(f"checkpoint: {summary['last_checkpoint']}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
