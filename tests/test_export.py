@@ -203,3 +203,58 @@ def test_export_script_refuses_air_on_cpu(shapes_data, tmp_path):
     assert result.returncode != 0
     assert "AIR export needs the Ascend backend" in result.stderr
     assert not list(tmp_path.glob("**/*.air"))
+
+
+def _paste_reference(probs, box, height, width, threshold=0.5):
+    """Pixel by pixel: bilinear read of the zero-padded grid at the pixel centre's grid position."""
+    size = probs.shape[0]
+    x0, y0, x1, y1 = box
+    out = np.zeros((height, width), bool)
+
+    def at(r, c):
+        return probs[r, c] if 0 <= r < size and 0 <= c < size else 0.0
+    for y in range(height):
+        for x in range(width):
+            u = (x + 0.5 - x0) / (x1 - x0) * size - 0.5
+            v = (y + 0.5 - y0) / (y1 - y0) * size - 0.5
+            if not (x0 - 1 < x + 0.5 < x1 + 1 and y0 - 1 < y + 0.5 < y1 + 1):
+                continue
+            c, r = int(np.floor(u)), int(np.floor(v))
+            fu, fv = u - c, v - r
+            value = ((1 - fv) * ((1 - fu) * at(r, c) + fu * at(r, c + 1)) +
+                     fv * ((1 - fu) * at(r + 1, c) + fu * at(r + 1, c + 1)))
+            out[y, x] = value >= threshold
+    return out
+
+
+def test_paste_masks_hand_case():
+    """A 2x2 grid of ones over box (2, 2, 6, 6): the border pixels read 0.75 (a quarter of zero
+    padding), so exactly the 4x4 box is set; a 0.6 grid leaves only its 2x2 centre."""
+    from mindseg.engine.inference import paste_masks
+    masks = paste_masks(np.ones((1, 2, 2), np.float32), np.array([[2, 2, 6, 6]], np.float32), 8, 8)
+    expected = np.zeros((8, 8), bool)
+    expected[2:6, 2:6] = True
+    np.testing.assert_array_equal(masks[0], expected)
+    masks = paste_masks(np.full((1, 2, 2), 0.6, np.float32),
+                        np.array([[2, 2, 6, 6]], np.float32), 8, 8)
+    expected[:] = False
+    expected[3:5, 3:5] = True  # 0.6 * 0.75 = 0.45 at the border
+    np.testing.assert_array_equal(masks[0], expected)
+
+
+def test_paste_masks_matches_reference():
+    from mindseg.engine.inference import paste_masks
+    rng = np.random.default_rng(4)
+    probs = rng.random((4, 28, 28)).astype(np.float32)
+    boxes = np.array([[3.3, 4.7, 20.2, 15.9], [0, 0, 31, 23], [10.5, 2.25, 12.75, 9.5],
+                      [25.2, 18.1, 40.0, 30.0]], np.float32)
+    masks = paste_masks(probs, boxes, 24, 32)
+    for k in range(4):
+        np.testing.assert_array_equal(masks[k], _paste_reference(probs[k], boxes[k], 24, 32),
+                                      err_msg=f"box {k}")
+
+
+def test_rescale_boxes_hand_case():
+    from mindseg.engine.inference import rescale_boxes
+    out = rescale_boxes(np.array([[10, 20, 30, 40], [1, 1, 2, 2]], np.float32), (0.5, 0.25), 70, 100)
+    np.testing.assert_allclose(out, [[40, 40, 100, 70], [4, 2, 8, 4]])

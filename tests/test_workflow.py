@@ -1,0 +1,175 @@
+"""The quick start end to end, in subprocesses, at the smallest size that still checks it:
+scripts/quickstart.sh (synthetic data -> train.py -> eval.py -> export.py -> infer.py --mindir),
+then infer.py from the checkpoint, and the scripts' refusals."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "config", "shapes", "mask_rcnn_shapes.yml")
+STEPS = 12
+# A 128x128 canvas, few proposals, and every box kept at test so that eval and infer have
+# detections to write after a few steps of training.
+SMALL = ["data.canvas=[128,128]", "data.min_size=[128]", "data.max_size=128",
+         "data.test_min_size=128", "data.test_max_size=128", "data.num_workers=0",
+         "data.max_instances=8", "data.mask_crop=28",
+         "model.rpn.pre_nms_topk_train=200", "model.rpn.post_nms_topk_train=64",
+         "model.rpn.pre_nms_topk_test=100", "model.rpn.post_nms_topk_test=50",
+         "model.roi_heads.batch_size_per_image=64", "model.roi_heads.detections_per_image=10",
+         "model.roi_heads.test_topk_candidates=100", "model.roi_heads.score_thresh_test=0.0",
+         f"train.max_steps={STEPS}", "train.warmup_iters=2", "train.lr_steps=[100]",
+         "train.base_lr=0.01", "train.reference_batch_size=2", "train.log_interval=2",
+         f"train.ckpt_interval={STEPS}"]
+CATEGORY_IDS = {1, 3, 7, 12, 15}  # mindseg.dataset.synthetic: non-contiguous on purpose
+
+
+def _env(**extra):
+    env = dict(os.environ, GLOG_v="3", ONEDNN_MAX_CPU_ISA="AVX2", PYTHON=sys.executable)
+    env.update(extra)
+    return env
+
+
+def _run(args, cwd, timeout=240, **env):
+    return subprocess.run(args, cwd=cwd, env=_env(**env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    """Run scripts/quickstart.sh once with the small settings; returns its folders and output."""
+    root = tmp_path_factory.mktemp("quickstart")
+    data, out = root / "data", root / "out"
+    result = _run(["bash", os.path.join(ROOT, "scripts", "quickstart.sh")] + SMALL, cwd=str(root),
+                  timeout=600, DATA=str(data), OUT=str(out), NUM_TRAIN="6", NUM_VAL="3",
+                  IMAGE_SIZE="128", NUM_INFER="2", SCORE_THRESH="0.0")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    return {"root": root, "data": data, "out": out, "log": log}
+
+
+def _losses(train_log):
+    """Total loss of every logged window, in order."""
+    return [float(v) for v in re.findall(r"step \d+/\d+\s+total (\S+)", train_log)]
+
+
+def test_train_writes_checkpoint_config_and_loss_falls(quickstart):
+    out = quickstart["out"]
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    assert latest == f"ckpt_{STEPS:08d}.ckpt"
+    assert (out / "checkpoints" / latest).stat().st_size > 100_000
+    import yaml
+    cfg = yaml.safe_load((out / "config.yml").read_text())
+    assert cfg["train"]["max_steps"] == STEPS
+    assert cfg["data"]["dataset_dir"] == str(quickstart["data"])
+    losses = _losses((out / "train.log").read_text())
+    assert len(losses) == STEPS // 2
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
+
+
+def test_eval_writes_metrics_in_percent_and_original_category_ids(quickstart):
+    out = quickstart["out"] / "eval"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"bbox", "segm"}
+    for iou_type in ("bbox", "segm"):
+        assert set(metrics[iou_type]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+        for value in metrics[iou_type].values():
+            assert value == -1.0 or 0.0 <= value <= 100.0
+        # the printed line is the file's numbers (percent, two decimals)
+        assert f"AP {metrics[iou_type]['AP']:.2f}" in quickstart["log"]
+    results = json.loads((out / "results.json").read_text())
+    gt = json.loads((quickstart["data"] / "annotations" / "instances_val2017.json").read_text())
+    assert results, "score_thresh_test 0 must leave detections"
+    assert {r["category_id"] for r in results} <= CATEGORY_IDS
+    assert {r["image_id"] for r in results} <= {i["id"] for i in gt["images"]}
+    assert all(len(r["bbox"]) == 4 and isinstance(r["segmentation"]["counts"], str)
+               for r in results)
+    assert "AP per class" in quickstart["log"] and "rectangle" in quickstart["log"]
+
+
+def test_export_writes_mindir_and_description(quickstart):
+    out = quickstart["out"] / "export"
+    assert (out / "mask_rcnn_shapes.mindir").stat().st_size > 100_000
+    spec = json.loads((out / "mask_rcnn_shapes.json").read_text())
+    assert spec["class_names"] == ["rectangle", "ellipse", "triangle", "star", "cross"]
+    assert set(spec["category_ids"]) == CATEGORY_IDS
+    assert spec["inputs"][0]["shape"] == [1, 3, 128, 128]
+    assert spec["outputs"][4]["shape"] == [1, 10, 28, 28]
+
+
+def _infer_results(folder):
+    return {p: json.loads((folder / p).read_text()) for p in sorted(os.listdir(folder))
+            if p.endswith(".json")}
+
+
+def test_infer_writes_drawings_and_coco_results(quickstart):
+    import cv2
+    import pycocotools.mask as mask_util
+    inputs = sorted(os.listdir(quickstart["out"] / "infer_input"))
+    out = quickstart["out"] / "infer"
+    assert len(inputs) == 2
+    results = _infer_results(out)
+    assert sorted(results) == sorted(os.path.splitext(n)[0] + ".json" for n in inputs)
+    for name in inputs:
+        stem = os.path.splitext(name)[0]
+        source = cv2.imread(str(quickstart["out"] / "infer_input" / name))
+        drawn = cv2.imread(str(out / f"{stem}.png"))
+        assert drawn.shape == source.shape
+        dets = results[f"{stem}.json"]
+        assert len(dets) == 10  # score_thresh 0: every valid detection is kept
+        assert np.abs(drawn.astype(int) - source).sum() > 0  # something was drawn
+        height, width = source.shape[:2]
+        for det in dets:
+            assert set(det) == {"image", "category_id", "bbox", "score", "segmentation"}
+            assert det["image"] == name and det["category_id"] in CATEGORY_IDS
+            x, y, w, h = det["bbox"]
+            assert 0 <= x <= x + w <= width + 1e-3 and 0 <= y <= y + h <= height + 1e-3
+            assert det["segmentation"]["size"] == [height, width]
+            mask = mask_util.decode(dict(det["segmentation"],
+                                         counts=det["segmentation"]["counts"].encode()))
+            ys, xs = np.nonzero(mask)
+            if len(xs):  # the pasted mask stays inside its box
+                assert xs.min() >= np.floor(x) - 1 and xs.max() <= np.ceil(x + w) + 1
+                assert ys.min() >= np.floor(y) - 1 and ys.max() <= np.ceil(y + h) + 1
+        scores = [d["score"] for d in dets]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_infer_from_checkpoint_agrees_with_mindir(quickstart):
+    out = quickstart["out"]
+    ckpt_out = quickstart["root"] / "infer_ckpt"
+    result = _run([sys.executable, os.path.join(ROOT, "infer.py"), "--config", CONFIG,
+                   "--ckpt_path", str(out / "checkpoints"), "--input", str(out / "infer_input"),
+                   "--output", str(ckpt_out), "--score_thresh", "0.0",
+                   f"data.dataset_dir={quickstart['data']}"] + SMALL, cwd=str(quickstart["root"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    from_mindir, from_ckpt = _infer_results(out / "infer"), _infer_results(ckpt_out)
+    assert sorted(from_ckpt) == sorted(from_mindir)
+    for name, dets in from_ckpt.items():
+        assert [d["category_id"] for d in dets] == [d["category_id"] for d in from_mindir[name]]
+        np.testing.assert_allclose([d["bbox"] for d in dets],
+                                   [d["bbox"] for d in from_mindir[name]], atol=0.02)
+        np.testing.assert_allclose([d["score"] for d in dets],
+                                   [d["score"] for d in from_mindir[name]], atol=1e-4)
+
+
+def test_scripts_refuse_what_they_cannot_do(quickstart, tmp_path):
+    data = str(quickstart["data"])
+    script = os.path.join(ROOT, "train.py")
+    result = _run([sys.executable, script, "--config", CONFIG, "--dataset_dir", data,
+                   "--output_dir", str(tmp_path / "cm"), "model.name=centermask"], cwd=str(tmp_path))
+    assert result.returncode != 0
+    assert "train.py: error:" in result.stderr and "centermask" in result.stderr
+    assert not (tmp_path / "cm" / "checkpoints").exists()
+    result = _run([sys.executable, os.path.join(ROOT, "eval.py"), "--config", CONFIG,
+                   "--dataset_dir", data, "--ckpt_path", str(tmp_path / "missing.ckpt")],
+                  cwd=str(tmp_path))
+    assert result.returncode != 0 and "missing.ckpt" in result.stderr
+    result = _run([sys.executable, os.path.join(ROOT, "infer.py"), "--config", CONFIG,
+                   "--input", data, "--output", str(tmp_path / "x")], cwd=str(tmp_path))
+    assert result.returncode != 0 and "exactly one of --ckpt_path" in result.stderr
