@@ -1,0 +1,24 @@
+"""Models: ``build_model(cfg)`` picks the meta-architecture from ``cfg.model.name`` in a plain dict.
+
+The builders are imported when called, so that importing a leaf module (``mindseg.models.box_ops``)
+does not pull in every model and mindcv.
+"""
+
+
+def _models():
+    from mindseg.models.meta_arch.mask_rcnn import build_mask_rcnn
+    return {"mask_rcnn": build_mask_rcnn}
+
+
+def build_model(cfg, num_classes=None):
+    """Build ``cfg.model.name``; ``num_classes`` (foreground classes) overrides ``cfg.model.num_classes``,
+    which is 0 when it is to be read from the annotation file by the caller."""
+    models = _models()
+    name = cfg.model.name
+    if name not in models:
+        raise ValueError(f"model.name: unknown model '{name}'; known: {sorted(models)}")
+    num_classes = num_classes or cfg.model.num_classes
+    if not num_classes or num_classes < 1:
+        raise ValueError("model.num_classes is 0: pass num_classes (read from the dataset's annotation "
+                         "file) to build_model, or set model.num_classes in the config")
+    return models[name](cfg, num_classes)

@@ -1,0 +1,126 @@
+"""Mask R-CNN (R-FPN, detectron2 conventions) as one Cell whose construct reads top to bottom:
+backbone, FPN, RPN, RoI sampling, box head, mask head, losses (or detections at inference).
+
+Shape shorthand: B images, G padded gt, M mask crop, P proposals, R sampled RoIs, F RoIs given
+to the mask head in training (R * positive fraction: the fg slots), K classes, D detections.
+"""
+import mindspore as ms
+import mindspore.nn as nn
+import mindspore.ops as ops
+
+from mindseg.models import mask_ops
+from mindseg.models.backbones import build_backbone
+from mindseg.models.layers import poolers
+from mindseg.models.layers.gather import gather_rows
+from mindseg.models.necks.fpn import FPN
+from mindseg.models.roi_heads.box_head import BoxHead, box_head_inference, box_head_losses
+from mindseg.models.roi_heads.mask_head import MaskHead, mask_head_loss, select_class_masks
+from mindseg.models.roi_heads.sampling import label_and_sample_proposals
+from mindseg.models.rpn import RPN
+
+FPN_STRIDES = (4, 8, 16, 32, 64)
+POOLER_LEVELS = 4  # RoIs are pooled from P2..P5; P6 only feeds the RPN
+
+
+class MaskRCNN(nn.Cell):
+    """Training: ``net(image, image_size, gt_boxes, gt_labels, gt_valid, gt_crowd, gt_masks)`` returns
+    the losses named by ``loss_names``. Inference: ``net(image, image_size)`` returns boxes (B, D, 4),
+    scores (B, D), classes (B, D) int32, valid (B, D) bool, mask_probs (B, D, 28, 28)."""
+
+    loss_names = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask")
+
+    def __init__(self, *, backbone, fpn, rpn, box_pooler, box_head, mask_pooler, mask_head, num_classes,
+                 sampling, box_loss, box_inference, num_mask_rois, mask_resolution=28):
+        super().__init__()
+        self.backbone = backbone
+        self.fpn = fpn
+        self.rpn = rpn
+        self.box_pooler = box_pooler
+        self.box_head = box_head
+        self.mask_pooler = mask_pooler
+        self.mask_head = mask_head
+        self.num_classes = num_classes
+        self.sampling = sampling
+        self.box_loss = box_loss
+        self.box_inference = box_inference
+        self.num_mask_rois = num_mask_rois
+        self.mask_resolution = mask_resolution
+
+    def construct(self, image, image_size, gt_boxes=None, gt_labels=None, gt_valid=None, gt_crowd=None,
+                  gt_masks=None):
+        features = self.fpn(self.backbone(image))
+        if not self.training:
+            return self.inference(features, image_size)
+        gt_valid = ops.logical_and(gt_valid, ops.logical_not(gt_crowd))
+        proposals, proposal_valid, loss_rpn_cls, loss_rpn_loc = self.rpn(features, image_size, gt_boxes, gt_valid)
+
+        rois, roi_valid, roi_is_fg, roi_gt_classes, roi_gt_idx = label_and_sample_proposals(
+            proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, num_classes=self.num_classes, **self.sampling)
+        roi_features = features[:POOLER_LEVELS]
+        cls_logits, box_deltas = self.box_head(self.box_pooler(roi_features, rois))
+        loss_cls, loss_box_reg = box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes,
+                                                 gather_rows(gt_boxes, roi_gt_idx), **self.box_loss)
+
+        # the sampler puts fg RoIs first, so the first F slots hold every fg RoI
+        fg_rois = rois[:, :self.num_mask_rois]
+        fg_gt_idx = roi_gt_idx[:, :self.num_mask_rois]
+        mask_logits = self.mask_head(self.mask_pooler(roi_features, fg_rois))
+        mask_targets = mask_ops.mask_targets_from_crops(gt_masks, gt_boxes, fg_gt_idx, fg_rois,
+                                                        size=self.mask_resolution)
+        loss_mask = mask_head_loss(mask_logits, roi_gt_classes[:, :self.num_mask_rois].reshape(-1),
+                                   roi_is_fg[:, :self.num_mask_rois].reshape(-1),
+                                   mask_targets.reshape(-1, self.mask_resolution, self.mask_resolution))
+        return loss_rpn_cls, loss_rpn_loc, loss_cls, loss_box_reg, loss_mask
+
+    def inference(self, features, image_size):
+        proposals, proposal_valid = self.rpn(features, image_size)
+        roi_features = features[:POOLER_LEVELS]
+        cls_logits, box_deltas = self.box_head(self.box_pooler(roi_features, proposals))
+        boxes, scores, classes, valid = box_head_inference(cls_logits, box_deltas, proposals, proposal_valid,
+                                                           image_size, **self.box_inference)
+        mask_logits = self.mask_head(self.mask_pooler(roi_features, boxes))
+        mask_probs = ops.sigmoid(select_class_masks(mask_logits, classes.reshape(-1)))
+        mask_probs = mask_probs.reshape(boxes.shape[:2] + mask_probs.shape[1:])
+        return boxes, scores, classes, valid, mask_probs
+
+
+def build_mask_rcnn(cfg, num_classes):
+    """The one place that reads the config for Mask R-CNN."""
+    model, data = cfg.model, cfg.data
+    backbone = build_backbone(model.backbone.name, norm=model.backbone.norm, freeze_at=model.backbone.freeze_at,
+                              out_levels=(2, 3, 4, 5), pretrained=model.backbone.pretrained,
+                              checkpoint_path=model.backbone.checkpoint_path)
+    channels = model.fpn.out_channels
+    fpn = FPN(in_channels=backbone.out_channels, out_channels=channels, top_block=model.fpn.top_block)
+    rpn_cfg, roi = model.rpn, model.roi_heads
+    rpn = RPN(in_channels=channels, canvas=tuple(data.canvas), strides=FPN_STRIDES,
+              anchor_sizes=model.anchor.sizes, aspect_ratios=model.anchor.aspect_ratios,
+              anchor_offset=model.anchor.offset, round_anchors=model.anchor.round, conv_dims=rpn_cfg.conv_dims,
+              iou_thresholds=rpn_cfg.iou_thresholds, allow_low_quality_matches=rpn_cfg.allow_low_quality_matches,
+              batch_size_per_image=rpn_cfg.batch_size_per_image, positive_fraction=rpn_cfg.positive_fraction,
+              pre_nms_topk_train=rpn_cfg.pre_nms_topk_train, pre_nms_topk_test=rpn_cfg.pre_nms_topk_test,
+              post_nms_topk_train=rpn_cfg.post_nms_topk_train, post_nms_topk_test=rpn_cfg.post_nms_topk_test,
+              nms_thresh=rpn_cfg.nms_thresh, min_box_size=rpn_cfg.min_box_size,
+              bbox_reg_weights=rpn_cfg.bbox_reg_weights, scale_clamp=roi.bbox_clip,
+              smooth_l1_beta=rpn_cfg.smooth_l1_beta, loss_weight=rpn_cfg.loss_weight)
+    scales = [1.0 / s for s in FPN_STRIDES[:POOLER_LEVELS]]
+    box_pooler = poolers.RoIPooler(roi.box_pooler_resolution, scales, roi.pooler_sampling_ratio,
+                                   roi.pooler_aligned, poolers.fpn_level)
+    mask_pooler = poolers.RoIPooler(roi.mask_pooler_resolution, scales, roi.pooler_sampling_ratio,
+                                    roi.pooler_aligned, poolers.fpn_level)
+    box_head = BoxHead(in_channels=channels, resolution=roi.box_pooler_resolution, fc_dim=roi.box_head_fc_dim,
+                       num_classes=num_classes)
+    mask_head = MaskHead(in_channels=channels, conv_dim=roi.mask_head_conv_dim, num_conv=roi.mask_head_num_conv,
+                         num_classes=num_classes)
+    return MaskRCNN(
+        backbone=backbone, fpn=fpn, rpn=rpn, box_pooler=box_pooler, box_head=box_head,
+        mask_pooler=mask_pooler, mask_head=mask_head, num_classes=num_classes,
+        sampling=dict(iou_threshold=roi.iou_threshold, batch_size_per_image=roi.batch_size_per_image,
+                      positive_fraction=roi.positive_fraction, append_gt=roi.proposal_append_gt),
+        box_loss=dict(bbox_reg_weights=tuple(roi.bbox_reg_weights), smooth_l1_beta=roi.smooth_l1_beta),
+        box_inference=dict(bbox_reg_weights=tuple(roi.bbox_reg_weights), scale_clamp=roi.bbox_clip,
+                           score_thresh=roi.score_thresh_test, nms_thresh=roi.nms_thresh_test,
+                           detections_per_image=roi.detections_per_image,
+                           topk_candidates=roi.test_topk_candidates),
+        num_mask_rois=max(1, int(round(roi.batch_size_per_image * roi.positive_fraction))),
+        mask_resolution=2 * roi.mask_pooler_resolution)

@@ -1,0 +1,109 @@
+"""Fast R-CNN box head: 2 FC + ReLU, class scores (K+1) and class-specific deltas (4K); its loss
+and its inference (per-class decode, score threshold, class-wise NMS, top D).
+
+Shape shorthand: B images, R RoIs per image, K classes (K is background), D detections.
+"""
+import mindspore as ms
+import mindspore.nn as nn
+import mindspore.numpy as mnp
+import mindspore.ops as ops
+from mindspore.common import initializer as init
+
+from mindseg.models import box_ops
+from mindseg.models.layers import nms
+from mindseg.models.layers.gather import gather_rows
+from mindseg.models.rpn import smooth_l1
+
+
+class BoxHead(nn.Cell):
+    """Flatten -> FC fc_dim -> ReLU -> FC fc_dim -> ReLU -> (cls logits K+1, deltas 4K)."""
+
+    def __init__(self, *, in_channels, resolution, fc_dim, num_classes):
+        super().__init__()
+        xavier = init.HeUniform(negative_slope=1, mode="fan_in")
+        self.fc1 = nn.Dense(in_channels * resolution * resolution, fc_dim, weight_init=xavier, bias_init="zeros")
+        self.fc2 = nn.Dense(fc_dim, fc_dim, weight_init=xavier, bias_init="zeros")
+        self.cls_score = nn.Dense(fc_dim, num_classes + 1, weight_init=init.Normal(0.01), bias_init="zeros")
+        self.bbox_pred = nn.Dense(fc_dim, 4 * num_classes, weight_init=init.Normal(0.001), bias_init="zeros")
+
+    def construct(self, roi_features):
+        """roi_features (B*R, C, r, r) -> cls_logits (B*R, K+1), box_deltas (B*R, 4K)."""
+        hidden = ops.relu(self.fc1(roi_features.reshape(roi_features.shape[0], -1)))
+        hidden = ops.relu(self.fc2(hidden))
+        return self.cls_score(hidden), self.bbox_pred(hidden)
+
+
+def select_class_deltas(box_deltas, classes):
+    """box_deltas (N, 4K), classes (N,) int in 0..K-1 -> (N, 4) the deltas of each row's class."""
+    num_classes = box_deltas.shape[1] // 4
+    one_hot = ops.one_hot(classes, num_classes, ms.Tensor(1.0, box_deltas.dtype),
+                          ms.Tensor(0.0, box_deltas.dtype))
+    return (box_deltas.reshape(-1, num_classes, 4) * one_hot.reshape(-1, num_classes, 1)).sum(1)
+
+
+def box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes, roi_gt_boxes, *,
+                    bbox_reg_weights, smooth_l1_beta=0.0):
+    """Softmax CE over sampled RoIs and box regression on fg RoIs (deltas of the gt class), both
+    divided by the number of sampled RoIs; with no fg the regression loss is exactly 0.
+
+    cls_logits (B*R, K+1), box_deltas (B*R, 4K), rois / roi_gt_boxes (B, R, 4),
+    roi_valid (B, R) bool, roi_gt_classes (B, R) int32 with K for background.
+    """
+    num_classes = cls_logits.shape[1] - 1
+    valid = roi_valid.reshape(-1).astype(ms.float32)
+    gt_classes = roi_gt_classes.reshape(-1)
+    normalizer = ops.maximum(valid.sum(), 1.0)
+    log_probs = ops.log_softmax(cls_logits, -1)
+    one_hot = ops.one_hot(gt_classes, num_classes + 1, ms.Tensor(1.0, ms.float32), ms.Tensor(0.0, ms.float32))
+    loss_cls = -((log_probs * one_hot).sum(-1) * valid).sum() / normalizer
+
+    is_fg = (gt_classes < num_classes) & (valid > 0)
+    fg_deltas = select_class_deltas(box_deltas, ops.minimum(gt_classes, num_classes - 1))
+    fg_rows = is_fg.reshape(roi_valid.shape + (1,))
+    unit_box = ops.ones_like(rois) * ms.Tensor([0.0, 0.0, 1.0, 1.0], rois.dtype)
+    gt_deltas = box_ops.encode_boxes(ops.where(fg_rows, rois, unit_box), ops.where(fg_rows, roi_gt_boxes, unit_box),
+                                     bbox_reg_weights).reshape(-1, 4)
+    per_roi = smooth_l1(fg_deltas - ops.stop_gradient(gt_deltas), smooth_l1_beta).sum(-1)
+    loss_box_reg = ops.where(is_fg, per_roi, 0.0).sum() / normalizer
+    return loss_cls, loss_box_reg
+
+
+def box_head_inference(cls_logits, box_deltas, proposals, proposal_valid, image_size, *, bbox_reg_weights,
+                       scale_clamp, score_thresh=0.05, nms_thresh=0.5, detections_per_image=100,
+                       topk_candidates=4000):
+    """Per-class boxes, score > score_thresh, class-wise NMS, best D per image.
+
+    cls_logits (B*R, K+1), box_deltas (B*R, 4K), proposals (B, R, 4), proposal_valid (B, R),
+    image_size (B, 2). The ``topk_candidates`` best (box, class) pairs enter NMS (a static bound;
+    detectron2 passes every pair above the threshold).
+    Returns boxes (B, D, 4), scores (B, D), classes (B, D) int32, valid (B, D) bool.
+    """
+    batch, num_rois = proposals.shape[0], proposals.shape[1]
+    num_classes = cls_logits.shape[1] - 1
+    scores = ops.softmax(cls_logits, -1)[:, :num_classes].reshape(batch, num_rois * num_classes)
+    ref = ops.broadcast_to(proposals.reshape(batch, num_rois, 1, 4), (batch, num_rois, num_classes, 4))
+    boxes = box_ops.decode_boxes(ref, box_deltas.reshape(batch, num_rois, num_classes, 4),
+                                 bbox_reg_weights, scale_clamp)
+    boxes = box_ops.clip_boxes(boxes.reshape(batch, num_rois * num_classes, 4), image_size)
+    classes = ops.broadcast_to(mnp.arange(num_classes, dtype=ms.int32).reshape(1, 1, num_classes),
+                               (batch, num_rois, num_classes)).reshape(batch, -1)
+    pair_valid = ops.broadcast_to(proposal_valid.reshape(batch, num_rois, 1),
+                                  (batch, num_rois, num_classes)).reshape(batch, -1)
+    valid = pair_valid & (scores > score_thresh) & ops.isfinite(boxes).all(-1)
+
+    count = min(topk_candidates, num_rois * num_classes)
+    _, top_idx = ops.topk(ops.where(valid, scores, -1.0), count)
+    top_idx = top_idx.astype(ms.int32)
+    boxes, scores = gather_rows(boxes, top_idx), gather_rows(scores, top_idx)
+    classes, valid = gather_rows(classes, top_idx), gather_rows(valid, top_idx)
+
+    keep_idx, keep_valid = nms.batched_nms(boxes, scores, valid, nms_thresh, detections_per_image,
+                                           classes=classes)
+    keep_float = keep_valid.astype(ms.float32)
+    det_boxes = gather_rows(boxes, keep_idx) * keep_float.reshape(batch, -1, 1)
+    det_scores = gather_rows(scores, keep_idx) * keep_float
+    det_classes = ops.where(keep_valid, gather_rows(classes, keep_idx), 0)
+    return det_boxes, det_scores, det_classes, keep_valid
+
+
+__all__ = ["BoxHead", "box_head_losses", "box_head_inference", "select_class_deltas"]

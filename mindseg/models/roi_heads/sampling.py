@@ -1,0 +1,39 @@
+"""Match proposals to gt and sample a fixed number of RoIs per image (detectron2's
+``label_and_sample_proposals``). Shared by Mask R-CNN's RoI heads and CenterMask's mask branch.
+
+Shape shorthand: B images, P proposals, G padded gt, S sampled RoIs per image, K classes.
+"""
+import mindspore as ms
+import mindspore.ops as ops
+
+from mindseg.models import box_ops, matcher
+from mindseg.models.layers.gather import gather_rows
+
+
+def label_and_sample_proposals(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, *, num_classes,
+                               iou_threshold=0.5, batch_size_per_image=512, positive_fraction=0.25,
+                               append_gt=True):
+    """proposals (B, P, 4), proposal_valid (B, P); gt as in the batch contract (gt_valid should
+    exclude crowd boxes).
+
+    Returns rois (B, S, 4), roi_valid (B, S) bool, roi_is_fg (B, S) bool, roi_gt_classes (B, S)
+    int32 (K for background), roi_gt_idx (B, S) int32 (the matched gt, meaningful for fg only).
+    Gradients do not flow into the rois.
+    """
+    proposals = ops.stop_gradient(proposals)
+    if append_gt:
+        proposals = ops.concat((proposals, gt_boxes), 1)
+        proposal_valid = ops.concat((proposal_valid, gt_valid), 1)
+    iou = box_ops.pairwise_iou(gt_boxes, proposals)
+    matched_idx, match_labels = matcher.match(iou, gt_valid, thresholds=(iou_threshold, iou_threshold),
+                                              allow_low_quality_matches=False)
+    match_labels = ops.where(proposal_valid, match_labels, ops.full_like(match_labels, -1))
+    sampled_idx, roi_valid, roi_is_fg = matcher.sample_balanced(match_labels, batch_size_per_image,
+                                                                positive_fraction)
+    roi_is_fg = roi_is_fg & roi_valid
+    rois = gather_rows(proposals, sampled_idx)
+    roi_gt_idx = gather_rows(matched_idx.astype(ms.int32), sampled_idx)
+    matched_classes = gather_rows(gt_labels.astype(ms.int32), roi_gt_idx)
+    roi_gt_classes = ops.where(roi_is_fg, matched_classes, ops.full_like(matched_classes, num_classes))
+    return (ops.stop_gradient(rois), roi_valid, roi_is_fg, ops.stop_gradient(roi_gt_classes),
+            ops.stop_gradient(roi_gt_idx))

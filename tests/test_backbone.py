@@ -1,0 +1,85 @@
+"""Backbones: frozen BN formula, frozen stages, checkpoint round trip, clear pretrained error."""
+import os
+
+import mindspore as ms
+import mindspore.nn as nn
+import numpy as np
+import pytest
+
+from mindseg.models.backbones import build_backbone
+from mindseg.models.layers.frozen_bn import FrozenBatchNorm2d, freeze_batchnorm
+
+
+def test_frozen_bn_equals_affine_formula():
+    rng = np.random.default_rng(0)
+    channels = 5
+    gamma, beta = rng.normal(size=channels), rng.normal(size=channels)
+    mean, var = rng.normal(size=channels), rng.uniform(0.5, 2.0, size=channels)
+    bn = FrozenBatchNorm2d(channels)
+    for name, value in zip(("gamma", "beta", "moving_mean", "moving_variance"), (gamma, beta, mean, var)):
+        getattr(bn, name).set_data(ms.Tensor(value.astype(np.float32)))
+    x = rng.normal(size=(2, channels, 3, 4)).astype(np.float32)
+    expected = (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) * gamma[:, None, None] \
+        + beta[:, None, None]
+    np.testing.assert_allclose(bn(ms.Tensor(x)).asnumpy(), expected, rtol=1e-5, atol=1e-5)
+    assert not bn.trainable_params()
+
+
+def test_freeze_batchnorm_keeps_values_and_names():
+    net = nn.SequentialCell([nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)])
+    net[1].moving_mean.set_data(ms.Tensor(np.arange(4, dtype=np.float32)))
+    names = sorted(p.name for p in net.get_parameters())
+    freeze_batchnorm(net)
+    assert isinstance(net[1], FrozenBatchNorm2d)
+    assert sorted(p.name for p in net.get_parameters()) == names
+    np.testing.assert_array_equal(net[1].moving_mean.asnumpy(), np.arange(4))
+    x = np.random.default_rng(1).normal(size=(1, 3, 2, 2)).astype(np.float32)
+    conv = net[0](ms.Tensor(x)).asnumpy()
+    np.testing.assert_allclose(net(ms.Tensor(x)).asnumpy(),
+                               (conv - np.arange(4)[:, None, None]) / np.sqrt(1 + 1e-5), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["frozen_bn", "bn"])
+def test_freeze_at_two_freezes_stem_and_res2(norm):
+    backbone = build_backbone("resnet18", norm=norm, freeze_at=2)
+    trainable = [p.name for p in backbone.trainable_params()]
+    assert trainable and all(".layer1." not in n and not n.endswith("net.conv1.weight") for n in trainable)
+    assert any(".layer2." in n for n in trainable)
+    frozen_bns = [c for _, c in backbone.cells_and_names() if isinstance(c, FrozenBatchNorm2d)]
+    bns = [c for _, c in backbone.cells_and_names() if isinstance(c, nn.BatchNorm2d)]
+    if norm == "frozen_bn":
+        assert not bns and not any("gamma" in n or "beta" in n for n in trainable)
+    else:  # stem and res2 BNs are frozen, the rest train
+        assert len(frozen_bns) == 1 + 4 and bns and any("gamma" in n for n in trainable)
+
+
+def test_outputs_c2_to_c5():
+    backbone = build_backbone("resnet18", norm="frozen_bn", freeze_at=0)
+    assert backbone.out_channels == [64, 128, 256, 512] and backbone.strides == [4, 8, 16, 32]
+    assert len(backbone.trainable_params()) == 20  # convs only: 1 stem + 8 blocks x 2 + 3 downsample
+    features = backbone(ms.Tensor(np.zeros((1, 3, 64, 96), np.float32)))
+    assert [f.shape for f in features] == [(1, c, 64 // s, 96 // s) for c, s in zip([64, 128, 256, 512],
+                                                                                     [4, 8, 16, 32])]
+
+
+def test_checkpoint_loads_back_exactly(tmp_path):
+    import mindcv
+    source = mindcv.create_model("resnet18", num_classes=10)
+    for param in source.get_parameters():
+        param.set_data(ms.Tensor(np.random.default_rng(len(param.name)).normal(
+            size=param.shape).astype(np.float32)))
+    path = os.path.join(tmp_path, "resnet18.ckpt")
+    ms.save_checkpoint(source, path)
+    backbone = build_backbone("resnet18", norm="frozen_bn", freeze_at=2, checkpoint_path=path)
+    loaded = {p.name.split("body.net.")[-1]: p.asnumpy() for p in backbone.get_parameters()}
+    saved = {p.name: p.asnumpy() for p in source.get_parameters()}
+    assert len(loaded) == len(saved) - 2  # everything but the classifier
+    for name, value in loaded.items():
+        np.testing.assert_array_equal(value, saved[name])
+
+
+def test_missing_checkpoint_and_offline_pretrained_say_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint_path"):
+        build_backbone("resnet18", checkpoint_path=str(tmp_path / "nope.ckpt"))
+    with pytest.raises(ValueError, match="not one of"):
+        build_backbone("resnet18", norm="layer_norm")

@@ -1,0 +1,105 @@
+"""RoI heads: sampling hand case, box and mask losses against NumPy, exact zeros without fg."""
+import mindspore as ms
+import numpy as np
+
+from mindseg.models.roi_heads.box_head import BoxHead, box_head_losses, select_class_deltas
+from mindseg.models.roi_heads.mask_head import MaskHead, mask_head_loss, select_class_masks
+from mindseg.models.roi_heads.sampling import label_and_sample_proposals
+
+T = ms.Tensor
+
+
+def _log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_sampling_appends_gt_and_labels_classes():
+    proposals = np.array([[[0, 0, 10, 10], [40, 40, 50, 50], [0, 0, 9, 10]]], np.float32)
+    gt_boxes = np.array([[[0, 0, 10, 10], [0, 0, 0, 0]]], np.float32)
+    rois, valid, is_fg, classes, gt_idx = label_and_sample_proposals(
+        T(proposals), T(np.array([[True, True, False]])), T(gt_boxes), T(np.array([[3, 0]], np.int32)),
+        T(np.array([[True, False]])), num_classes=4, batch_size_per_image=4, positive_fraction=0.5)
+    rois, valid, is_fg, classes = rois.asnumpy()[0], valid.asnumpy()[0], is_fg.asnumpy()[0], classes.asnumpy()[0]
+    # fg: proposal 0 and the appended gt (2 slots), bg: proposal 1; the invalid proposal 2 and the
+    # padded gt are never drawn
+    assert is_fg.tolist() == [True, True, False, False] and valid.tolist() == [True, True, True, False]
+    np.testing.assert_array_equal(rois[:2], [[0, 0, 10, 10]] * 2)
+    np.testing.assert_array_equal(rois[2], [40, 40, 50, 50])
+    assert classes[:3].tolist() == [3, 3, 4]
+    assert gt_idx.asnumpy()[0, :2].tolist() == [0, 0]
+
+
+def test_box_losses_match_numpy():
+    rng = np.random.default_rng(0)
+    num_classes, rois_per_image = 3, 4
+    cls_logits = rng.normal(size=(4, 4)).astype(np.float32)
+    box_deltas = rng.normal(size=(4, 12)).astype(np.float32)
+    rois = np.array([[[0, 0, 10, 10], [5, 5, 25, 15], [0, 0, 4, 4], [0, 0, 0, 0]]], np.float32)
+    gt = np.array([[[1, 0, 11, 12], [4, 5, 24, 20], [0, 0, 0, 0], [0, 0, 0, 0]]], np.float32)
+    valid = np.array([[True, True, True, False]])
+    gt_classes = np.array([[2, 0, 3, 3]], np.int32)
+    loss_cls, loss_reg = box_head_losses(T(cls_logits), T(box_deltas), T(rois), T(valid), T(gt_classes), T(gt),
+                                         bbox_reg_weights=(10.0, 10.0, 5.0, 5.0))
+    log_p = _log_softmax(cls_logits)
+    expected_cls = -(log_p[0, 2] + log_p[1, 0] + log_p[2, 3]) / 3
+    expected_reg = 0.0
+    for i, c in [(0, 2), (1, 0)]:
+        r, g = rois[0, i], gt[0, i]
+        rw, rh, gw, gh = r[2] - r[0], r[3] - r[1], g[2] - g[0], g[3] - g[1]
+        target = [10 * ((g[0] + gw / 2) - (r[0] + rw / 2)) / rw, 10 * ((g[1] + gh / 2) - (r[1] + rh / 2)) / rh,
+                  5 * np.log(gw / rw), 5 * np.log(gh / rh)]
+        expected_reg += np.abs(box_deltas[i, 4 * c:4 * c + 4] - target).sum()
+    np.testing.assert_allclose(float(loss_cls), expected_cls, rtol=1e-5)
+    np.testing.assert_allclose(float(loss_reg), expected_reg / 3, rtol=1e-5)
+    assert num_classes * 4 == box_deltas.shape[1] and rois.shape[1] == rois_per_image
+
+
+def test_no_fg_gives_exact_zero_regression_and_mask_loss_and_finite_grads():
+    cls_logits = T(np.zeros((2, 3), np.float32))
+    box_deltas = T(np.full((2, 8), 1e8, np.float32))
+    rois = T(np.array([[[0, 0, 0, 0], [3, 3, 3, 3]]], np.float32))  # degenerate
+    gt = T(np.zeros((1, 2, 4), np.float32))
+
+    def losses(deltas, mask_logits):
+        _, loss_reg = box_head_losses(cls_logits, deltas, rois, T(np.array([[True, True]])),
+                                      T(np.array([[2, 2]], np.int32)), gt, bbox_reg_weights=(10.0, 10.0, 5.0, 5.0))
+        loss_mask = mask_head_loss(mask_logits, T(np.array([0, 1], np.int32)), T(np.array([False, False])),
+                                   T(np.zeros((2, 4, 4), np.float32)))
+        return loss_reg, loss_mask
+
+    mask_logits = T(np.full((2, 2, 4, 4), 50.0, np.float32))
+    loss_reg, loss_mask = losses(box_deltas, mask_logits)
+    grads = ms.grad(lambda d, m: losses(d, m)[0] + losses(d, m)[1], (0, 1))(box_deltas, mask_logits)
+    assert float(loss_reg) == 0.0 and float(loss_mask) == 0.0
+    assert all(np.isfinite(g.asnumpy()).all() and not g.asnumpy().any() for g in grads)
+
+
+def test_mask_loss_matches_numpy():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(3, 2, 4, 4)).astype(np.float32)
+    targets = (rng.random((3, 4, 4)) > 0.5).astype(np.float32)
+    classes = np.array([1, 0, 1], np.int32)
+    is_fg = np.array([True, True, False])
+    loss = mask_head_loss(T(logits), T(classes), T(is_fg), T(targets))
+    chosen = logits[np.arange(3), classes]
+    bce = np.maximum(chosen, 0) - chosen * targets + np.log1p(np.exp(-np.abs(chosen)))
+    np.testing.assert_allclose(float(loss), bce[:2].mean(), rtol=1e-5)
+
+
+def test_select_class_rows():
+    deltas = np.arange(2 * 12, dtype=np.float32).reshape(2, 12)
+    np.testing.assert_array_equal(select_class_deltas(T(deltas), T(np.array([2, 0], np.int32))).asnumpy(),
+                                  [deltas[0, 8:12], deltas[1, 0:4]])
+    masks = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
+    np.testing.assert_array_equal(select_class_masks(T(masks), T(np.array([1, 2], np.int32))).asnumpy(),
+                                  [masks[0, 1], masks[1, 2]])
+
+
+def test_head_output_shapes_and_resolution():
+    box_head = BoxHead(in_channels=4, resolution=7, fc_dim=16, num_classes=3)
+    cls_logits, deltas = box_head(T(np.zeros((5, 4, 7, 7), np.float32)))
+    assert cls_logits.shape == (5, 4) and deltas.shape == (5, 12)
+    np.testing.assert_array_equal(cls_logits.asnumpy(), np.zeros((5, 4)))  # zero input, zero bias
+    mask_head = MaskHead(in_channels=4, conv_dim=8, num_conv=2, num_classes=3)
+    assert mask_head(T(np.zeros((5, 4, 14, 14), np.float32))).shape == (5, 3, 28, 28)
