@@ -1,0 +1,127 @@
+"""Exact greedy non-maximum suppression with static shapes, in plain tensor ops.
+
+Shape shorthand: B images, N candidates per image, D kept per image (``max_output``).
+
+Greedy NMS keeps a box when no kept box of higher score (and the same class) overlaps it with
+IoU > threshold. On the boxes sorted by score, with S[j, i] = "j before i overlaps i", the kept
+set is the unique fixed point of keep[i] = valid[i] and not any_j(keep[j] and S[j, i]):
+entry i depends only on entries before it, so iterating from keep = valid fixes at least one more
+leading entry per round and stops, exactly, when a round changes nothing (a few rounds in
+practice, at most N). Each round is one (1, N) x (N, N) matmul. Cost and memory grow as N^2:
+fine for N up to ~2000-3000 per call; for RPN proposals use ``grouped_nms`` (one call per level).
+
+``ops.NMSWithMask`` is not used: on the CPU its indices are arange(N) and it has no class or
+batch handling; ``NonMaxSuppressionV3`` does not run on the CPU (PLATFORM.md).
+"""
+import mindspore as ms
+import mindspore.numpy as mnp
+import mindspore.ops as ops
+
+from mindseg.models.box_ops import pairwise_iou
+
+_NEG = -3.0e38
+
+
+def _gather_rows(values, index):
+    """values (B, N, ...), index (B, S) -> (B, S, ...)."""
+    batch, length = values.shape[0], values.shape[1]
+    offsets = (mnp.arange(batch, dtype=ms.int32) * length).reshape(batch, 1)
+    flat = values.reshape((batch * length,) + values.shape[2:])
+    picked = ops.gather(flat, (index.astype(ms.int32) + offsets).reshape(-1), 0)
+    return picked.reshape(index.shape + values.shape[2:])
+
+
+def _suppression_matrix(sorted_boxes, sorted_classes, iou_threshold):
+    """(B, N, N) float: 1 where the earlier box j (row) would suppress box i (column)."""
+    length = sorted_boxes.shape[1]
+    overlap = pairwise_iou(sorted_boxes, sorted_boxes) > iou_threshold
+    earlier = mnp.arange(length).reshape(length, 1) < mnp.arange(length).reshape(1, length)
+    suppress = ops.logical_and(overlap, earlier.reshape(1, length, length))
+    if sorted_classes is not None:
+        same = sorted_classes.expand_dims(2) == sorted_classes.expand_dims(1)
+        suppress = ops.logical_and(suppress, same)
+    return suppress.astype(ms.float32)
+
+
+def _greedy_keep(suppress, sorted_valid):
+    """Fixed point of keep = valid and not (keep @ suppress); (B, N) bool."""
+    valid = sorted_valid.astype(ms.float32).expand_dims(1)
+    keep = valid
+    changed = True
+    while changed:
+        hit = ops.bmm(keep, suppress) > 0.5
+        new_keep = valid * (1.0 - hit.astype(ms.float32))
+        changed = (new_keep != keep).any()
+        keep = new_keep
+    return keep.squeeze(1) > 0.5
+
+
+def batched_nms(boxes, scores, valid, iou_threshold, max_output, classes=None):
+    """Greedy NMS per image (and per class when classes are given).
+
+    boxes (B, N, 4) xyxy, scores (B, N), valid (B, N) bool, classes (B, N) int or None ->
+    keep_idx (B, D) int32 indices into N, in descending score order, and keep_valid (B, D) bool
+    (False for slots after the last kept box; their index is 0). A box suppresses a lower-scored
+    one of its class when their IoU > iou_threshold (torchvision / detectron2). Invalid boxes
+    neither survive nor suppress. Equal scores keep an unspecified order.
+    """
+    batch, length = scores.shape
+    key = ops.where(valid, scores.astype(ms.float32), ops.full_like(scores, _NEG, dtype=ms.float32))
+    _, order = ops.topk(key, length)
+    order = order.astype(ms.int32)
+    sorted_boxes = ops.stop_gradient(_gather_rows(boxes.astype(ms.float32), order))
+    sorted_valid = ops.gather_elements(valid, 1, order)
+    sorted_classes = None if classes is None else ops.gather_elements(classes, 1, order)
+    suppress = _suppression_matrix(sorted_boxes, sorted_classes, iou_threshold)
+    keep = _greedy_keep(suppress, sorted_valid)
+
+    count = min(max_output, length)
+    position = (length - mnp.arange(length, dtype=ms.int32)).reshape(1, length)
+    rank = ops.where(keep, ops.broadcast_to(position, (batch, length)), ops.zeros_like(order))
+    kept_rank, kept_pos = ops.topk(rank.astype(ms.float32), count)
+    keep_valid = kept_rank > 0.5
+    keep_idx = ops.where(keep_valid, ops.gather_elements(order, 1, kept_pos.astype(ms.int32)),
+                         ops.zeros_like(kept_pos).astype(ms.int32))
+    if count < max_output:
+        pad = max_output - count
+        keep_idx = ops.concat((keep_idx, ops.zeros((batch, pad), ms.int32)), 1)
+        keep_valid = ops.concat((keep_valid, ops.zeros((batch, pad), ms.bool_)), 1)
+    return keep_idx, keep_valid
+
+
+def grouped_nms(boxes, scores, valid, iou_threshold, max_output):
+    """NMS within each group, then the best max_output survivors over all groups.
+
+    boxes, scores, valid: lists (one entry per group, e.g. per RPN level) of (B, Ni, 4), (B, Ni),
+    (B, Ni). Returns keep_idx (B, D) int32 into the concatenation of the groups and keep_valid
+    (B, D). Equals batched_nms on the concatenation with the group as class (detectron2's RPN),
+    at the cost of sum Ni^2 instead of (sum Ni)^2.
+    """
+    idx_parts, score_parts, valid_parts = [], [], []
+    start = 0
+    for level_boxes, level_scores, level_valid in zip(boxes, scores, valid):
+        level_len = level_scores.shape[1]
+        keep_idx, keep_valid = batched_nms(level_boxes, level_scores, level_valid, iou_threshold,
+                                           min(max_output, level_len))
+        idx_parts.append(keep_idx + start)
+        score_parts.append(ops.where(keep_valid,
+                                     ops.gather_elements(level_scores.astype(ms.float32), 1,
+                                                         keep_idx),
+                                     ops.full_like(keep_idx, _NEG, dtype=ms.float32)))
+        valid_parts.append(keep_valid)
+        start += level_len
+    all_idx = ops.concat(idx_parts, 1)
+    all_scores = ops.concat(score_parts, 1)
+    all_valid = ops.concat(valid_parts, 1)
+    count = min(max_output, all_idx.shape[1])
+    _, pick = ops.topk(all_scores, count)
+    pick = pick.astype(ms.int32)
+    keep_idx = ops.gather_elements(all_idx, 1, pick)
+    keep_valid = ops.gather_elements(all_valid, 1, pick)
+    keep_idx = ops.where(keep_valid, keep_idx, ops.zeros_like(keep_idx))
+    if count < max_output:
+        pad = max_output - count
+        batch = keep_idx.shape[0]
+        keep_idx = ops.concat((keep_idx, ops.zeros((batch, pad), ms.int32)), 1)
+        keep_valid = ops.concat((keep_valid, ops.zeros((batch, pad), ms.bool_)), 1)
+    return keep_idx, keep_valid
