@@ -194,3 +194,29 @@ def test_script_prints_rate_size_and_skips(tmp_path, capsys):
     assert "image 8 (corrupt.jpg): unreadable image" in out.err
     with open(str(tmp_path / "out" / "train2017.meta.json")) as f:
         assert json.load(f)["num_images"] == 4
+
+
+def test_page_sizing_pads_little_and_header_holds_many_pages(tmp_path, monkeypatch):
+    rows = [30_000 + 1000 * (i % 7) for i in range(50)]
+    page, header = mr._page_and_header_size(rows, num_shards=2, batch=64)
+    shards = mr._rows_of_shards(rows, 2, 64)
+    assert [len(s) for s in shards] == [25, 25]
+    padded = sum(mr._padded_bytes(s, page) for s in shards)
+    assert padded <= 1.05 * sum(rows)  # a fixed 32 MB page would be ~40x the data
+    assert mr._padded_bytes([10, 10, 10], 25) == 50  # greedy: pages [10, 10] [10], each padded
+    # many small pages: the header must list them all, or FileWriter fails at commit
+    monkeypatch.setattr(mr, "_MAX_PAGE", 1 << 15)
+    record = {"image_id": 0, "file_name": "x.jpg", "height": 4, "width": 4,
+              "boxes": np.zeros((3, 4), np.float32), "labels": np.zeros(3, np.int32),
+              "iscrowd": np.zeros(3, np.uint8), "segms": [[[1.0] * 6]] * 3}
+    rows = [dict(mr.record_to_row(record, b"x" * 3000), image_id=i) for i in range(3000)]
+    page, header = mr._page_and_header_size([3300] * 3000, num_shards=1, batch=64)
+    assert page == 1 << 15
+    writer = FileWriter(str(tmp_path / "x.mindrecord"), shard_num=1, overwrite=True)
+    writer.set_page_size(page)
+    writer.set_header_size(header)
+    writer.add_schema(mr.SCHEMA, "test")
+    for start in range(0, len(rows), 64):
+        writer.write_raw_data(rows[start:start + 64])
+    writer.commit()
+    assert len(read_rows(str(tmp_path / "x.mindrecord"))) == 3000
