@@ -243,3 +243,45 @@ def test_bad_image_is_skipped_and_counted(coco_dir, tmp_path):
     ids = [int(s[COLUMN["image_id"]]) for s in samples]
     assert 100003 not in ids and ids.count(-1) == 2              # the bad one + the padding
     assert P.bad_sample_count() == before + 3
+
+
+class FakeBatchInfo:
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def get_epoch_num(self):
+        return self.epoch
+
+
+class NoRandomAccessLoader:
+    """Like the MindRecord loader: no ``alternatives``; row (k,) with k < 0 is unreadable."""
+
+    def __init__(self, coco_loader):
+        self.coco_loader = coco_loader
+
+    def __call__(self, row):
+        if int(row[0]) < 0:
+            raise OSError("unreadable row")
+        return self.coco_loader(row)
+
+    def describe(self, row):
+        return f"row {int(row[0])}"
+
+
+def test_batch_builder_replacement_without_random_access_and_start_epoch(coco_dir):
+    cfg = make_cfg(coco_dir)
+    loader = NoRandomAccessLoader(P.CocoLoader(P.open_coco(cfg, "train")))
+    spec = P.sample_spec(cfg, training=True)
+    builder = P.BatchBuilder(loader, 1, spec, True, seed=0, batch_size=2)
+    before = P.bad_sample_count()
+    batch = builder([np.array(0), np.array(-1)], FakeBatchInfo(0))
+    first_id = loader((0,))["image_id"]
+    np.testing.assert_array_equal(batch[COLUMN["image_id"]], [first_id, first_id])
+    alone = builder([np.array(-1), np.array(-1)], FakeBatchInfo(0))
+    np.testing.assert_array_equal(alone[COLUMN["image_id"]], [-1, -1])
+    assert not alone[COLUMN["gt_valid"]].any()
+    assert P.bad_sample_count() == before + 3
+    shifted = P.BatchBuilder(loader, 1, spec, True, seed=0, batch_size=2, start_epoch=1)
+    rows = [np.array(0), np.array(1)]
+    for a, b in zip(shifted(rows, FakeBatchInfo(2)), builder(rows, FakeBatchInfo(3))):
+        np.testing.assert_array_equal(a, b)

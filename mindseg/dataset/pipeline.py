@@ -7,22 +7,26 @@ crop. Decoding and all transforms run in one python ``per_batch_map`` per batch,
 
 Determinism: a sample's randomness (scale choice, flip) is drawn from ``(cfg.seed, epoch,
 image_id)`` only, so it does not depend on the source (JSON or MindRecord), on the worker that
-builds it or on its position; the epoch comes from MindSpore's ``BatchInfo``, so iterate one
+builds it or on its position. The epoch comes from MindSpore's ``BatchInfo``: iterate one
 iterator over all epochs (``create_tuple_iterator(num_epochs=E)``), and pass ``start_epoch`` when
-resuming. The shuffle is MindSpore's, seeded by ``cfg.seed`` (``ds.config.set_seed``); MindSpore
-keeps the row order of parallel workers, so two runs give the same batches.
+resuming (it shifts the randomness; MindSpore's shuffle order restarts from its first epoch).
+The shuffle is MindSpore's, seeded by ``cfg.seed`` (``ds.config.set_seed``, a global setting);
+parallel workers keep the row order, so two runs give the same batches. The JSON and MindRecord
+sources shuffle differently (MindDataset has its own sampler), so only their per-image samples
+are equal, and their order when shuffle is off.
 
-Sharding, training: MindSpore's distributed sampler (``num_shards``/``shard_id``) shuffles the
-whole set each epoch and deals it to the ranks; when ``world`` does not divide N it repeats the
-first samples of the epoch's order so that every rank gets ceil(N / world), and the last
-incomplete batch is dropped, so all ranks run the same number of steps. Evaluation: rank r reads
-images r, r + world, ... exactly once, and the last batch is filled with dummy rows whose
-``image_id`` is -1 (ranks may differ by one batch).
+Sharding, training: a distributed sampler shuffles the split each epoch and deals it to the
+ranks; when ``world`` does not divide N it repeats a few samples so that every rank gets
+ceil(N / world), and the last incomplete batch is dropped, so all ranks run the same number of
+steps (ceil(N / world) // B). Evaluation: rank r reads images r, r + world, ... of the split once,
+and its last batch is filled with dummy rows whose ``image_id`` is -1 (ranks may differ by one
+batch).
 
 Bad samples: an image that cannot be read or decoded, or a record whose transform fails, is
-logged with its image id and file, counted (``bad_sample_count()``) and, in training, replaced by
-another image of the same batch (a deterministic choice); an evaluation batch gets a dummy row
-(image_id -1) in its place.
+logged with its image id and file and counted (``bad_sample_count()``, shared with the forked
+workers). In training it is replaced by the next good record (JSON source) or, without random
+access (MindRecord, whose conversion already drops undecodable images), by another image of the
+same batch, else a dummy row; an evaluation batch gets a dummy row (image_id -1) in its place.
 """
 import dataclasses
 import inspect
