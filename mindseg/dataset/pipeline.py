@@ -307,14 +307,19 @@ def _mindrecord_files(cfg, split):
     return files
 
 
-def _mindrecord_rows(files, filter_empty):
-    """Row positions to read: all, or those with a non-crowd annotation (``filter_empty``)."""
+def _mindrecord_rows(cfg, split, files):
+    """Row positions to read: all, or (``filter_empty`` in training) those with a non-crowd
+    annotation, found by reading two small columns (~0.2 ms per row)."""
     import mindspore.dataset as ds
+    from mindseg.dataset.mindrecord import load_meta
+    meta = load_meta(mindrecord_dir(cfg), _split_name(cfg, split))
+    if not (split == "train" and cfg.data.filter_empty and meta["num_empty"]):
+        return list(range(meta["num_images"]))
     counts = ds.MindDataset(files, columns_list=["num_instances", "num_crowd"], shuffle=False)
     rows = []
     for position, (num_instances, num_crowd) in enumerate(
             counts.create_tuple_iterator(num_epochs=1, output_numpy=True)):
-        if not filter_empty or int(num_instances) > int(num_crowd):
+        if int(num_instances) > int(num_crowd):
             rows.append(position)
     return rows
 
@@ -334,8 +339,7 @@ class _Source:
             self.files = _mindrecord_files(cfg, split)
             self.columns = tuple(MINDRECORD_COLUMNS)
             self.loader = MindRecordLoader(self.columns, cfg.data.crowd)
-            self.positions = _mindrecord_rows(self.files,
-                                              split == "train" and cfg.data.filter_empty)
+            self.positions = _mindrecord_rows(cfg, split, self.files)
         else:
             raise ValueError(f"data.format must be 'coco' or 'mindrecord', got {self.format!r}")
 
