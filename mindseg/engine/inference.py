@@ -21,9 +21,11 @@ class ScriptError(RuntimeError):
 @contextlib.contextmanager
 def script_errors(script):
     """Turn the errors a user can cause (bad paths, configs, unknown models) into one line
-    ``<script>: error: ...`` and exit status 1; ``MINDSEG_DEBUG=1`` keeps the traceback."""
+    ``<script>: error: ...`` and exit status 1; ``MINDSEG_DEBUG=1`` keeps the traceback.
+    Also silences the tracebacks each Cell's ``__del__`` prints at interpreter exit (PLATFORM.md)."""
     from mindseg.config import ConfigError
     from mindseg.engine.exporter import ExportError
+    sys.unraisablehook = lambda unraisable: None
     try:
         yield
     except (ScriptError, ConfigError, ExportError, FileNotFoundError, ValueError, KeyError) as err:
