@@ -1,0 +1,134 @@
+"""Mask R-CNN end to end on a tiny config: losses, empty images, degenerate predictions, inference
+contract, COCO post-processing; GRAPH vs PYNATIVE."""
+import mindspore as ms
+import numpy as np
+import pytest
+
+from mindseg.config import load_config
+from mindseg.models import build_model, matcher
+from mindseg.models.postprocess import detections_to_coco
+
+CANVAS = 128
+TINY = ["data.canvas=[128,128]", "data.max_instances=4", "model.rpn.batch_size_per_image=64",
+        "model.rpn.pre_nms_topk_train=200", "model.rpn.pre_nms_topk_test=100", "model.rpn.post_nms_topk_train=64",
+        "model.rpn.post_nms_topk_test=50", "model.roi_heads.batch_size_per_image=32",
+        "model.roi_heads.detections_per_image=10", "model.roi_heads.test_topk_candidates=200"]
+
+
+def tiny_net(overrides=()):
+    ms.set_seed(0)
+    cfg = load_config("config/shapes/mask_rcnn_shapes.yml", TINY + list(overrides))
+    return build_model(cfg)
+
+
+def tiny_batch(with_gt=(True, True)):
+    """Two images with a few rectangles; an image with with_gt False has no gt at all."""
+    rng = np.random.default_rng(0)
+    batch, max_gt, crop = 2, 4, 56
+    image = rng.normal(size=(batch, 3, CANVAS, CANVAS)).astype(np.float32) * 0.1
+    boxes = np.zeros((batch, max_gt, 4), np.float32)
+    labels = np.zeros((batch, max_gt), np.int32)
+    valid = np.zeros((batch, max_gt), bool)
+    masks = np.zeros((batch, max_gt, crop, crop), np.uint8)
+    rects = [[(10, 20, 60, 90, 1), (70, 10, 120, 50, 3)], [(30, 30, 100, 100, 4)]]
+    for b, image_rects in enumerate(rects):
+        if not with_gt[b]:
+            continue
+        for g, (x0, y0, x1, y1, label) in enumerate(image_rects):
+            image[b, :, y0:y1, x0:x1] += 1.0
+            boxes[b, g], labels[b, g], valid[b, g] = (x0, y0, x1, y1), label, True
+            masks[b, g] = 1
+    image_size = np.array([[CANVAS, CANVAS], [100, 120]], np.float32)
+    return [ms.Tensor(x) for x in (image, image_size, boxes, labels, valid, np.zeros_like(valid), masks)]
+
+
+def test_losses_are_finite_and_positive():
+    net = tiny_net()
+    net.set_train(True)
+    losses = [float(x) for x in net(*tiny_batch())]
+    assert len(losses) == len(net.loss_names) == 5
+    assert all(np.isfinite(losses)) and all(x > 0 for x in losses)
+    # untrained heads: objectness and mask BCE start near log 2, the 6-way CE near log 6
+    np.testing.assert_allclose([losses[0], losses[4]], [np.log(2)] * 2, rtol=0.05)
+    np.testing.assert_allclose(losses[2], np.log(6), rtol=0.3)
+
+
+def test_no_gt_gives_exact_zero_box_and_mask_losses():
+    net = tiny_net()
+    net.set_train(True)
+    losses = dict(zip(net.loss_names, (float(x) for x in net(*tiny_batch(with_gt=(False, False))))))
+    assert losses["loss_rpn_loc"] == 0.0 and losses["loss_box_reg"] == 0.0 and losses["loss_mask"] == 0.0
+    assert np.isfinite(sum(losses.values())) and losses["loss_cls"] > 0
+
+
+def test_huge_deltas_stay_finite_in_inference():
+    net = tiny_net()
+    net.set_train(False)
+    for cell in (net.rpn.head.anchor_deltas, net.box_head.bbox_pred):
+        cell.bias.set_data(ms.Tensor(np.tile(np.array([50.0, -50.0, 1e4, -1e4], np.float32),
+                                             cell.bias.shape[0] // 4)))
+    boxes, scores, classes, valid, mask_probs = net(*tiny_batch()[:2])
+    for value in (boxes, scores, mask_probs):
+        assert np.isfinite(value.asnumpy()).all()
+    assert (boxes.asnumpy() >= 0).all() and (boxes.asnumpy() <= CANVAS).all()
+
+
+def test_inference_contract_and_coco_results():
+    net = tiny_net()
+    net.set_train(False)
+    image, image_size = tiny_batch()[:2]
+    boxes, scores, classes, valid, mask_probs = net(image, image_size)
+    assert boxes.shape == (2, 10, 4) and scores.shape == (2, 10) and mask_probs.shape == (2, 10, 28, 28)
+    assert classes.dtype == ms.int32 and valid.dtype == ms.bool_
+    kept = valid.asnumpy()
+    assert kept.any()
+    # sorted by score and above the threshold where valid; clipped to each image's size
+    s = scores.asnumpy()
+    assert (s[kept] > 0.05).all() and all((np.diff(s[b][kept[b]]) <= 0).all() for b in range(2))
+    assert (boxes.asnumpy()[1][kept[1]][:, [2, 3]] <= [120, 100]).all()
+    results = detections_to_coco((boxes, scores, classes, valid, mask_probs), scale=np.full((2, 2), 0.5),
+                                 original_sizes=[(256, 256), (200, 240)], image_ids=[7, 9],
+                                 category_ids=[1, 3, 7, 12, 15])
+    assert len(results) == int(kept.sum())
+    first = results[0]
+    b0 = boxes.asnumpy()[0][kept[0]][0] if kept[0].any() else boxes.asnumpy()[1][kept[1]][0]
+    np.testing.assert_allclose(first["bbox"], [2 * b0[0], 2 * b0[1], 2 * (b0[2] - b0[0]), 2 * (b0[3] - b0[1])],
+                               rtol=1e-5, atol=1e-4)
+    assert first["category_id"] in (1, 3, 7, 12, 15) and first["segmentation"]["size"] in ([256, 256], [200, 240])
+
+
+def _deterministic_sampling(monkeypatch):
+    original = matcher.sample_balanced
+
+    def sample(match_labels, num_samples, positive_fraction, noise=None):
+        length = match_labels.shape[1]
+        ramp = ms.Tensor((np.arange(length, dtype=np.float32) * 0.618034) % 1.0)
+        return original(match_labels, num_samples, positive_fraction,
+                        noise=ms.ops.broadcast_to(ramp.reshape(1, length), match_labels.shape))
+    monkeypatch.setattr(matcher, "sample_balanced", sample)
+
+
+@pytest.mark.parametrize("mode", [
+    pytest.param(ms.GRAPH_MODE, marks=pytest.mark.xfail(
+        strict=True, reason="full net fails at GRAPH run time (GatherD rank check in an AnyType kernel "
+                            "actor after the RPN NMS); the RPN alone compiles")),
+    ms.PYNATIVE_MODE])
+def test_train_losses_and_inference_agree_across_modes(mode, monkeypatch):
+    _deterministic_sampling(monkeypatch)
+    batch = tiny_batch()
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net = tiny_net()
+    net.set_train(True)
+    reference_losses = [float(x) for x in net(*batch)]
+    net.set_train(False)
+    reference_boxes = net(*batch[:2])[0].asnumpy()
+    try:
+        ms.set_context(mode=mode)
+        net.set_train(True)
+        losses = [float(x) for x in net(*batch)]
+        net.set_train(False)
+        boxes = net(*batch[:2])[0].asnumpy()
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    np.testing.assert_allclose(losses, reference_losses, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(boxes, reference_boxes, rtol=1e-4, atol=1e-3)
