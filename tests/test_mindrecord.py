@@ -203,7 +203,8 @@ def test_page_sizing_pads_little_and_header_holds_many_pages(tmp_path, monkeypat
     assert [len(s) for s in shards] == [25, 25]
     padded = sum(mr._padded_bytes(s, page) for s in shards)
     assert padded <= 1.05 * sum(rows)  # a fixed 32 MB page would be ~40x the data
-    assert mr._padded_bytes([10, 10, 10], 25) == 50  # greedy: pages [10, 10] [10], each padded
+    assert mr._padded_bytes([10, 10], 25) == 25  # one page: the raw page ends the file
+    assert mr._padded_bytes([10, 10, 10], 25) == 75  # pages [10, 10] [10] and the raw page
     # many small pages: the header must list them all, or FileWriter fails at commit
     monkeypatch.setattr(mr, "_MAX_PAGE", 1 << 15)
     record = {"image_id": 0, "file_name": "x.jpg", "height": 4, "width": 4,

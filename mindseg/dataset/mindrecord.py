@@ -78,7 +78,7 @@ SCHEMA = {
 _PAD_BYTE = b"|"
 _META_SUFFIX = ".meta.json"
 _SHARD_RE = re.compile(r"^(.*)\.mindrecord\d*$")
-_WRITE_BATCH = 64
+_WRITE_BATCH = 64  # rows per write_raw_data call, rounded to a multiple of the shard count
 _MAX_PROBLEMS_IN_META = 1000
 
 
@@ -301,28 +301,39 @@ def _blob_row_bytes(record):
     return 8 + 8 * 9 + data
 
 
+def _write_batch(num_shards):
+    return num_shards * max(1, _WRITE_BATCH // num_shards)
+
+
 def _rows_of_shards(row_bytes, num_shards, batch):
-    """Row sizes per shard as FileWriter spreads each ``write_raw_data`` call: contiguous blocks
-    of ``len(call) // num_shards`` rows, the remainder to the last shard."""
+    """Row sizes per shard as FileWriter spreads each ``write_raw_data`` call: contiguous
+    blocks of ``len(call) // num_shards`` rows, one more for the first ``len(call) % num_shards``
+    shards (measured; exact for the full calls, whose length is a multiple of the shards)."""
     shards = [[] for _ in range(num_shards)]
     for start in range(0, len(row_bytes), batch):
         rows = row_bytes[start:start + batch]
-        block = len(rows) // num_shards
+        block, extra = divmod(len(rows), num_shards)
+        begin = 0
         for shard in range(num_shards):
-            end = len(rows) if shard == num_shards - 1 else (shard + 1) * block
-            shards[shard].extend(rows[shard * block:end])
+            end = begin + block + (shard < extra)
+            shards[shard].extend(rows[begin:end])
+            begin = end
     return shards
 
 
 def _padded_bytes(rows, page):
-    """Bytes of the blob pages holding ``rows`` in order: pages fill greedily and each page,
-    the last one included, is padded to ``page``."""
+    """Bytes of the pages of a shard holding ``rows`` (in order), each padded to ``page``.
+
+    Blob pages fill greedily across ``write_raw_data`` calls. The raw page (the small columns)
+    takes the slot after the first call's blob pages: it is padded too unless it ends the file,
+    which is certain only when one blob page holds the whole shard.
+    """
     pages, used = 1, 0
     for size in rows:
         if used + size > page:
             pages, used = pages + 1, 0
         used += size
-    return pages * page
+    return (pages + (pages > 1)) * page
 
 
 _MIN_PAGE, _MAX_PAGE = 1 << 15, 1 << 25  # MindRecord allows 256 MB; 32 MB is its default
@@ -332,20 +343,21 @@ _SIMULATED_ROWS = 20000
 def _page_and_header_size(row_bytes, num_shards, batch=None):
     """MindRecord page and header sizes that keep padding small.
 
-    Every blob page, the last included, is padded to the page size, so small shards can lose
-    a third of their size to padding with a fixed page size. Up to ``_SIMULATED_ROWS`` rows the
+    Every page, the last blob page included, is padded to the page size, so small shards can
+    lose a third of their size to padding with a fixed page size. Up to ``_SIMULATED_ROWS`` rows the
     page size is chosen by simulating the page filling over a grid of sizes (up to one page per
     shard); beyond, a page holds ~sqrt(rows per shard) rows, which balances
     the half row lost per page against the half page lost at the end (< 1% at COCO sizes).
     The header lists the pages (~190 bytes each, measured; 512 reserved).
     """
-    batch = batch or _WRITE_BATCH
+    batch = batch or _write_batch(num_shards)
     max_row = max(row_bytes)
     smallest = max(max_row + 64, _MIN_PAGE)
     shards = _rows_of_shards(row_bytes, num_shards, batch)
     if len(row_bytes) <= _SIMULATED_ROWS:
         largest = max(max(sum(rows) for rows in shards), smallest)
-        grid = np.unique(np.geomspace(smallest, largest, 48))
+        points = int(np.clip(4_000_000 // len(row_bytes), 48, 400))  # ~1 s of simulation
+        grid = np.unique(np.geomspace(smallest, largest, points))
         grid = grid[(grid >= smallest) & (grid <= max(_MAX_PAGE, smallest))].astype(np.int64)
         cost = [sum(_padded_bytes(rows, int(page)) for rows in shards) for page in grid]
         page = int(grid[int(np.argmin(cost))])
@@ -356,7 +368,7 @@ def _page_and_header_size(row_bytes, num_shards, batch=None):
     if page > 1 << 28:
         raise DataError(f"an image row of {max_row} bytes does not fit MindRecord's largest "
                         f"page (256 MB)")
-    blob_pages = max(_padded_bytes(rows, page) // page for rows in shards)
+    blob_pages = max(_padded_bytes(rows, page) // page for rows in shards)  # + the raw page
     raw_pages = max(len(rows) for rows in shards) * 256 // page + 1
     header = 1 << int(np.ceil(np.log2(max(1 << 14, 8192 + 512 * (blob_pages + raw_pages)))))
     return page, min(header, 1 << 27)
@@ -439,8 +451,9 @@ def convert_coco_to_mindrecord(dataset_dir, split, output_prefix, num_shards=1, 
     for problem in dataset.problems:
         log(f"skipped: {problem}")
     records = dataset.records
-    if not records:
-        raise DataError(f"{ann_file}: no usable images in split {split!r} ({dataset.summary()})")
+    if len(records) < num_shards:
+        raise DataError(f"{ann_file}: {len(records)} usable images in split {split!r}, fewer "
+                        f"than the {num_shards} shards asked for ({dataset.summary()})")
 
     prefix = _normalize_prefix(output_prefix)
     folder, name = os.path.split(prefix)
@@ -487,7 +500,7 @@ def convert_coco_to_mindrecord(dataset_dir, split, output_prefix, num_shards=1, 
             num_instances += row["num_instances"]
             num_crowd += row["num_crowd"]
             num_empty += row["num_instances"] == row["num_crowd"]
-            if len(batch) >= _WRITE_BATCH:
+            if len(batch) >= _write_batch(num_shards):
                 writer.write_raw_data(batch)
                 batch = []
         bar.close()
