@@ -74,7 +74,7 @@ def main(argv=None):
                                        detections["scores"], detections["masks"], class_names)
                 if not cv2.imwrite(os.path.join(args.output, stem + ".png"), drawn):
                     raise ScriptError(f"cannot write {os.path.join(args.output, stem + '.png')}")
-                results = inference.coco_results(detections, category_ids, "image", name)
+                results = inference.coco_results(detections, category_ids, name)
                 with open(os.path.join(args.output, stem + ".json"), "w", encoding="utf-8") as f:
                     json.dump(results, f)
                 counts[name] = len(results)

@@ -170,102 +170,47 @@ def run_batched(runner, images, sizes, batch_size):
 
 # ------------------------------------------------------------------ detections of one image
 
-def rescale_boxes(boxes, scale_hw, height, width):
-    """(N, 4) xyxy boxes in resized pixels -> original pixels, clipped to the (h, w) image."""
-    factors = np.array([scale_hw[1], scale_hw[0], scale_hw[1], scale_hw[0]], np.float32)
-    out = np.asarray(boxes, np.float32).reshape(-1, 4) / factors
-    out[:, 0::2] = out[:, 0::2].clip(0, width)
-    out[:, 1::2] = out[:, 1::2].clip(0, height)
-    return out
-
-
-def bilinear_sample(grid, ys, xs):
-    """``grid`` (S, S) read bilinearly at rows ``ys`` (n,) x columns ``xs`` (m,) -> (n, m), with
-    zeros beyond the grid (as ``grid_sample`` with zero padding)."""
-    padded = np.pad(np.asarray(grid, np.float32), 1)
-
-    def taps(coords, size):
-        low = np.floor(coords)
-        frac = (coords - low).astype(np.float32)
-        low = low.astype(np.int64) + 1  # index into the padded grid
-        return np.clip(low, 0, size + 1), np.clip(low + 1, 0, size + 1), frac
-    y_lo, y_hi, fy = taps(np.asarray(ys, np.float64), grid.shape[0])
-    x_lo, x_hi, fx = taps(np.asarray(xs, np.float64), grid.shape[1])
-    top = padded[y_lo][:, x_lo] * (1 - fx) + padded[y_lo][:, x_hi] * fx
-    bottom = padded[y_hi][:, x_lo] * (1 - fx) + padded[y_hi][:, x_hi] * fx
-    return top * (1 - fy)[:, None] + bottom * fy[:, None]
-
-
-def paste_masks(mask_probs, boxes, height, width, threshold=0.5):
-    """(N, S, S) mask probabilities over their (N, 4) boxes -> (N, h, w) bool image masks.
-
-    Pixel centre (x + 0.5, y + 0.5) reads the S x S grid bilinearly at
-    ``(x + 0.5 - x0) / (x1 - x0) * S - 0.5`` (and likewise in y), zero outside the grid: the
-    sampling of RoIAlign with aligned=True, run backwards."""
-    count = len(boxes)
-    masks = np.zeros((count, height, width), bool)
-    for k in range(count):
-        probs = np.asarray(mask_probs[k], np.float32)
-        x0, y0, x1, y1 = (float(v) for v in boxes[k])
-        cols = np.arange(max(int(np.floor(x0)), 0), min(int(np.ceil(x1)), width))
-        rows = np.arange(max(int(np.floor(y0)), 0), min(int(np.ceil(y1)), height))
-        if not len(cols) or not len(rows):
-            continue
-        xs = (cols + 0.5 - x0) / max(x1 - x0, 1e-6) * probs.shape[1] - 0.5
-        ys = (rows + 0.5 - y0) / max(y1 - y0, 1e-6) * probs.shape[0] - 0.5
-        masks[k, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = \
-            bilinear_sample(probs, ys, xs) >= threshold
-    return masks
-
-
 def image_detections(outputs, index, scale_hw, height, width, score_thresh=0.0):
     """Image ``index`` of a batch of network outputs -> its valid detections above
     ``score_thresh`` in original pixels: ``{"boxes" (N, 4) xyxy, "scores" (N,), "labels" (N,),
-    "masks" (N, h, w) bool}``, best score first."""
+    "masks" (N, h, w) uint8}``, best score first."""
+    from mindseg.models.postprocess import paste_masks, to_original
     boxes, scores, classes, valid, mask_probs = (np.asarray(o[index]) for o in outputs)
     keep = np.flatnonzero(valid.astype(bool) & (scores >= score_thresh))
     keep = keep[np.argsort(-scores[keep], kind="stable")]
-    boxes = rescale_boxes(boxes[keep], scale_hw, height, width)
-    masks = paste_masks(mask_probs[keep], boxes, height, width)
+    boxes = to_original(boxes[keep], scale_hw, height, width)
     return {"boxes": boxes, "scores": scores[keep].astype(np.float32),
-            "labels": classes[keep].astype(np.int64), "masks": masks}
+            "labels": classes[keep].astype(np.int64),
+            "masks": paste_masks(mask_probs[keep], boxes, height, width)}
 
 
-def _encode_mask(mask):
-    import pycocotools.mask as mask_util
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def coco_results(detections, category_ids, key, value):
-    """Detections as COCO result dicts: ``key: value`` (``image_id`` or ``image``),
+def coco_results(detections, category_ids, image_name):
+    """One image's detections as COCO result dicts with its file name: ``image``,
     ``category_id`` (original id), ``bbox`` xywh, ``score``, ``segmentation`` (RLE, str counts)."""
+    from mindseg.models.postprocess import mask_to_rle
     results = []
     for box, score, label, mask in zip(detections["boxes"], detections["scores"],
                                        detections["labels"], detections["masks"]):
         results.append({
-            key: value,
+            "image": image_name,
             "category_id": int(category_ids[int(label)]),
             "bbox": [round(float(v), 2) for v in
                      (box[0], box[1], box[2] - box[0], box[3] - box[1])],
             "score": round(float(score), 5),
-            "segmentation": _encode_mask(mask),
+            "segmentation": mask_to_rle(mask),
         })
     return results
 
 
-def coco_results_fn(category_ids, score_thresh=0.0):
+def coco_results_fn(category_ids):
     """The ``postprocess(outputs, batch)`` of :func:`mindseg.engine.evaluator.run_evaluation`:
-    COCO results of every real image of a batch (dummy rows, image_id -1, are skipped). The
-    original size is recovered from the batch: ``image_size / scale``."""
+    COCO results of the real images of a batch (dummy rows, image_id -1, are dropped). The
+    original size is recovered from the batch as ``image_size / scale``."""
+    from mindseg.models.postprocess import detections_to_coco
+
     def postprocess(outputs, batch):
-        results = []
-        for k, image_id in enumerate(batch["image_id"]):
-            if image_id < 0:
-                continue
-            height, width = (int(round(v)) for v in batch["image_size"][k] / batch["scale"][k])
-            detections = image_detections(outputs, k, batch["scale"][k], height, width,
-                                          score_thresh)
-            results.extend(coco_results(detections, category_ids, "image_id", int(image_id)))
-        return results
+        real = batch["image_id"] >= 0
+        original_sizes = np.round(batch["image_size"] / batch["scale"]).astype(np.int64)
+        return detections_to_coco(tuple(o[real] for o in outputs), batch["scale"][real],
+                                   original_sizes[real], batch["image_id"][real], category_ids)
     return postprocess
