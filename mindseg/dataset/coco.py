@@ -11,7 +11,8 @@ recorded as a :class:`Problem` naming the image id and file, and the item is ski
 ``strict=True`` the first problem raises :class:`DataError` with the same text.
 
 Segmentations are normalized so that both sources (JSON and MindRecord) give identical records:
-a polygon is a flat list of Python floats, an RLE is ``{"size": [h, w], "counts": bytes}`` in
+a polygon is a flat list of Python floats holding float32 values (sub-millipixel rounding that
+halves the MindRecord size of polygon-heavy data), an RLE is ``{"size": [h, w], "counts": bytes}`` in
 pycocotools' compressed form (uncompressed crowd RLEs are compressed on load).
 """
 import collections
@@ -175,7 +176,7 @@ def _normalize_segm(segm, height, width):
             if reason:
                 problems.append(reason)
             else:
-                polys.append([float(v) for v in poly])
+                polys.append(np.asarray(poly, np.float32).tolist())
         if not polys:
             return None, problems
         return polys, problems

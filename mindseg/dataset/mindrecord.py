@@ -29,8 +29,8 @@ labels         int32      (N) contiguous labels 0..K-1 (``P.meta.json`` maps the
 iscrowd        int32      (N) 0/1
 segm_parts     int32      (N) polygon parts of each annotation; 0: the annotation is an RLE
 poly_lengths   int32      (P) coordinates (2 x points) in each polygon part, in order
-poly_coords    float64    all polygon coordinates x0 y0 x1 y1 ..., concatenated (exact JSON
-                          values: float64 costs ~1% of a COCO JPEG's size)
+poly_coords    float32    all polygon coordinates x0 y0 x1 y1 ..., concatenated (the COCO reader
+                          rounds polygons to float32 too, so both sources agree exactly)
 rle_lengths    int32      length of each RLE annotation's compressed counts, in order
 rle_counts     bytes      pycocotools' compressed counts of all RLEs, concatenated; the
                           mask size is the image's (height, width)
@@ -71,7 +71,7 @@ SCHEMA = {
     "iscrowd": {"type": "int32", "shape": [-1]},
     "segm_parts": {"type": "int32", "shape": [-1]},
     "poly_lengths": {"type": "int32", "shape": [-1]},
-    "poly_coords": {"type": "float64", "shape": [-1]},
+    "poly_coords": {"type": "float32", "shape": [-1]},
     "rle_lengths": {"type": "int32", "shape": [-1]},
     "rle_counts": {"type": "bytes"},
 }
@@ -115,7 +115,7 @@ def record_to_row(record, image_bytes):
         "iscrowd": _padded(iscrowd, np.int32),
         "segm_parts": _padded(segm_parts, np.int32),
         "poly_lengths": _padded(poly_lengths, np.int32),
-        "poly_coords": _padded(poly_coords, np.float64),
+        "poly_coords": _padded(poly_coords, np.float32),
         "rle_lengths": _padded(rle_lengths, np.int32),
         "rle_counts": b"".join(rle_counts) + _PAD_BYTE,
     }
@@ -159,7 +159,7 @@ def row_to_record(row, crowd="ignore"):
     iscrowd = _unpad(row["iscrowd"], np.int32).astype(np.uint8)
     segm_parts = _unpad(row["segm_parts"], np.int32)
     poly_lengths = _unpad(row["poly_lengths"], np.int32)
-    poly_coords = _unpad(row["poly_coords"], np.float64)
+    poly_coords = _unpad(row["poly_coords"], np.float32)
     rle_lengths = _unpad(row["rle_lengths"], np.int32)
     rle_counts = _as_bytes(row["rle_counts"])[:-1]
     if not (len(boxes) == len(labels) == len(iscrowd) == len(segm_parts) == num):
