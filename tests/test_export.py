@@ -14,7 +14,7 @@ import mindspore as ms
 from mindspore import nn
 
 from mindseg.config import load_config
-from mindseg.dataset.pipeline import build_sample, create_dataset, sample_spec
+from mindseg.dataset.pipeline import create_dataset, sample_spec
 from mindseg.dataset.synthetic import make_synthetic_coco
 from mindseg.engine.checkpoint import save_train_state
 from mindseg.engine.exporter import (OUTPUT_NAMES, ExportError, check_file_format, export_paths,
@@ -204,3 +204,20 @@ def test_export_script_refuses_air_on_cpu(shapes_data, tmp_path):
     assert "AIR export needs the Ascend backend" in result.stderr
     assert not list(tmp_path.glob("**/*.air"))
 
+
+
+def test_draw_instances_marks_mask_box_and_label():
+    from mindseg.utils.visualize import MASK_ALPHA, draw_instances, instance_color
+    image = np.full((60, 80, 3), 100, np.uint8)
+    mask = np.zeros((1, 60, 80), bool)
+    mask[0, 30:40, 20:30] = True
+    drawn = draw_instances(image, [[10, 25, 50, 55]], [2], [0.9], mask, ["a", "b", "c"])
+    color = np.array(instance_color(2), np.float32)
+    np.testing.assert_array_equal(drawn[35, 25], (100 * (1 - MASK_ALPHA) + color * MASK_ALPHA)
+                                  .astype(np.uint8))
+    np.testing.assert_array_equal(drawn[45, 10], color)      # left edge of the box
+    np.testing.assert_array_equal(drawn[5, 70], image[5, 70])  # far from everything
+    assert (drawn[14:25, 10:40] != 100).any()                # the label above the box
+    np.testing.assert_array_equal(image, 100)                # the input is not modified
+    with pytest.raises(ValueError, match="differ in number"):
+        draw_instances(image, [[0, 0, 1, 1]], [0, 1], [0.5], None)
