@@ -171,3 +171,51 @@ def anchors_detectron2(feature_shape, stride, sizes, ratios, offset):
                     h = ratio * w
                     out.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
     return np.asarray(out)
+
+
+def mask_target(crop, gt_box, roi, size):
+    """One RoI's (size, size) target from a gt crop (M, M) over gt_box, loop by loop."""
+    crop = np.asarray(crop, np.float64)
+    m = crop.shape[0]
+    out = np.zeros((size, size))
+
+    def axis(value, start, end):
+        u = (value - start) / max(end - start, 1e-6) * m
+        if u < 0 or u > m:
+            return None
+        c = min(max(u - 0.5, 0.0), m - 1.0)
+        low = int(np.floor(c))
+        return low, min(low + 1, m - 1), c - low
+
+    for i in range(size):
+        y = roi[1] + (i + 0.5) / size * (roi[3] - roi[1])
+        ay = axis(y, gt_box[1], gt_box[3])
+        for j in range(size):
+            x = roi[0] + (j + 0.5) / size * (roi[2] - roi[0])
+            ax = axis(x, gt_box[0], gt_box[2])
+            if ay is None or ax is None:
+                continue
+            (y0, y1, fy), (x0, x1, fx) = ay, ax
+            out[i, j] = ((1 - fy) * (1 - fx) * crop[y0, x0] + (1 - fy) * fx * crop[y0, x1]
+                         + fy * (1 - fx) * crop[y1, x0] + fy * fx * crop[y1, x1])
+    return (out >= 0.5).astype(np.float32)
+
+
+def paste_mask(mask, box, height, width, threshold=0.5):
+    """detectron2 paste: every image pixel centre mapped into the mask, zero padding, bilinear."""
+    mask = np.asarray(mask, np.float64)
+    s = mask.shape[0]
+    out = np.zeros((height, width), np.uint8)
+    padded = np.pad(mask, 1)
+    for y in range(height):
+        cy = (y + 0.5 - box[1]) / (box[3] - box[1]) * s - 0.5
+        for x in range(width):
+            cx = (x + 0.5 - box[0]) / (box[2] - box[0]) * s - 0.5
+            if cy <= -1 or cy >= s or cx <= -1 or cx >= s:
+                continue
+            y0, x0 = int(np.floor(cy)), int(np.floor(cx))
+            fy, fx = cy - y0, cx - x0
+            v = ((1 - fy) * (1 - fx) * padded[y0 + 1, x0 + 1] + (1 - fy) * fx * padded[y0 + 1, x0 + 2]
+                 + fy * (1 - fx) * padded[y0 + 2, x0 + 1] + fy * fx * padded[y0 + 2, x0 + 2])
+            out[y, x] = v >= threshold
+    return out
