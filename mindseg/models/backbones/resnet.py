@@ -3,6 +3,11 @@
 Outputs C2..C5 (strides 4, 8, 16, 32) as a tuple; ``out_channels`` and ``strides`` describe them.
 Stage numbering follows detectron2: stage 1 is the stem (conv1 + bn1), stages 2..5 are
 mindcv's layer1..layer4. ``freeze_at=k`` fixes the weights of stages 1..k.
+
+Two switches match PyTorch-trained weights (mindseg/utils/weights): ``stride_in_1x1`` moves each
+stage's stride-2 from the 3x3 conv (mindcv, torchvision) to the first 1x1 conv (detectron2's and
+centermask2's MSRA ResNets, ``STRIDE_IN_1X1``); ``stem_pool="torch"`` pads the stem max-pool by 1 on
+every side as PyTorch does, where mindcv's ``"same"`` pads only the bottom and right of even maps.
 """
 import os
 
@@ -16,6 +21,7 @@ RESNET_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "r
                 "resnext101_32x4d", "resnext101_64x4d", "resnext152_64x4d")
 _STAGE_CELLS = {1: ("conv1", "bn1"), 2: ("layer1",), 3: ("layer2",), 4: ("layer3",), 5: ("layer4",)}
 _STRIDES = {2: 4, 3: 8, 4: 16, 5: 32}
+STEM_POOLS = ("same", "torch")
 
 
 def _pretrained_url(name):
@@ -42,11 +48,41 @@ def _create_features(name, norm_cell, out_levels, pretrained, checkpoint_path):
             f"with model.backbone.pretrained=false.") from None
 
 
+def _replace_child(parent, name, new):
+    """Put ``new`` in place of ``parent``'s child ``name``, keeping the old parameter names."""
+    old = parent.name_cells()[name]
+    old_params = list(old.get_parameters())
+    if isinstance(parent, nn.SequentialCell):
+        parent[list(parent.name_cells().keys()).index(name)] = new
+    else:
+        setattr(parent, name, new)
+    for new_param, old_param in zip(new.get_parameters(), old_params):
+        new_param.set_data(old_param.data.copy())
+        new_param.name = old_param.name
+        new_param.requires_grad = old_param.requires_grad
+
+
+def _strided_conv(conv, stride):
+    return nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=stride, pad_mode=conv.pad_mode,
+                     padding=conv.padding, group=conv.group, has_bias=conv.has_bias)
+
+
+def _move_stride_to_1x1(net):
+    """In every Bottleneck whose 3x3 conv strides, stride the first 1x1 conv instead."""
+    for _, cell in net.cells_and_names():
+        conv1, conv2 = getattr(cell, "conv1", None), getattr(cell, "conv2", None)
+        if not hasattr(cell, "conv3") or conv2 is None or tuple(conv2.stride) == (1, 1):
+            continue
+        stride = conv2.stride
+        _replace_child(cell, "conv1", _strided_conv(conv1, stride))
+        _replace_child(cell, "conv2", _strided_conv(conv2, 1))
+
+
 class ResNetBackbone(nn.Cell):
     """mindcv ResNet/ResNeXt returning the feature maps of ``out_levels`` (default C2..C5)."""
 
     def __init__(self, name="resnet50", norm="frozen_bn", freeze_at=2, out_levels=(2, 3, 4, 5),
-                 pretrained=False, checkpoint_path=""):
+                 pretrained=False, checkpoint_path="", stride_in_1x1=False, stem_pool="same"):
         super().__init__()
         if name not in RESNET_NAMES:
             raise ValueError(f"model.backbone.name: '{name}' is not a ResNet/ResNeXt ({', '.join(RESNET_NAMES)})")
@@ -54,7 +90,13 @@ class ResNetBackbone(nn.Cell):
             raise ValueError(f"model.backbone.norm: '{norm}' is not one of {sorted(NORMS)}")
         if not 0 <= freeze_at <= 5:
             raise ValueError(f"model.backbone.freeze_at: {freeze_at} is not in 0..5")
+        if stem_pool not in STEM_POOLS:
+            raise ValueError(f"model.backbone.stem_pool: '{stem_pool}' is not one of {STEM_POOLS}")
         self.body = _create_features(name, NORMS[norm], list(out_levels), pretrained, checkpoint_path)
+        if stem_pool == "torch":
+            _replace_child(self.body.net, "max_pool", nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1))
+        if stride_in_1x1:
+            _move_stride_to_1x1(self.body.net)
         self.out_channels = list(self.body.out_channels)
         self.strides = [_STRIDES[level] for level in out_levels]
         self._freeze_stages(freeze_at, norm)
