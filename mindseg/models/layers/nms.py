@@ -1,17 +1,22 @@
-"""Exact greedy non-maximum suppression with static shapes, in plain tensor ops.
+"""Exact greedy non-maximum suppression with static shapes.
 
 Shape shorthand: B images, N candidates per image, D kept per image (``max_output``).
 
 Greedy NMS keeps a box when no kept box of higher score (and the same class) overlaps it with
-IoU > threshold. On the boxes sorted by score, with S[j, i] = "j before i overlaps i", the kept
-set is the unique fixed point of keep[i] = valid[i] and not any_j(keep[j] and S[j, i]):
-entry i depends only on entries before it, so iterating from keep = valid fixes at least one more
-leading entry per round and stops, exactly, when a round changes nothing (a few rounds in
-practice, at most N). Each round is one (1, N) x (N, N) matmul. Cost and memory grow as N^2:
-fine for N up to ~2000-3000 per call; for RPN proposals use ``grouped_nms`` (one call per level).
+IoU > threshold. Two exact implementations, both on the boxes sorted by score first:
 
-``ops.NMSWithMask`` is not used: on the CPU its indices are arange(N) and it has no class or
-batch handling; ``NonMaxSuppressionV3`` does not run on the CPU (PLATFORM.md).
+- ``impl="native"`` (default): ``ops.NMSWithMask`` per image, classes separated by offsetting
+  the boxes by class (torchvision's batched_nms trick). Its CPU index output is arange(N)
+  (PLATFORM.md), which is harmless here because the input is already sorted. 10-40x faster
+  than the matrix form on the CPU (0.007 s for N = 1000).
+- ``impl="matrix"``: plain tensor ops, for backends without NMSWithMask. With S[j, i] = "j
+  before i overlaps i", the kept set is the unique fixed point of keep[i] = valid[i] and not
+  any_j(keep[j] and S[j, i]): entry i depends only on earlier entries, so iterating from
+  keep = valid fixes at least one more leading entry per round and stops, exactly, when a round
+  changes nothing (a few rounds in practice, at most N). Cost and memory grow as N^2.
+
+``NonMaxSuppressionV3`` does not run on the CPU (PLATFORM.md). For RPN proposals use
+``grouped_nms`` (one call per level) rather than levels as classes in one call.
 """
 import mindspore as ms
 import mindspore.numpy as mnp
@@ -56,24 +61,50 @@ def _greedy_keep(suppress, sorted_valid):
     return keep.squeeze(1) > 0.5
 
 
-def batched_nms(boxes, scores, valid, iou_threshold, max_output, classes=None):
+def _native_keep(sorted_boxes, sorted_classes, iou_threshold):
+    """ops.NMSWithMask on score-sorted boxes, one image at a time; (B, N) bool."""
+    batch, length = sorted_boxes.shape[0], sorted_boxes.shape[1]
+    if sorted_classes is not None:
+        span = ops.abs(sorted_boxes).max() * 2.0 + 1.0
+        offset = sorted_classes.astype(ms.float32) * span
+        sorted_boxes = sorted_boxes + offset.expand_dims(-1)
+    # strictly decreasing stand-in scores keep the given order on backends that sort inside
+    order_score = (length - mnp.arange(length, dtype=ms.float32)).reshape(length, 1) / length
+    suppress = ops.NMSWithMask(float(iou_threshold))
+    keeps = []
+    for image in range(batch):
+        _, _, keep = suppress(ops.concat((sorted_boxes[image], order_score), 1))
+        keeps.append(keep)
+    return ops.stack(keeps)
+
+
+def batched_nms(boxes, scores, valid, iou_threshold, max_output, classes=None, impl="native"):
     """Greedy NMS per image (and per class when classes are given).
 
     boxes (B, N, 4) xyxy, scores (B, N), valid (B, N) bool, classes (B, N) int or None ->
     keep_idx (B, D) int32 indices into N, in descending score order, and keep_valid (B, D) bool
     (False for slots after the last kept box; their index is 0). A box suppresses a lower-scored
     one of its class when their IoU > iou_threshold (torchvision / detectron2). Invalid boxes
-    neither survive nor suppress. Equal scores keep an unspecified order.
+    neither survive nor suppress (their boxes may hold NaN). Equal scores keep an unspecified
+    order. impl: "native" (ops.NMSWithMask) or "matrix" (plain tensor ops), see the module doc.
     """
+    if impl not in ("native", "matrix"):
+        raise ValueError("mindseg/models/layers/nms.py: impl must be 'native' or 'matrix'")
     batch, length = scores.shape
     key = ops.where(valid, scores.astype(ms.float32), ops.full_like(scores, _NEG, dtype=ms.float32))
     _, order = ops.topk(key, length)
     order = order.astype(ms.int32)
-    sorted_boxes = ops.stop_gradient(_gather_rows(boxes.astype(ms.float32), order))
     sorted_valid = ops.gather_elements(valid, 1, order)
+    sorted_boxes = _gather_rows(ops.stop_gradient(boxes).astype(ms.float32), order)
+    sorted_boxes = ops.where(sorted_valid.expand_dims(-1), sorted_boxes,
+                             ops.zeros_like(sorted_boxes))
     sorted_classes = None if classes is None else ops.gather_elements(classes, 1, order)
-    suppress = _suppression_matrix(sorted_boxes, sorted_classes, iou_threshold)
-    keep = _greedy_keep(suppress, sorted_valid)
+    if impl == "native":
+        keep = ops.logical_and(_native_keep(sorted_boxes, sorted_classes, iou_threshold),
+                               sorted_valid)
+    else:
+        suppress = _suppression_matrix(sorted_boxes, sorted_classes, iou_threshold)
+        keep = _greedy_keep(suppress, sorted_valid)
 
     count = min(max_output, length)
     position = (length - mnp.arange(length, dtype=ms.int32)).reshape(1, length)
@@ -89,7 +120,7 @@ def batched_nms(boxes, scores, valid, iou_threshold, max_output, classes=None):
     return keep_idx, keep_valid
 
 
-def grouped_nms(boxes, scores, valid, iou_threshold, max_output):
+def grouped_nms(boxes, scores, valid, iou_threshold, max_output, impl="native"):
     """NMS within each group, then the best max_output survivors over all groups.
 
     boxes, scores, valid: lists (one entry per group, e.g. per RPN level) of (B, Ni, 4), (B, Ni),
@@ -102,7 +133,7 @@ def grouped_nms(boxes, scores, valid, iou_threshold, max_output):
     for level_boxes, level_scores, level_valid in zip(boxes, scores, valid):
         level_len = level_scores.shape[1]
         keep_idx, keep_valid = batched_nms(level_boxes, level_scores, level_valid, iou_threshold,
-                                           min(max_output, level_len))
+                                           min(max_output, level_len), impl=impl)
         idx_parts.append(keep_idx + start)
         score_parts.append(ops.where(keep_valid,
                                      ops.gather_elements(level_scores.astype(ms.float32), 1,

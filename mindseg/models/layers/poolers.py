@@ -86,8 +86,14 @@ class _WeightedRows(nn.Cell):
     @staticmethod
     def _chunk(index, table):
         taps = index.shape[1]
-        by_memory = _CHUNK_FLOATS // max(index.shape[0] * table.shape[1], 1)
-        return max(-(-taps // 16), min(taps, max(4, by_memory)))
+        chunk = _CHUNK_FLOATS // (index.shape[0] * table.shape[1] + 1)
+        if chunk < 4:
+            chunk = 4
+        if chunk > taps:
+            chunk = taps
+        if chunk * 16 < taps:
+            chunk = (taps + 15) // 16
+        return chunk
 
     def construct(self, table, index, weight):
         chunk = self._chunk(index, table)
