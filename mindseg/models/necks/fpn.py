@@ -41,17 +41,18 @@ class FPN(nn.Cell):
         self.num_outputs = len(in_channels) + {"maxpool": 1, "p6p7": 2, "none": 0}[top_block]
 
     def construct(self, features):
+        # tuples, not list.insert/append: those fall back to the Python interpreter in GRAPH mode
+        # and leave untyped (AnyType) outputs that later ops fail on at run time
         top_down = self.lateral_convs[-1](features[-1])
-        outputs = [self.output_convs[-1](top_down)]
+        outputs = (self.output_convs[-1](top_down),)
         for i in range(self.num_levels - 2, -1, -1):
             lateral = self.lateral_convs[i](features[i])
             upsampled = ops.interpolate(top_down, size=lateral.shape[-2:], mode="nearest")
             top_down = lateral + upsampled
-            outputs.insert(0, self.output_convs[i](top_down))
+            outputs = (self.output_convs[i](top_down),) + outputs
         if self.top_block == "maxpool":
-            outputs.append(outputs[-1][:, :, ::2, ::2])
+            outputs = outputs + (outputs[-1][:, :, ::2, ::2],)
         elif self.top_block == "p6p7":
             p6 = self.p6(features[-1] if self.top_from_c5 else outputs[-1])
-            outputs.append(p6)
-            outputs.append(self.p7(ops.relu(p6)))
-        return tuple(outputs)
+            outputs = outputs + (p6, self.p7(ops.relu(p6)))
+        return outputs
