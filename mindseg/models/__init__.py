@@ -6,8 +6,9 @@ does not pull in every model and mindcv.
 
 
 def _models():
+    from mindseg.models.meta_arch.centermask import build_centermask
     from mindseg.models.meta_arch.mask_rcnn import build_mask_rcnn
-    return {"mask_rcnn": build_mask_rcnn}
+    return {"mask_rcnn": build_mask_rcnn, "centermask": build_centermask}
 
 
 def build_model(cfg, num_classes=None):
