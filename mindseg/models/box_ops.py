@@ -34,9 +34,16 @@ def _outer(values1, values2):
             ops.broadcast_to(values2.expand_dims(-2), shape))
 
 
-def pairwise_iou(boxes1, boxes2):
-    """boxes1 (..., N, 4), boxes2 (..., M, 4) -> IoU (..., N, M); 0 where the union is empty
-    (the intersection is then 0 too, so dividing by the clamped union gives 0, not NaN)."""
+def _shift_for_native_iou(boxes):
+    """xyxy -> the inclusive-pixel convention of ops.iou (area (x1 - x0 + 1) * (y1 - y0 + 1)):
+    x1 - 1, y1 - 1, with degenerate boxes made empty. Exact: x - 1 is exact in float32 for
+    |x| < 2^24 apart from a last-bit rounding for |x| < 1."""
+    x1 = ops.maximum(boxes[..., 2], boxes[..., 0]) - 1.0
+    y1 = ops.maximum(boxes[..., 3], boxes[..., 1]) - 1.0
+    return ops.stack((boxes[..., 0], boxes[..., 1], x1, y1), axis=-1)
+
+
+def _pairwise_iou_elementwise(boxes1, boxes2):
     area1, area2 = _outer(box_area(boxes1), box_area(boxes2))
     a_x0, b_x0 = _outer(boxes1[..., 0], boxes2[..., 0])
     a_y0, b_y0 = _outer(boxes1[..., 1], boxes2[..., 1])
@@ -47,6 +54,32 @@ def pairwise_iou(boxes1, boxes2):
     inter = inter_w * inter_h
     union = area1 + area2 - inter
     return inter / ops.clamp(union, min=1e-12)
+
+
+def pairwise_iou(boxes1, boxes2, impl="native"):
+    """boxes1 (..., N, 4), boxes2 (..., M, 4) -> IoU (..., N, M); 0 where the union is empty.
+
+    impl "native" calls ops.iou (one C++ kernel, 5-10x faster on the CPU: the RPN's 100 gt x
+    270k anchors) per leading index, on boxes shifted to its +1 convention; it falls back to
+    "elementwise" (plain tensor ops) when the leading dims hold more than 8 pairs of sets.
+    """
+    lead1, lead2 = boxes1.shape[:-2], boxes2.shape[:-2]
+    rank = max(len(lead1), len(lead2))
+    lead1 = (1,) * (rank - len(lead1)) + lead1
+    lead2 = (1,) * (rank - len(lead2)) + lead2
+    lead = tuple(max(d1, d2) for d1, d2 in zip(lead1, lead2))
+    count = 1
+    for dim in lead:
+        count *= dim
+    if impl == "elementwise" or count > 8:
+        return _pairwise_iou_elementwise(boxes1, boxes2)
+    num1, num2 = boxes1.shape[-2], boxes2.shape[-2]
+    flat1 = ops.broadcast_to(_shift_for_native_iou(boxes1).reshape(lead1 + (num1, 4)),
+                             lead + (num1, 4)).reshape(count, num1, 4)
+    flat2 = ops.broadcast_to(_shift_for_native_iou(boxes2).reshape(lead2 + (num2, 4)),
+                             lead + (num2, 4)).reshape(count, num2, 4)
+    parts = [ops.iou(flat2[i], flat1[i]) for i in range(count)]
+    return ops.stack(parts).reshape(lead + (num1, num2))
 
 
 def _centres_and_sizes(boxes):

@@ -26,17 +26,19 @@ def match(iou, gt_valid, thresholds=(0.3, 0.7), allow_low_quality_matches=True):
     if low > high:
         raise ValueError(f"mindseg/models/matcher.py: thresholds must be (low, high) with "
                          f"low <= high, got {tuple(thresholds)}")
-    valid = gt_valid.expand_dims(-1)
-    iou = ops.where(valid, iou.astype(ms.float32), ops.full_like(iou, -1.0, dtype=ms.float32))
-    matched_idx = ops.argmax(iou, dim=1).astype(ms.int32)
-    matched_iou = iou.max(axis=1)
+    # padded gts get IoU -2 (iou - 3 * padded), below any real IoU
+    padded = 1.0 - gt_valid.astype(ms.float32).expand_dims(-1)
+    iou = iou.astype(ms.float32) - 3.0 * padded
+    matched_iou, matched_idx = ops.max(iou, axis=1)
+    matched_idx = matched_idx.astype(ms.int32)
     labels = ops.where(matched_iou >= high, ops.full_like(matched_idx, FOREGROUND),
                        ops.where(matched_iou >= low, ops.full_like(matched_idx, IGNORE),
                                  ops.full_like(matched_idx, BACKGROUND)))
     if allow_low_quality_matches:
         best_for_gt = iou.max(axis=2, keepdims=True)
-        is_best = ops.logical_and(iou == best_for_gt, best_for_gt > 0)
-        is_best = ops.logical_and(is_best, valid).any(axis=1)
+        # gts whose best IoU is 0 (or padded) get a bar no IoU reaches
+        bar = ops.where(best_for_gt > 0, best_for_gt, ops.full_like(best_for_gt, 2.0))
+        is_best = (iou >= bar).any(axis=1)
         labels = ops.where(is_best, ops.full_like(labels, FOREGROUND), labels)
     return matched_idx, labels
 
