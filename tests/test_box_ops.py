@@ -117,3 +117,14 @@ def test_giou_loss(mode):
     rng = np.random.default_rng(3)
     a, b = random_boxes(rng, (4, 6)), random_boxes(rng, (4, 6))
     np.testing.assert_allclose(run(box_ops.giou_loss, a, b).reshape(-1), ref.giou_loss(a, b), atol=1e-5)
+
+
+def test_iou_native_equals_elementwise_at_canvas_scale():
+    rng = np.random.default_rng(4)
+    a = random_boxes(rng, (2, 40), degenerate=0.1) * 12 - 50  # coordinates up to ~1300, some < 1
+    b = random_boxes(rng, (2, 300), degenerate=0.1) * 12 - 50
+    native = box_ops.pairwise_iou(Tensor(a), Tensor(b)).asnumpy()
+    plain = box_ops.pairwise_iou(Tensor(a), Tensor(b), impl="elementwise").asnumpy()
+    np.testing.assert_allclose(native, plain, atol=2e-6)
+    for i in range(2):
+        np.testing.assert_allclose(native[i], ref.pairwise_iou(a[i], b[i]), atol=2e-6)
