@@ -58,3 +58,29 @@ def test_p6p7_levels_and_strides():
     assert fpn.p6.in_channels == 32
     with pytest.raises(ValueError, match="top_block"):
         FPN(in_channels=[8], out_channels=8, top_block="p6")
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+def test_maxpool_level_gradient_picks_every_other_p5_pixel(mode):
+    """d sum(P6) / d C5 on the identity FPN is 1 at even (row, col) of C5 and 0 elsewhere. Regression:
+    P6 as P5[:, :, ::2, ::2] made the first PYNATIVE backward fail on the CPU (StridedSliceGrad
+    'input memory out of bounds'); odd sizes (3 x 5 -> 2 x 3) included."""
+    ms.set_context(mode=mode)
+    channels = 2
+    rng = np.random.default_rng(1)
+    fine = [ms.Tensor(rng.normal(size=(2, channels, 24 // 2 ** i, 40 // 2 ** i)).astype(np.float32))
+            for i in range(3)]
+    c5 = ms.Tensor(rng.normal(size=(2, channels, 3, 5)).astype(np.float32))
+    fpn = FPN(in_channels=[channels] * 4, out_channels=channels, top_block="maxpool")
+    _make_identity(fpn, channels)
+
+    def p6_sum(top):
+        return fpn(tuple(fine) + (top,))[-1].sum()
+
+    try:
+        grad = ms.grad(p6_sum)(c5).asnumpy()
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    expected = np.zeros((2, channels, 3, 5), np.float32)
+    expected[:, :, ::2, ::2] = 1.0
+    np.testing.assert_allclose(grad, expected, atol=1e-6)

@@ -51,7 +51,9 @@ class FPN(nn.Cell):
             top_down = lateral + upsampled
             outputs = (self.output_convs[i](top_down),) + outputs
         if self.top_block == "maxpool":
-            outputs = outputs + (outputs[-1][:, :, ::2, ::2],)
+            # max_pool2d, not P5[:, :, ::2, ::2]: in PYNATIVE that slice's grad fails on the CPU
+            # ("StridedSliceGrad ... input memory out of bounds", PLATFORM.md)
+            outputs = outputs + (ops.max_pool2d(outputs[-1], kernel_size=1, stride=2),)
         elif self.top_block == "p6p7":
             p6 = self.p6(features[-1] if self.top_from_c5 else outputs[-1])
             outputs = outputs + (p6, self.p7(ops.relu(p6)))
