@@ -139,6 +139,34 @@ def _toy_batch():
     return [ms.Tensor(np.stack([item[j] for item in items])) for j in (0, 1, 4, 5, 6, 7, 8)]
 
 
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_non_finite_step_is_skipped_without_loss_scaling(mode):
+    weight, bias, x, y = _linear_case()
+    net = LinearNet(weight, bias, loss_gain=float("inf"))  # a diverged step: inf / nan grads
+    opt = build_optimizer(net, np.full(2, 0.1, np.float32))
+    step = TrainStep(net, opt, jit=mode == "graph")
+    _, _, finite = step(ms.Tensor(x), ms.Tensor(y))
+    assert not bool(finite)
+    np.testing.assert_array_equal(net.fc.weight.asnumpy(), weight)
+    assert all(np.all(m.asnumpy() == 0) for m in opt.moments)
+    assert step.step_index == 1
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_clip_grad_norm_bounds_the_update(mode):
+    weight, bias, x, y = _linear_case()
+    gw, gb = _numpy_grads(weight.astype(np.float64), bias.astype(np.float64), x, y)
+    norm = np.sqrt((gw ** 2).sum() + (gb ** 2).sum())
+    clip = norm / 4
+    net = LinearNet(weight, bias)
+    opt = build_optimizer(net, np.full(1, 1.0, np.float32), momentum=0.0, weight_decay=0.0)
+    step = TrainStep(net, opt, clip_grad_norm=clip, jit=mode == "graph")
+    step(ms.Tensor(x), ms.Tensor(y))
+    # plain SGD with lr 1: the update is the clipped gradient, the original direction at norm/4
+    np.testing.assert_allclose(weight - net.fc.weight.asnumpy(), gw / 4, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(bias - net.fc.bias.asnumpy(), gb / 4, rtol=1e-4, atol=1e-6)
+
+
 def test_mixed_precision_auto_runs_convs_in_float16():
     inputs = _toy_batch()
     ms.set_seed(0)

@@ -72,14 +72,16 @@ class TrainStep:
     """Callable ``step(*inputs) -> (total_loss, losses, finite)`` that updates ``net`` in place.
 
     ``losses`` is the network's tuple of named scalar losses (``net.loss_names``); ``finite`` is
-    False when the gradients overflowed, in which case the weights and moments are left as they
-    were, the loss scale is lowered and the step still counts (the lr schedule moves on).
-    ``loss_scale=None`` trains without loss scaling.
+    False when the gradients are not finite (a float16 overflow, or a diverging step in float32),
+    in which case the weights and moments are left as they were, the loss scale (if any) is
+    lowered and the step still counts (the lr schedule moves on). ``loss_scale=None`` trains
+    without loss scaling; ``clip_grad_norm > 0`` clips the gradients' global norm.
     """
 
     def __init__(self, net, optimizer, *, world=1, loss_scale=None, scale_factor=2,
-                 scale_window=1000, jit=False):
+                 scale_window=1000, clip_grad_norm=0.0, jit=False):
         self.net = net
+        self.clip_grad_norm = float(clip_grad_norm)
         self.optimizer = optimizer
         self.loss_names = tuple(getattr(net, "loss_names", ()))
         self.scaler = None
@@ -92,6 +94,7 @@ class TrainStep:
 
     def _build_step(self, jit):
         net, optimizer, scaler, reducer = self.net, self.optimizer, self.scaler, self.reducer
+        clip_norm = self.clip_grad_norm
 
         def forward(*inputs):
             losses = net(*inputs)
@@ -107,12 +110,13 @@ class TrainStep:
             (_, total, losses), grads = grad_fn(*inputs)
             if reducer is not None:
                 grads = reducer(grads)
-            if scaler is None:
-                total = ops.depend(total, optimizer(grads))
-                return total, losses, ops.ones((), ms.bool_)
-            grads = scaler.unscale(grads)
+            if scaler is not None:
+                grads = scaler.unscale(grads)
             finite = amp.all_finite(grads)
-            scaler.adjust(finite)
+            if scaler is not None:
+                scaler.adjust(finite)
+            if clip_norm > 0:
+                grads = ops.clip_by_global_norm(grads, clip_norm)
             if finite:
                 total = ops.depend(total, optimizer(grads))
             else:

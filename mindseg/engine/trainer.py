@@ -76,7 +76,7 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, stop_after=None,
                                 tcfg.weight_decay_bias)
     step_fn = TrainStep(net, optimizer, world=runtime.world,
                         loss_scale=tcfg.loss_scale if tcfg.mix else None,
-                        jit=runtime.mode == "graph")
+                        clip_grad_norm=tcfg.clip_grad_norm, jit=runtime.mode == "graph")
     loss_names = step_fn.loss_names or tuple(f"loss_{i}" for i in range(64))
 
     start_step = 0
