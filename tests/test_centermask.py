@@ -284,3 +284,18 @@ def test_overfits_one_image():
             corners = ~ellipse
             assert (predicted & ellipse).sum() > 0.8 * ellipse.sum()
             assert (predicted & corners).sum() < 0.5 * corners.sum()
+
+
+def test_mindcv_backbones_give_c3_to_c5_and_freeze_stages():
+    from mindseg.models.meta_arch.centermask import MindcvFeatures
+    image = ms.Tensor(np.zeros((1, 3, 64, 64), np.float32))
+    mobilenet = MindcvFeatures("mobilenet_v2_100", norm="frozen_bn")
+    assert mobilenet.out_channels == [32, 96, 320]
+    assert [tuple(f.shape[1:]) for f in mobilenet(image)] == [(32, 8, 8), (96, 4, 4), (320, 2, 2)]
+    vov = MindcvFeatures("vovnet19_slim_dw", norm="frozen_bn", freeze_at=2)
+    assert vov.out_channels == [256, 384, 512]
+    frozen = {p.name.split(".")[2] for p in vov.get_parameters() if not p.requires_grad and "norm" not in p.name}
+    trainable = {p.name.split(".")[2] for p in vov.trainable_params()}
+    assert frozen == {"stem", "stage2"} and trainable == {"stage3", "stage4", "stage5"}
+    with pytest.raises(ValueError, match="mobilenet_v2_100 supports"):
+        MindcvFeatures("mobilenet_v2_100", norm="gn")

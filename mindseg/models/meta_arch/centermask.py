@@ -17,7 +17,6 @@ import mindcv
 import mindspore as ms
 import mindspore.nn as nn
 import mindspore.ops as ops
-import numpy as np
 
 from mindseg.models import mask_ops
 from mindseg.models.backbones import build_backbone
@@ -68,10 +67,11 @@ class MindcvFeatures(nn.Cell):
             raise ValueError(f"model.backbone.name: '{name}' is not a VoVNetV2 ({sorted(vovnet.VOVNET_SPECS)}) "
                              f"or MobileNetV2 ({sorted(MOBILENET_V2)})")
         self.out_channels = list(self.body.out_channels)
-        for cell_name, cell in self.body.cells_and_names():
-            if cell_name.split(".")[-1] in stages or any(cell_name.startswith(f"net.{s}") for s in stages):
-                for param in cell.get_parameters():
-                    param.requires_grad = False
+        if norm == "bn":
+            freeze_batchnorm(self.body.net, only=stages)
+        for stage in stages:
+            for param in getattr(self.body.net, stage).get_parameters():
+                param.requires_grad = False
 
     def construct(self, image):
         return tuple(self.body(image))
