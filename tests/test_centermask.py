@@ -268,7 +268,10 @@ def test_overfits_one_image():
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
     named_first, named_last = dict(zip(net.loss_names, first)), dict(zip(net.loss_names, last))
-    assert sum(last) < 0.2 * sum(first), (named_first, named_last)
+    # centerness BCE against soft targets cannot fall below their entropy; the others can
+    falling = ("loss_fcos_cls", "loss_fcos_loc", "loss_mask")
+    assert sum(named_last[k] for k in falling) < 0.2 * sum(named_first[k] for k in falling), (named_first, named_last)
+    assert named_last["loss_fcos_ctr"] < named_first["loss_fcos_ctr"]
     assert named_last["loss_mask"] < 0.3 * named_first["loss_mask"], (named_first, named_last)
     for x0, y0, x1, y1, label, shape in RECTS[0]:
         hits = [d for d in np.flatnonzero(valid) if classes[d] == label
