@@ -156,3 +156,22 @@ def test_run_evaluation_over_a_dataset_and_ranks(ann_file, tmp_path):
     mine = [{"image_id": 1, "category_id": 3, "bbox": [10.0, 10.0, 40.0, 30.0], "score": 1.0}]
     merged = gather_rank_results(mine, str(tmp_path / "dp"), rank=0, world=2)
     assert sorted(r["image_id"] for r in merged) == [1, 2]
+
+
+def test_segm_score_ranks_masks_and_box_score_ranks_boxes(ann_file, tmp_path):
+    """CenterMask results carry a segm_score: segm AP ranks by it, bbox AP by the box score."""
+    results = [_result(img, cat, box) for img, cat, box in GT_BOXES[:2]]
+    good_box_bad_mask = _result(2, 3, [5, 5, 50, 60], score=0.9)
+    good_box_bad_mask["segmentation"] = _rle([40, 50, 30, 30], 90, 80)
+    bad_box_good_mask = _result(2, 3, [30, 40, 40, 40], score=0.8)
+    bad_box_good_mask["segmentation"] = _rle([5, 5, 50, 60], 90, 80)
+    plain = results + [good_box_bad_mask, bad_box_good_mask]
+    metrics = evaluate_coco(plain, ann_file, output_dir=str(tmp_path / "a"))
+    assert metrics["bbox"]["AP"] == pytest.approx(100.0)
+    assert metrics["segm"]["AP"] < 95.0  # the wrong mask ranks first for its image (91.7)
+
+    rescored = [dict(r, segm_score=r["score"]) for r in results]
+    rescored += [dict(good_box_bad_mask, segm_score=0.1), dict(bad_box_good_mask, segm_score=0.95)]
+    metrics = evaluate_coco(rescored, ann_file, output_dir=str(tmp_path / "b"))
+    assert metrics["bbox"]["AP"] == pytest.approx(100.0)
+    assert metrics["segm"]["AP"] == pytest.approx(100.0)

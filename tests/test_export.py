@@ -221,3 +221,12 @@ def test_draw_instances_marks_mask_box_and_label():
     np.testing.assert_array_equal(image, 100)                # the input is not modified
     with pytest.raises(ValueError, match="differ in number"):
         draw_instances(image, [[0, 0, 1, 1]], [0, 1], [0.5], None)
+
+
+def test_output_names_accept_centermask_mask_scores():
+    from mindseg.engine.exporter import output_names
+    assert output_names(5) == OUTPUT_NAMES
+    assert output_names(6) == OUTPUT_NAMES + ("mask_scores",)
+    for count in (4, 7):
+        with pytest.raises(ExportError, match="outputs at inference"):
+            output_names(count)

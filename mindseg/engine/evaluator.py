@@ -116,8 +116,9 @@ def evaluate_coco(results, ann_file, iou_types=IOU_TYPES, output_dir=None, log=p
             continue
         # loadRes edits its input, and takes the box area for segm when a bbox is present
         dets = [dict(_jsonable(r)) for r in results]
-        if iou_type == "segm":
-            dets = [{k: v for k, v in d.items() if k != "bbox"} for d in dets]
+        if iou_type == "segm":  # CenterMask rescores masks: segm_score replaces the box score
+            dets = [{**{k: v for k, v in d.items() if k not in ("bbox", "segm_score")},
+                     "score": d.get("segm_score", d["score"])} for d in dets]
         with contextlib.redirect_stdout(io.StringIO()):
             coco_dt = coco_gt.loadRes(dets)
         coco_eval = COCOeval(coco_gt, coco_dt, iou_type)

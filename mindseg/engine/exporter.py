@@ -16,6 +16,7 @@ import numpy as np
 FILE_FORMATS = {"MINDIR": ".mindir", "AIR": ".air"}
 INPUT_NAMES = ("image", "image_size")
 OUTPUT_NAMES = ("boxes", "scores", "classes", "valid", "mask_probs")
+OPTIONAL_OUTPUTS = ("mask_scores",)  # CenterMask: segm score = box score x predicted mask IoU
 SPEC_VERSION = 1
 
 OUTPUT_MEANING = {
@@ -26,7 +27,18 @@ OUTPUT_MEANING = {
     "valid": "True for a real detection; the rest is padding",
     "mask_probs": "per-detection mask probability on a 28x28 grid over its box "
                   "(threshold 0.5 after pasting into the box)",
+    "mask_scores": "score of the mask (segm results); the box keeps 'scores'",
 }
+
+
+def output_names(count):
+    """The names of a network's ``count`` inference outputs: the contract's five, then the
+    optional ones in order."""
+    names = OUTPUT_NAMES + OPTIONAL_OUTPUTS
+    if not len(OUTPUT_NAMES) <= count <= len(names):
+        raise ExportError(f"the network returned {count} outputs at inference; the model contract "
+                          f"has {OUTPUT_NAMES} and optionally {OPTIONAL_OUTPUTS}")
+    return names[:count]
 
 
 class ExportError(RuntimeError):
@@ -93,9 +105,7 @@ def _tensor_entry(name, array, meaning=None):
 
 def build_export_spec(cfg, dataset_info, inputs, outputs, file_format, graph_file):
     """The JSON-able description of an exported graph (see the module docstring)."""
-    if len(outputs) != len(OUTPUT_NAMES):
-        raise ExportError(f"the network returned {len(outputs)} outputs at inference; the model "
-                          f"contract has {len(OUTPUT_NAMES)}: {OUTPUT_NAMES}")
+    names = output_names(len(outputs))
     from mindseg import __version__
     return {
         "spec_version": SPEC_VERSION,
@@ -108,7 +118,7 @@ def build_export_spec(cfg, dataset_info, inputs, outputs, file_format, graph_fil
             _tensor_entry("image_size", inputs[1], "(h, w) of each resized image before padding"),
         ],
         "outputs": [_tensor_entry(name, out, OUTPUT_MEANING[name])
-                    for name, out in zip(OUTPUT_NAMES, outputs)],
+                    for name, out in zip(names, outputs)],
         "preprocess": preprocess_spec(cfg),
         "postprocess": {
             "boxes_to_original": "x / (new_w / w), y / (new_h / h), clipped to the image",
@@ -156,8 +166,10 @@ def load_export_spec(json_path):
     if missing:
         raise ValueError(f"{json_path}: not an export description (lacks {missing})")
     names = [o["name"] for o in spec["outputs"]]
-    if tuple(names) != OUTPUT_NAMES:
-        raise ValueError(f"{json_path}: outputs are {names}, expected {list(OUTPUT_NAMES)}")
+    if tuple(names[:len(OUTPUT_NAMES)]) != OUTPUT_NAMES or \
+            tuple(names[len(OUTPUT_NAMES):]) != OPTIONAL_OUTPUTS[:len(names) - len(OUTPUT_NAMES)]:
+        raise ValueError(f"{json_path}: outputs are {names}, expected {list(OUTPUT_NAMES)} "
+                         f"(+ optionally {list(OPTIONAL_OUTPUTS)})")
     return spec
 
 

@@ -175,30 +175,37 @@ def image_detections(outputs, index, scale_hw, height, width, score_thresh=0.0):
     ``score_thresh`` in original pixels: ``{"boxes" (N, 4) xyxy, "scores" (N,), "labels" (N,),
     "masks" (N, h, w) uint8}``, best score first."""
     from mindseg.models.postprocess import paste_masks, to_original
-    boxes, scores, classes, valid, mask_probs = (np.asarray(o[index]) for o in outputs)
+    boxes, scores, classes, valid, mask_probs = (np.asarray(o[index]) for o in outputs[:5])
     keep = np.flatnonzero(valid.astype(bool) & (scores >= score_thresh))
     keep = keep[np.argsort(-scores[keep], kind="stable")]
     boxes = to_original(boxes[keep], scale_hw, height, width)
-    return {"boxes": boxes, "scores": scores[keep].astype(np.float32),
-            "labels": classes[keep].astype(np.int64),
-            "masks": paste_masks(mask_probs[keep], boxes, height, width)}
+    detections = {"boxes": boxes, "scores": scores[keep].astype(np.float32),
+                  "labels": classes[keep].astype(np.int64),
+                  "masks": paste_masks(mask_probs[keep], boxes, height, width)}
+    if len(outputs) > 5:  # CenterMask's mask score (box score x predicted mask IoU)
+        detections["mask_scores"] = np.asarray(outputs[5][index])[keep].astype(np.float32)
+    return detections
 
 
 def coco_results(detections, category_ids, image_name):
     """One image's detections as COCO result dicts with its file name: ``image``,
-    ``category_id`` (original id), ``bbox`` xywh, ``score``, ``segmentation`` (RLE, str counts)."""
+    ``category_id`` (original id), ``bbox`` xywh, ``score``, ``segmentation`` (RLE, str counts),
+    and ``segm_score`` where the model scores masks apart from boxes (CenterMask)."""
     from mindseg.models.postprocess import mask_to_rle
     results = []
-    for box, score, label, mask in zip(detections["boxes"], detections["scores"],
-                                       detections["labels"], detections["masks"]):
-        results.append({
+    for i, (box, score, label, mask) in enumerate(zip(detections["boxes"], detections["scores"],
+                                                      detections["labels"], detections["masks"])):
+        result = {
             "image": image_name,
             "category_id": int(category_ids[int(label)]),
             "bbox": [round(float(v), 2) for v in
                      (box[0], box[1], box[2] - box[0], box[3] - box[1])],
             "score": round(float(score), 5),
             "segmentation": mask_to_rle(mask),
-        })
+        }
+        if "mask_scores" in detections:
+            result["segm_score"] = round(float(detections["mask_scores"][i]), 5)
+        results.append(result)
     return results
 
 
