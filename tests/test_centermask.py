@@ -15,7 +15,7 @@ from mindseg.models.postprocess import detections_to_coco
 
 CANVAS = 128
 CROP = 56
-TINY = ["data.canvas=[128,128]", "data.max_instances=4", "model.fpn.out_channels=32",
+TINY = ["model.num_classes=5", "data.canvas=[128,128]", "data.max_instances=4", "model.fpn.out_channels=32",
         "model.fcos.pre_nms_topk=100", "model.fcos.post_nms_topk_train=20", "model.fcos.post_nms_topk_test=10",
         "model.centermask.mask_head_conv_dim=32", "model.centermask.maskiou_conv_dim=32",
         "model.centermask.maskiou_fc_dim=64"]
