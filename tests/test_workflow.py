@@ -162,10 +162,14 @@ def test_scripts_refuse_what_they_cannot_do(quickstart, tmp_path):
     data = str(quickstart["data"])
     script = os.path.join(ROOT, "train.py")
     result = _run([sys.executable, script, "--config", CONFIG, "--dataset_dir", data,
-                   "--output_dir", str(tmp_path / "cm"), "model.name=centermask"], cwd=str(tmp_path))
+                   "--output_dir", str(tmp_path / "cm"), "model.name=yolact"], cwd=str(tmp_path))
     assert result.returncode != 0
-    assert "train.py: error:" in result.stderr and "centermask" in result.stderr
+    assert "train.py: error:" in result.stderr and "unknown model 'yolact'" in result.stderr
     assert not (tmp_path / "cm" / "checkpoints").exists()
+    # a Mask R-CNN config switched to CenterMask lacks its P6/P7 neck: named, not a traceback
+    result = _run([sys.executable, script, "--config", CONFIG, "--dataset_dir", data,
+                   "--output_dir", str(tmp_path / "cm"), "model.name=centermask"], cwd=str(tmp_path))
+    assert result.returncode != 0 and "model.fpn.top_block" in result.stderr
     result = _run([sys.executable, os.path.join(ROOT, "eval.py"), "--config", CONFIG,
                    "--dataset_dir", data, "--ckpt_path", str(tmp_path / "missing.ckpt")],
                   cwd=str(tmp_path))
