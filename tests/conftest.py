@@ -1,6 +1,9 @@
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -8,3 +11,19 @@ if str(ROOT) not in sys.path:
 import mindseg  # noqa: E402,F401  (sets oneDNN's CPU ISA before mindspore is imported)
 
 sys.unraisablehook = lambda unraisable: None  # Cell.__del__ noise at exit (PLATFORM.md)
+
+
+@pytest.fixture
+def deterministic_sampling(monkeypatch):
+    """RoI / anchor sampling with a fixed noise ramp instead of random draws, so that GRAPH and
+    PYNATIVE runs (and reruns) sample the same entries."""
+    import mindspore as ms
+    from mindseg.models import matcher
+    original = matcher.sample_balanced
+
+    def sample(match_labels, num_samples, positive_fraction, noise=None):
+        length = match_labels.shape[1]
+        ramp = ms.Tensor((np.arange(length, dtype=np.float32) * 0.618034) % 1.0)
+        return original(match_labels, num_samples, positive_fraction,
+                        noise=ms.ops.broadcast_to(ramp.reshape(1, length), match_labels.shape))
+    monkeypatch.setattr(matcher, "sample_balanced", sample)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mindseg.config import load_config
-from mindseg.models import build_model, matcher
+from mindseg.models import build_model
 from mindseg.models.meta_arch.centermask import pyramid_shapes
 from mindseg.models.postprocess import detections_to_coco
 
@@ -148,25 +148,13 @@ def test_proposal_sampling_numbers_follow_the_config():
     assert built["post_nms_topk_test"] == 50
 
 
-def _deterministic_sampling(monkeypatch):
-    original = matcher.sample_balanced
-
-    def sample(match_labels, num_samples, positive_fraction, noise=None):
-        length = match_labels.shape[1]
-        ramp = ms.Tensor((np.arange(length, dtype=np.float32) * 0.618034) % 1.0)
-        return original(match_labels, num_samples, positive_fraction,
-                        noise=ms.ops.broadcast_to(ramp.reshape(1, length), match_labels.shape))
-    monkeypatch.setattr(matcher, "sample_balanced", sample)
-
-
 def _confident(net):
     """Class bias 0 (probability 0.5): the untrained net then detects something to rescore."""
     bias = net.fcos_head.cls_logits.bias
     bias.set_data(ms.Tensor(np.zeros(bias.shape, np.float32)))
 
 
-def test_train_losses_and_inference_agree_across_modes(monkeypatch):
-    _deterministic_sampling(monkeypatch)
+def test_train_losses_and_inference_agree_across_modes(deterministic_sampling):
     batch = tiny_batch()
     results = {}
     for mode in (ms.PYNATIVE_MODE, ms.GRAPH_MODE):

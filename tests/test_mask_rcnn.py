@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mindseg.config import load_config
-from mindseg.models import build_model, matcher
+from mindseg.models import build_model
 from mindseg.models.postprocess import detections_to_coco
 
 CANVAS = 128
@@ -98,20 +98,8 @@ def test_inference_contract_and_coco_results():
     assert first["category_id"] in (1, 3, 7, 12, 15) and first["segmentation"]["size"] in ([256, 256], [200, 240])
 
 
-def _deterministic_sampling(monkeypatch):
-    original = matcher.sample_balanced
-
-    def sample(match_labels, num_samples, positive_fraction, noise=None):
-        length = match_labels.shape[1]
-        ramp = ms.Tensor((np.arange(length, dtype=np.float32) * 0.618034) % 1.0)
-        return original(match_labels, num_samples, positive_fraction,
-                        noise=ms.ops.broadcast_to(ramp.reshape(1, length), match_labels.shape))
-    monkeypatch.setattr(matcher, "sample_balanced", sample)
-
-
 @pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
-def test_train_losses_and_inference_agree_across_modes(mode, monkeypatch):
-    _deterministic_sampling(monkeypatch)
+def test_train_losses_and_inference_agree_across_modes(mode, deterministic_sampling):
     batch = tiny_batch()
     ms.set_context(mode=ms.PYNATIVE_MODE)
     net = tiny_net()
@@ -158,9 +146,8 @@ def _train_steps(net, batch, steps, lr, jit):
     return [float(step(*batch)[0]) for _ in range(steps)]
 
 
-def test_train_step_updates_agree_across_modes(monkeypatch):
+def test_train_step_updates_agree_across_modes(deterministic_sampling):
     """One SGD step (forward, losses, grads, update) gives the same weights in both modes."""
-    _deterministic_sampling(monkeypatch)
     batch = tiny_batch()
     weights = {}
     for mode in (ms.PYNATIVE_MODE, ms.GRAPH_MODE):
