@@ -13,6 +13,16 @@ import mindseg  # noqa: E402,F401  (sets oneDNN's CPU ISA before mindspore is im
 sys.unraisablehook = lambda unraisable: None  # Cell.__del__ noise at exit (PLATFORM.md)
 
 
+@pytest.fixture(params=["pynative", "graph"])
+def mode(request):
+    """Run the test once in PYNATIVE and once in GRAPH mode; yields the MindSpore mode."""
+    import mindspore as ms
+    ms_mode = ms.GRAPH_MODE if request.param == "graph" else ms.PYNATIVE_MODE
+    ms.set_context(mode=ms_mode)
+    yield ms_mode
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
 @pytest.fixture
 def deterministic_sampling(monkeypatch):
     """RoI / anchor sampling with a fixed noise ramp instead of random draws, so that GRAPH and

@@ -11,13 +11,6 @@ import np_reference as ref
 from mindseg.models import box_ops
 
 
-@pytest.fixture(params=[ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
-def mode(request):
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-
-
 def run(fn, *args):
     """Call fn as a jitted function in GRAPH mode, directly in PYNATIVE."""
     if ms.get_context("mode") == ms.GRAPH_MODE:

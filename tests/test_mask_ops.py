@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pytest
 
 import mindspore as ms
 from mindspore import Tensor
@@ -10,13 +9,6 @@ from pycocotools import mask as mask_util
 
 import np_reference as ref
 from mindseg.models.mask_ops import mask_targets_from_crops, mask_to_rle, paste_masks
-
-
-@pytest.fixture(params=[ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
-def mode(request):
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
 def targets(gt_masks, gt_boxes, matched_idx, rois):

@@ -1,19 +1,11 @@
 """Matcher and balanced sampler against tests/np_reference.py and hand tables, in both modes."""
 import numpy as np
-import pytest
 
 import mindspore as ms
 from mindspore import Tensor
 
 import np_reference as ref
 from mindseg.models import matcher
-
-
-@pytest.fixture(params=[ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
-def mode(request):
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
 def run(fn, *args):

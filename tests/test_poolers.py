@@ -9,7 +9,6 @@ about the time ops.ROIAlign needs for one level; GRAPH mode is 3-5x faster than 
 import os
 import time
 
-import math
 
 import numpy as np
 import pytest
@@ -19,13 +18,6 @@ from mindspore import Tensor
 
 import np_reference as ref
 from mindseg.models.layers.poolers import RoIPooler, centermask_level, fpn_level
-
-
-@pytest.fixture(params=[ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
-def mode(request):
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
 def test_fpn_level_table():
