@@ -13,7 +13,7 @@ import pytest
 import mindspore as ms
 
 from mindseg.engine.checkpoint import (CheckpointManager, LATEST, load_train_state,
-                                       resolve_checkpoint, save_train_state)
+                                       resolve_checkpoint)
 from mindseg.engine.toy import ToyNet, net_weights, toy_config, toy_dataset
 from mindseg.engine.train_step import build_optimizer
 from mindseg.engine.trainer import train

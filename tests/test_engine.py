@@ -13,7 +13,7 @@ from mindseg.engine.lr_schedule import build_lr_schedule, schedule_length
 from mindseg.engine.toy import ToyNet, ToySource, toy_config, toy_dataset
 from mindseg.engine.train_step import (TrainStep, apply_mixed_precision, build_optimizer,
                                        param_groups)
-from mindseg.runtime import detect_launcher, init_distributed, init_runtime, seed_everything
+from mindseg.runtime import detect_launcher, init_distributed, init_runtime
 
 
 @pytest.fixture(autouse=True)

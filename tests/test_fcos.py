@@ -3,7 +3,6 @@ conventions and inference."""
 import math
 
 import numpy as np
-import pytest
 
 import mindspore as ms
 from mindspore import Tensor

@@ -14,7 +14,6 @@ import math
 
 import mindspore as ms
 import mindspore.nn as nn
-import mindspore.numpy as mnp
 import mindspore.ops as ops
 from mindspore import Parameter, Tensor
 from mindspore.common import initializer as init

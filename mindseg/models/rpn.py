@@ -7,7 +7,6 @@ Per-level predictions are flattened in (row, col, anchor) order, the order of ``
 import numpy as np
 import mindspore as ms
 import mindspore.nn as nn
-import mindspore.numpy as mnp
 import mindspore.ops as ops
 from mindspore.common import initializer as init
 

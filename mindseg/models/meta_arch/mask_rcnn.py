@@ -4,7 +4,6 @@ backbone, FPN, RPN, RoI sampling, box head, mask head, losses (or detections at 
 Shape shorthand: B images, G padded gt, M mask crop, P proposals, R sampled RoIs, F RoIs given
 to the mask head in training (R * positive fraction: the fg slots), K classes, D detections.
 """
-import mindspore as ms
 import mindspore.nn as nn
 import mindspore.ops as ops
 
