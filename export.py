@@ -15,8 +15,6 @@ from mindseg.engine.inference import build_network, load_weights, resolve_num_cl
 
 def main(argv=None):
     parser = build_parser("export", __doc__.splitlines()[0])
-    # class names come from the dataset's annotations (mindseg.cli gives export / infer no flag)
-    parser.add_argument("--dataset_dir", default=None, help="COCO 2017 layout root (data.dataset_dir)")
     parser.add_argument("--output", default=None,
                         help="graph path, extension optional (default OUTPUT_DIR/<model name>)")
     args = parser.parse_args(argv)

@@ -34,8 +34,6 @@ def build_runner(cfg, mindir):
 
 def main(argv=None):
     parser = build_parser("infer", __doc__.splitlines()[0])
-    # class names come from the dataset's annotations (mindseg.cli gives export / infer no flag)
-    parser.add_argument("--dataset_dir", default=None, help="COCO 2017 layout root (data.dataset_dir)")
     parser.add_argument("--mindir", default=None, help="an exported graph (with its .json beside it)")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--output", required=True, help="folder for the drawings and JSON files")

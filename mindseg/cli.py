@@ -27,8 +27,8 @@ FLAGS_BY_SCRIPT = {
               "enable_modelarts", "data_url", "train_url"),
     "eval": ("device_target", "mode", "output_dir", "dataset_dir", "ckpt_path",
              "enable_modelarts", "data_url", "train_url"),
-    "export": ("device_target", "output_dir", "ckpt_path", "file_format"),
-    "infer": ("device_target", "mode", "ckpt_path"),
+    "export": ("device_target", "output_dir", "dataset_dir", "ckpt_path", "file_format"),
+    "infer": ("device_target", "mode", "dataset_dir", "ckpt_path"),
 }
 
 
