@@ -167,8 +167,9 @@ def test_train_step_updates_agree_across_modes(deterministic_sampling):
     assert moved > 0
 
 
-def test_max_instances_gts_work():
-    """Every gt slot filled (G = data.max_instances): finite losses, every slot matched."""
+def test_max_instances_gts_work(deterministic_sampling):
+    """Every gt slot filled (G = data.max_instances): finite losses, and the last slot counts
+    (dropping it changes the losses, which a net that ignores it would not)."""
     batch = tiny_batch()
     boxes, labels, valid, masks = (b.asnumpy() for b in (batch[2], batch[3], batch[4], batch[6]))
     for g, (x0, y0) in enumerate([(5, 5), (60, 5), (5, 60), (60, 60)]):
@@ -178,6 +179,10 @@ def test_max_instances_gts_work():
     net.set_train(True)
     losses = [float(x) for x in net(*batch)]
     assert all(np.isfinite(losses)) and all(x > 0 for x in losses)
+    without_last = valid.copy()
+    without_last[:, -1] = False
+    batch[4] = ms.Tensor(without_last)
+    assert [float(x) for x in net(*batch)] != losses
 
 
 def test_overfits_one_batch():
