@@ -1,12 +1,14 @@
 """ModelArts: copy the dataset in from OBS once per server and the outputs back (moxing).
 
 On a ModelArts job every server runs ``local_world`` processes; the one with local rank 0 copies,
-the others wait for its marker file, so each server copies the data exactly once.
+the others wait for its marker file, so each server copies the data exactly once. Only global
+rank 0 writes outputs and copies them back. ``MINDSEG_CACHE_DIR`` replaces ModelArts' ``/cache``
+(the local disk of each server).
 """
 import os
 import time
 
-DEFAULT_CACHE = "/cache"
+DEFAULT_CACHE = os.environ.get("MINDSEG_CACHE_DIR", "/cache")
 DONE_MARKER = ".mindseg_copy_done"
 
 
