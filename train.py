@@ -3,8 +3,9 @@
 python train.py --config CFG [--device_target Ascend|GPU|CPU] [--mix True|False]
                 [--resume_ckpt PATH] [--dataset_dir DIR] [--output_dir DIR] [key=value ...]
 
-Launch several processes with scripts/run_msrun_train.sh or scripts/run_distribute_train.sh for
-data-parallel training. Checkpoints go to OUTPUT_DIR/checkpoints, the resolved config and the log
+Launch several processes with scripts/run_msrun_train.sh, scripts/run_distribute_train.sh or a
+plain `mpirun -n N python train.py ...` for data-parallel training, on one server or several.
+Checkpoints go to OUTPUT_DIR/checkpoints, the resolved config and the log
 to OUTPUT_DIR.
 """
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)

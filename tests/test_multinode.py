@@ -55,8 +55,8 @@ def _start(args, root, name, **env):
     """Popen of ``args`` in ``root`` writing ``root/name.log``; ``DUMP_DIR`` is ``root/dump``."""
     full_env = dict(os.environ, GLOG_v="3", TRAIN_SCRIPT=HELPER, DUMP_DIR=str(root / "dump"),
                     PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                    PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-                    **env)
+                    PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    full_env.update(env)
     log = open(root / f"{name}.log", "w")
     return subprocess.Popen(args, cwd=root, env=full_env, stdout=log, stderr=subprocess.STDOUT)
 
