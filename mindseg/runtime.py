@@ -12,8 +12,10 @@ Initial weights are not broadcast between ranks (PLATFORM.md), so every rank is 
 """
 import os
 import random
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,7 @@ import numpy as np
 BACKENDS = {"Ascend": "hccl", "GPU": "nccl", "CPU": "mccl"}
 MODES = ("graph", "pynative")
 DEFAULT_SCHED_PORT = 8119
+SCHEDULER_START_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ def mpirun_cluster_env(env):
     host = env.get("MS_SCHED_HOST", "")
     if not host:
         if local_world != world:
-            raise RuntimeError(f"mpirun over several hosts ({world} ranks, {local_world} on this one): "
+            raise ValueError(f"mpirun over several hosts ({world} ranks, {local_world} on this one): "
                                "set MS_SCHED_HOST to world rank 0's address and pass it with "
                                "`mpirun -x MS_SCHED_HOST`, or launch with scripts/run_distribute_train.sh")
         host = "127.0.0.1"
@@ -86,6 +89,23 @@ def start_scheduler(cluster_env, device_target):
     code = ("import mindspore as ms; from mindspore.communication import init; "
             f"ms.set_device({device_target!r}); init({BACKENDS[device_target]!r})")
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL)
+
+
+def wait_for_scheduler(host, port, proc=None, timeout_s=SCHEDULER_START_S):
+    """Block until the scheduler accepts connections: a worker that calls ``init()`` before that
+    retries only after a long back-off (minutes on the CPU)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the MindSpore scheduler exited with status {proc.returncode} "
+                               f"(is port {port} on {host} taken? set MS_SCHED_PORT)")
+        try:
+            with socket.create_connection((host, int(port)), timeout=2.0):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"no MindSpore scheduler at {host}:{port} after {timeout_s:.0f} s "
+                       "(world rank 0 starts it; check MS_SCHED_HOST / MS_SCHED_PORT)")
 
 
 def local_layout(env, launcher, rank, world):
@@ -146,8 +166,8 @@ def init_distributed(device_target, launcher, world):
     from mindspore.communication import get_group_size, get_rank, init
     if launcher == "mpirun":
         cluster = mpirun_cluster_env(os.environ)
-        if cluster["MS_NODE_ID"] == "0":
-            start_scheduler(cluster, device_target)
+        scheduler = start_scheduler(cluster, device_target) if cluster["MS_NODE_ID"] == "0" else None
+        wait_for_scheduler(cluster["MS_SCHED_HOST"], cluster["MS_SCHED_PORT"], scheduler)
         os.environ.update(cluster)
     init(BACKENDS[device_target])
     rank, world = get_rank(), get_group_size()

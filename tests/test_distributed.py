@@ -99,3 +99,30 @@ def test_plain_mpirun_python_without_the_script(tmp_path):
         "mpirun", "-n", "2", *root, "--oversubscribe", "--bind-to", "none", "-x", "PATH",
         "-x", "PYTHONPATH", "-x", "GLOG_v", "-x", "MS_SCHED_PORT", sys.executable, TOY]
         + _toy_args(out)))
+
+
+def test_mpirun_script_takes_the_scheduler_host_from_the_hostfile(tmp_path):
+    """Several servers: the hostfile goes to mpirun and world rank 0's host (the hostfile's first)
+    becomes MS_SCHED_HOST, which mpirun passes on (a stand-in mpirun records what it got)."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "mpirun").write_text('#!/bin/bash\necho "MS_SCHED_HOST=$MS_SCHED_HOST ARGS=$*"\n')
+    (fake_bin / "mpirun").chmod(0o755)
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("# two servers\n\n10.1.2.3 slots=8\n10.1.2.4 slots=8\n")
+    script = os.path.join(ROOT, "scripts", "run_distribute_train.sh")
+    env = dict(os.environ, PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}", HOSTFILE=str(hostfile),
+               LOG_DIR=str(tmp_path / "logs"))
+    env.pop("MS_SCHED_HOST", None)
+    out = subprocess.run(["bash", script, "16", "--config", "C"], env=env, capture_output=True,
+                         text=True, timeout=30).stdout
+    assert out.startswith("MS_SCHED_HOST=10.1.2.3 ")
+    assert f"--hostfile {hostfile} " in out and "-n 16 " in out and "-x MS_SCHED_HOST" in out
+    assert out.rstrip().endswith("python train.py --config C")
+    env["MS_SCHED_HOST"] = "10.9.9.9"
+    out = subprocess.run(["bash", script, "16"], env=env, capture_output=True, text=True, timeout=30)
+    assert out.stdout.startswith("MS_SCHED_HOST=10.9.9.9 ")
+    env["HOSTFILE"] = str(tmp_path / "missing")
+    bad = subprocess.run(["bash", script, "16"], env=env, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and bad.stderr.strip().endswith("no such file")
+    assert len(bad.stderr.strip().splitlines()) == 1
