@@ -12,7 +12,6 @@ tests/dp_train.py is train.py writing every rank's losses and weights.
 """
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 
 from mindseg.dataset.synthetic import make_synthetic_coco
 from mindseg.runtime import RuntimeInfo, local_layout, mpirun_cluster_env
+from test_distributed import _free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "config", "shapes", "centermask_lite_shapes.yml")
@@ -43,12 +43,6 @@ def _copy_parallel(src_url, dst_url):
     shutil.copytree(src_url, dst_url, dirs_exist_ok=True)
 file = types.SimpleNamespace(copy_parallel=_copy_parallel)
 '''
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _start(args, root, name, **env):
@@ -176,12 +170,13 @@ def test_modelarts_copies_once_per_server_and_back_from_rank_zero(launches):
     two, data_url = launches["two"], launches["data"]["dataset_dir"]
     calls = [[json.loads(line) for line in (two / f"mox_calls{n}.jsonl").read_text().splitlines()]
              for n in (0, 1)]
-    assert [[c for c in node if c[1] == data_url] for node in calls] == [
-        [[0, data_url, calls[0][0][2]]], [[1, data_url, calls[1][0][2]]]]
+    # one data copy per server (by its only rank), into that server's own cache
+    data_copies = [[c for c in node if c[1] == data_url] for node in calls]
+    assert [[c[0] for c in node] for node in data_copies] == [[0], [1]]
+    assert [node[0][2].startswith(str(two / f"cache{n}")) for n, node in enumerate(data_copies)] == [True, True]
     back = [c for node in calls for c in node if c[2] == str(two / "obs_out")]
     assert len(back) == 1 and back[0][0] == 0
-    assert os.listdir(two / "obs_out" / "checkpoints") == ["ckpt_00000002.ckpt", "latest"] or \
-        sorted(os.listdir(two / "obs_out" / "checkpoints")) == ["ckpt_00000002.ckpt", "latest"]
+    assert sorted(os.listdir(two / "obs_out" / "checkpoints")) == ["ckpt_00000002.ckpt", "latest"]
     assert not os.path.exists(two / "cache1" / "output" / "checkpoints")
 
 
