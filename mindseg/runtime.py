@@ -47,7 +47,7 @@ class RuntimeInfo:
 def detect_launcher(env=None):
     """Return ``(launcher, world)`` for the launch that started this process, from ``env``.
 
-    ``launcher`` is ``"msrun"`` (dynamic cluster: msrun or the mpirun wrapper), ``"mpirun"``,
+    ``launcher`` is ``"msrun"`` (a dynamic cluster already set up, as msrun does), ``"mpirun"``,
     ``"rank_table"`` or ``"none"``.
     """
     env = os.environ if env is None else env
