@@ -2,7 +2,7 @@
 
 >>> import cv2, mindseg
 >>> predictor = mindseg.Predictor("shapes/mask_rcnn_shapes", checkpoint="outputs/run/checkpoints",
-...                               class_names=["circle", "square", "triangle", "ellipse", "star"])
+...                               class_names=["rectangle", "ellipse", "triangle", "star", "cross"])
 >>> detections = predictor(cv2.imread("image.jpg"))   # BGR, as cv2.imread gives
 >>> cv2.imwrite("drawn.png", predictor.draw("image.jpg", detections))
 

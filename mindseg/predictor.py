@@ -1,8 +1,9 @@
 """``Predictor``: a trained model (checkpoint or exported MINDIR) called on one image at a time,
 returning its detections in the image's own pixels, like detectron2's ``DefaultPredictor``.
 
-It runs what infer.py runs: the eval preprocessing of :func:`mindseg.engine.inference.preprocess_image`
-(the evaluation pipeline's ``build_sample``), the network or the graph, and
+It runs what infer.py runs: the eval preprocessing of
+:func:`mindseg.engine.inference.preprocess_image` (the evaluation pipeline's ``build_sample``),
+the network or the graph, and
 :func:`~mindseg.engine.inference.image_detections`; the drawing is
 :func:`mindseg.utils.visualize.draw_instances`.
 """
@@ -27,8 +28,9 @@ class Predictor:
     ``key=value`` config overrides.
 
     >>> import cv2, mindseg
+    >>> names = ["rectangle", "ellipse", "triangle", "star", "cross"]
     >>> predictor = mindseg.Predictor("shapes/mask_rcnn_shapes", checkpoint="run/checkpoints",
-    ...                               class_names=["circle", "square", "triangle", "ellipse", "star"])
+    ...                               class_names=names)
     >>> image = cv2.imread("image.jpg")                  # BGR, the default format
     >>> detections = predictor(image)                    # or predictor("image.jpg")
     >>> detections["boxes"], detections["class_names"], detections["masks"].shape
@@ -45,7 +47,8 @@ class Predictor:
         if mask_format not in MASK_FORMATS:
             raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
         if (checkpoint is None) == (mindir is None):
-            raise ValueError("give exactly one of checkpoint (a .ckpt) and mindir (an exported graph)")
+            raise ValueError("give exactly one of checkpoint (a .ckpt) and mindir (an exported "
+                             "graph)")
         if config is None and mindir is None:
             raise ValueError("a checkpoint needs its config (a file, a shipped config's name or a "
                              "Config)")

@@ -180,9 +180,9 @@ def test_wheel_in_a_fresh_venv_runs_mindseg_infer_outside_the_repo(source_copy, 
     assert (out / "sample.png").is_file()
     results = json.loads((out / "sample.json").read_text())
     # the repository's Predictor on the same image gives the installed script's detections
+    overrides = SMALL + [f"data.dataset_dir={synthetic['dataset_dir']}"]
     predictor = mindseg.Predictor("shapes/mask_rcnn_shapes", checkpoint=str(synthetic["ckpt"]),
-                                  score_thresh=0.0, mask_format="rle",
-                                  overrides=SMALL + [f"data.dataset_dir={synthetic['dataset_dir']}"])
+                                  score_thresh=0.0, mask_format="rle", overrides=overrides)
     found = predictor(str(synthetic["images"] / "sample.png"))
     assert [r["segmentation"] for r in results] == found["masks"]
     assert [r["category_id"] for r in results] == \
