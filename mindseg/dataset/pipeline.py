@@ -372,7 +372,13 @@ def create_dataset(cfg, split="train", rank=0, world=1, training=None, start_epo
     """Batched ``mindspore.dataset`` of ``split`` ("train" or "val") for rank ``rank`` of
     ``world``. ``training`` (default: split == "train") turns on shuffle, multi-scale and flip,
     equal steps per rank and dropping the last incomplete batch; otherwise every image of the
-    rank's part is seen once and the last batch is padded with image_id -1 rows."""
+    rank's part is seen once and the last batch is padded with image_id -1 rows.
+
+    >>> import mindseg
+    >>> cfg = mindseg.load_config("shapes/mask_rcnn_shapes", ["data.dataset_dir=datasets/shapes"])
+    >>> batch = next(mindseg.create_dataset(cfg, "val").create_dict_iterator(output_numpy=True))
+    >>> batch["image"].shape, batch["gt_boxes"].shape     # (B, 3, H, W), (B, max_instances, 4)
+    """
     import mindspore.dataset as ds
 
     if not 0 <= rank < world:
