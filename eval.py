@@ -10,8 +10,8 @@ import sys
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
 from mindseg.cli import parse
-from mindseg.engine.inference import (build_network, coco_results_fn, load_weights,
-                                      resolve_num_classes, script_errors, with_progress)
+from mindseg.engine.inference import (build_network, checkpoint_classes, coco_results_fn,
+                                      load_weights, script_errors, with_progress)
 
 
 def main(argv=None):
@@ -26,8 +26,9 @@ def main(argv=None):
         runtime = init_runtime(cfg)
         cfg = prepare_modelarts(cfg, runtime)
         info = dataset_info(cfg, "val")
-        net = build_network(cfg, resolve_num_classes(cfg, info))
-        ckpt = load_weights(net, cfg.eval.ckpt_path)
+        ckpt, info, num_classes = checkpoint_classes(cfg, cfg.eval.ckpt_path, info)
+        net = build_network(cfg, num_classes)
+        load_weights(net, ckpt)
         dataset = create_dataset(cfg, "val", runtime.rank, runtime.world)
         ann_file = coco_paths(cfg.data.dataset_dir, cfg.data.val_split)[0]
         log = print if runtime.is_main else (lambda *a: None)

@@ -24,10 +24,10 @@ def build_runner(cfg, mindir):
         model = ExportedModel(mindir)
         return (model, inference.spec_from_export(model.spec["preprocess"]),
                 model.spec["class_names"], model.spec["category_ids"])
-    from mindseg.dataset.pipeline import dataset_info, sample_spec
-    info = dataset_info(cfg, "val")
-    net = inference.build_network(cfg, inference.resolve_num_classes(cfg, info))
-    inference.load_weights(net, cfg.eval.ckpt_path)
+    from mindseg.dataset.pipeline import sample_spec
+    ckpt, info, num_classes = inference.checkpoint_classes(cfg, cfg.eval.ckpt_path)
+    net = inference.build_network(cfg, num_classes)
+    inference.load_weights(net, ckpt)
     return (inference.NetworkRunner(net), sample_spec(cfg, training=False), info["class_names"],
             info["category_ids"])
 

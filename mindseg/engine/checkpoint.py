@@ -126,13 +126,20 @@ def model_meta(cfg, class_info):
             "category_ids": [int(c) for c in class_info["category_ids"]]}
 
 
+def _load_entry(path, key):
+    """``{key: value}`` read from checkpoint ``path`` alone ({} when the file has no ``key``)."""
+    try:
+        return ms.load_checkpoint(path, choice_func=lambda name: name == key)
+    except (ValueError, RuntimeError) as err:
+        if "empty after filter" in str(err):  # MindSpore's way of saying: no such entry
+            return {}
+        raise ValueError(f"{path}: not a readable MindSpore checkpoint ({err})") from None
+
+
 def read_checkpoint_meta(path):
     """The :func:`model_meta` dict saved in checkpoint ``path``, or None (older or converted
     checkpoints carry none). Reads that one entry, not the weights."""
-    try:
-        found = ms.load_checkpoint(path, choice_func=lambda name: name == META_KEY)
-    except (ValueError, RuntimeError) as err:
-        raise ValueError(f"{path}: not a readable MindSpore checkpoint ({err})") from None
+    found = _load_entry(path, META_KEY)
     if META_KEY not in found:
         return None
     try:
@@ -143,12 +150,9 @@ def read_checkpoint_meta(path):
 
 def _saved_step(path):
     """The step saved in checkpoint ``path`` (its appended ``step``, else its file name), or None."""
-    try:
-        found = ms.load_checkpoint(path, choice_func=lambda name: name == "step")
-        if "step" in found:
-            return int(found["step"].asnumpy().item())
-    except (ValueError, RuntimeError):
-        pass
+    found = _load_entry(path, "step")
+    if "step" in found:
+        return int(found["step"].asnumpy().item())
     match = CKPT_PATTERN.match(os.path.basename(path))
     return int(match.group(1)) if match else None
 
