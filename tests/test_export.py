@@ -310,3 +310,33 @@ def test_export_and_infer_from_a_checkpoint_without_the_dataset(tmp_path, shapes
     for name in counts:
         dets = json.load(open(tmp_path / "o" / (os.path.splitext(name)[0] + ".json")))
         assert all(d["category_id"] in spec["category_ids"] for d in dets)
+
+
+def test_infer_names_skips_and_counts_unreadable_images(tmp_path, capsys, shapes_data):
+    """A corrupt and an empty file among the images: named, skipped, counted; the others still
+    get their outputs. Only a folder where nothing can be read fails."""
+    import shutil
+    images = tmp_path / "images"
+    shutil.copytree(shapes_data["val_dir"], images)
+    good = sorted(os.listdir(images))
+    (images / "0_corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (images / "zz_empty.png").write_bytes(b"")
+    ckpt = _saved_checkpoint(SHAPES_CFG, str(tmp_path / "ckpt"), 5)
+    argv = ["--config", SHAPES_CFG, "--ckpt_path", ckpt, "--score_thresh", "0.0",
+            "eval.batch_size=2"] + SMALL
+    counts = _script_main("infer")(argv + ["--input", str(images), "--output", str(tmp_path / "o")])
+    captured = capsys.readouterr()
+    assert sorted(counts) == good
+    assert sorted(os.listdir(tmp_path / "o")) == sorted(
+        os.path.splitext(n)[0] + ext for n in good for ext in (".json", ".png"))
+    for name in ("0_corrupt.jpg", "zz_empty.png"):
+        assert f"skipped {images / name}" in captured.err
+    assert f"{len(good) + 2} images, 2 skipped" in captured.out
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"junk")
+    with pytest.raises(SystemExit) as info:
+        _script_main("infer")(argv + ["--input", str(bad), "--output", str(tmp_path / "b")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 1 and len(lines) == 2 and "a.jpg" in lines[0]
+    assert "none of its 1 image(s) could be read" in lines[1]

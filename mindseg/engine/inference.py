@@ -183,6 +183,20 @@ def preprocess_image(image_bytes, spec, name=""):
     return image, size_hw, scale_hw, original
 
 
+def preprocess_file(path, spec):
+    """:func:`preprocess_image` of the file at ``path``, or ``(None, why)`` when the file
+    cannot be read or decoded (infer.py names, skips and counts it)."""
+    from mindseg.dataset.transforms import ImageDecodeError
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        return preprocess_image(data, spec, path), None
+    except OSError as err:
+        return None, f"cannot read it: {err.strerror or err}"
+    except ImageDecodeError:
+        return None, f"not a decodable image ({len(data)} bytes)"
+
+
 def run_batched(runner, images, sizes, batch_size):
     """Run ``runner`` over stacked images in batches of ``batch_size`` (a fixed-batch graph gets
     its last batch padded with copies of the first image); returns the outputs per image."""
