@@ -1,10 +1,12 @@
 """Evaluate a checkpoint on the val split: COCO bbox and segm AP (pycocotools), per-class AP.
 
-python eval.py --config CFG --ckpt_path PATH [--dataset_dir DIR] [--output_dir DIR] [key=value ...]
+python eval.py --config CFG --ckpt_path PATH [--dataset_dir DIR] [--output_dir DIR] [--strict]
+               [key=value ...]
 
 Writes OUTPUT_DIR/results.json (COCO results, original category ids) and OUTPUT_DIR/metrics.json
 (AP, AP50, AP75, APs, APm, APl per iou type, in percent). Under msrun each rank infers its share of
-the images and rank 0 merges them.
+the images and rank 0 merges them. Bad data is named and counted (refused with --strict); an image
+that cannot be read is named and its ground truth left out of COCOeval.
 """
 import sys
 
@@ -25,7 +27,7 @@ def main(argv=None):
 
         runtime = init_runtime(cfg)
         cfg = prepare_modelarts(cfg, runtime)
-        info = dataset_info(cfg, "val")
+        info = dataset_info(cfg, "val", report=print if runtime.is_main else None)
         ckpt, info, num_classes = checkpoint_classes(cfg, cfg.eval.ckpt_path, info)
         net = build_network(cfg, num_classes)
         load_weights(net, ckpt)

@@ -25,7 +25,7 @@ def main(argv=None):
 
         runtime = init_runtime(cfg)
         cfg = prepare_modelarts(cfg, runtime)
-        info = dataset_info(cfg, "train")
+        info = dataset_info(cfg, "train", report=print if runtime.is_main else None)
         net = build_network(cfg, resolve_num_classes(cfg, info))
         dataset = create_dataset(cfg, "train", runtime.rank, runtime.world)
         summary = train(cfg, net, dataset, runtime, class_info=info)

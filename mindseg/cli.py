@@ -24,7 +24,7 @@ FLAG_KEYS = {
     "data_url": ("data_url", "OBS path of the dataset (ModelArts)"),
     "train_url": ("train_url", "OBS path for the outputs (ModelArts)"),
 }
-# switches: the bare flag means True (``--overwrite``); ``--overwrite False`` still works
+# switches take no value: ``--overwrite`` is ``train.overwrite=True``
 SWITCHES = ("overwrite", "strict")
 
 FLAGS_BY_SCRIPT = {
@@ -42,7 +42,7 @@ def build_parser(script, description):
     parser.add_argument("--config", required=True, help="a YAML file under config/")
     for flag in FLAGS_BY_SCRIPT[script]:
         key, help_text = FLAG_KEYS[flag]
-        switch = {"nargs": "?", "const": "True"} if flag in SWITCHES else {}
+        switch = {"action": "store_const", "const": "True"} if flag in SWITCHES else {}
         parser.add_argument(f"--{flag}", default=None, help=f"{help_text} (config key {key})",
                             **switch)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
