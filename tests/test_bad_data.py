@@ -61,9 +61,13 @@ def _argv(bad_data, out, *extra):
             str(out)] + list(extra) + SMALL
 
 
-def test_train_names_and_counts_bad_data_and_strict_refuses(bad_data, tmp_path, capsys,
-                                                            script_main):
-    summary = script_main("train")(_argv(bad_data, tmp_path / "run"))
+def test_train_reports_bad_data_and_keeps_an_earlier_runs_checkpoints(bad_data, tmp_path, capsys,
+                                                                      script_main):
+    """train.py names and counts the bad data (--strict refuses it); a second run into the same
+    folder stops naming the folder and the choices; --overwrite moves the first run's checkpoint
+    aside. Each checkpoint carries the model and the classes."""
+    from mindseg.engine.checkpoint import read_checkpoint_meta
+    first = script_main("train")(_argv(bad_data, tmp_path / "run"))["last_checkpoint"]
     out = capsys.readouterr().out
     for expected in ("box outside image", "annotation 9001", "bad box", "annotation 9002",
                      "unknown category id: annotation 9003"):
@@ -72,12 +76,29 @@ def test_train_names_and_counts_bad_data_and_strict_refuses(bad_data, tmp_path, 
     assert len(summary_line) == 1 and summary_line[0].startswith("skipped: 0 images, 3 problems (")
     for kind in ("1 unknown category id", "1 bad box", "1 box outside image"):
         assert kind in summary_line[0]
-    assert os.path.isfile(summary["last_checkpoint"])
+    assert read_checkpoint_meta(first) == {
+        "model": "mask_rcnn", "backbone": "resnet18", "num_classes": 5,
+        "class_names": bad_data["class_names"], "category_ids": bad_data["category_ids"]}
+
     with pytest.raises(SystemExit) as info:
         script_main("train")(_argv(bad_data, tmp_path / "strict", "--strict"))
     err = capsys.readouterr().err.strip()
     assert info.value.code == 1 and "\n" not in err and "instances_train2017.json" in err
     assert not (tmp_path / "strict" / "checkpoints").exists()
+
+    blob = open(first, "rb").read()
+    ckpts = tmp_path / "run" / "checkpoints"
+    with pytest.raises(SystemExit) as info:
+        script_main("train")(_argv(bad_data, tmp_path / "run"))
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 1 and "\n" not in err and str(ckpts) in err
+    assert "--resume_ckpt" in err and "--output_dir" in err and "--overwrite" in err
+    assert open(first, "rb").read() == blob
+    second = script_main("train")(_argv(bad_data, tmp_path / "run", "--overwrite"))
+    aside = [p for p in (tmp_path / "run").iterdir() if p.name.startswith("checkpoints.old-")]
+    assert len(aside) == 1
+    assert open(aside[0] / os.path.basename(first), "rb").read() == blob
+    assert os.path.isfile(second["last_checkpoint"])
 
 
 def test_eval_names_unreadable_images_and_leaves_their_ground_truth_out(bad_data, tmp_path,
