@@ -208,7 +208,11 @@ def test_resume_from_an_earlier_step_refuses_to_write_over_later_ones(tmp_path):
     with pytest.raises(ValueError, match="ckpt_00000009.ckpt") as info:
         _run(tmp_path, [], resume=str(ckpts / "ckpt_00000003.ckpt"))
     assert "--overwrite" in str(info.value) and _files(ckpts) == before
+    (ckpts / LATEST).write_text("ckpt_00000009.ckpt\n")
     _, summary = _run(tmp_path, ["train.overwrite=true"], resume=str(ckpts / "ckpt_00000003.ckpt"))
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("checkpoints.old-")]
     assert sorted(os.listdir(aside[0])) == ["ckpt_00000006.ckpt", "ckpt_00000009.ckpt", LATEST]
+    assert resolve_checkpoint(str(aside[0])).endswith("ckpt_00000009.ckpt")
+    for name in ("ckpt_00000006.ckpt", "ckpt_00000009.ckpt"):
+        assert (aside[0] / name).read_bytes() == before[name]
     assert summary["start_step"] == 3 and resolve_checkpoint(str(ckpts)) == summary["last_checkpoint"]

@@ -197,8 +197,9 @@ def claim_checkpoint_dir(directory, resume_ckpt=None, overwrite=False):
 
     Without ``resume_ckpt`` any checkpoint there is another run's; resuming, those of a later step
     than the resumed one would be written over. Either refuses (ValueError naming the folder
-    and the choices) or, with ``overwrite``, first moves them (and ``latest``) into
-    ``<directory>.old-<time>``. Returns that folder, or None when nothing was in the way.
+    and the choices) or, with ``overwrite``, first moves them into ``<directory>.old-<time>``
+    (with a ``latest`` pointer, so it can be resumed from); ``latest`` in ``directory`` then
+    names the newest checkpoint left there, if any. Returns that folder, or None.
     """
     existing = existing_checkpoints(directory)
     if resume_ckpt and existing:
@@ -219,9 +220,16 @@ def claim_checkpoint_dir(directory, resume_ckpt=None, overwrite=False):
     while os.path.exists(aside):
         aside += "_"
     os.makedirs(aside)
-    pointer = os.path.join(directory, LATEST)
-    for path in existing + ([pointer] if os.path.isfile(pointer) else []):
+    for path in existing:
         os.replace(path, os.path.join(aside, os.path.basename(path)))
+    atomic_write_text(os.path.join(aside, LATEST), os.path.basename(existing[-1]) + "\n")
+    pointer = os.path.join(directory, LATEST)
+    if os.path.isfile(pointer) and read_latest(directory) is None:  # it named a moved file
+        remaining = existing_checkpoints(directory)
+        if remaining:
+            atomic_write_text(pointer, os.path.basename(remaining[-1]) + "\n")
+        else:
+            os.remove(pointer)  # its copy in the aside folder names the same file
     _fsync_dir(directory)
     return aside
 
