@@ -13,7 +13,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mindseg  # noqa: E402,F401  (before mindspore)
-from mindseg.dataset.coco import DataError, problem_summary  # noqa: E402
+from mindseg.dataset.coco import DataError  # noqa: E402
+from mindseg.dataset.problems import problem_summary  # noqa: E402
 from mindseg.dataset.mindrecord import convert_coco_to_mindrecord  # noqa: E402
 
 

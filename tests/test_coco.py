@@ -290,7 +290,7 @@ def test_boxes_outside_the_image_are_clipped_or_dropped_and_reported(tmp_path):
 
 def test_problem_report_names_and_counts(tmp_path):
     """The lines train.py / eval.py print, with the counted summary convert_coco.py prints."""
-    from mindseg.dataset.coco import report_problems
+    from mindseg.dataset.problems import report_problems
     dataset = load(make_coco(tmp_path, bad=["missing image file", "zero-width box"])[0])
     lines = []
     report_problems(dataset.problems, lines.append)

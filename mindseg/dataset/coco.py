@@ -11,7 +11,8 @@ image or category, ...) is recorded as a :class:`Problem` naming the image id an
 item is skipped. A box reaching more than ``CLIP_TOLERANCE`` pixels outside its image is clipped
 to it, kept and recorded too (nearer ones, annotation-tool rounding, are clipped silently). With
 ``strict=True`` the first problem raises :class:`DataError` with the same text.
-:func:`problem_summary` is the one counted summary convert_coco.py, train.py and eval.py print.
+:mod:`mindseg.dataset.problems` prints them and the one counted summary convert_coco.py,
+train.py and eval.py print.
 
 Segmentations are normalized so that both sources (JSON and MindRecord) give identical records:
 a polygon is a flat list of Python floats holding float32 values (sub-millipixel rounding that
@@ -29,6 +30,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from mindseg.dataset.problems import (PROBLEM_KINDS, Problem, problem_kind,  # noqa: F401
+                                      summarize_problems)
+
 CROWD_MODES = ("drop", "ignore")
 
 
@@ -36,65 +40,7 @@ class DataError(ValueError):
     """Bad input met in strict mode; the message names the image id and file."""
 
 
-Problem = collections.namedtuple("Problem", ["image_id", "file_name", "reason"])
-Problem.__str__ = lambda p: f"image {p.image_id} ({p.file_name}): {p.reason}"
-
-# Short kinds for the summary count, in the order they are reported.
-PROBLEM_KINDS = ("missing image file", "unreadable image", "image size mismatch",
-                 "bad image entry", "unknown image id", "unknown category id", "bad box",
-                 "box outside image", "clipped box", "bad polygon", "bad rle", "no segmentation")
-KEPT_KINDS = ("clipped box",)  # reported, but the item is kept (clipped)
 CLIP_TOLERANCE = 1.0  # pixels a box may reach outside its image before clipping is reported
-
-
-def problem_kind(problem):
-    """The summary kind of a :class:`Problem` (the reason text starts with it)."""
-    for kind in PROBLEM_KINDS:
-        if problem.reason.startswith(kind):
-            return kind
-    return "other"
-
-
-def summarize_problems(problems):
-    """``"3 problems skipped: 2 bad box, 1 missing image file"`` (or ``"no problems"``)."""
-    if not problems:
-        return "no problems"
-    counts = collections.Counter(problem_kind(p) for p in problems)
-    parts = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
-    return f"{len(problems)} problems skipped: {parts}"
-
-
-def problem_counts(problems):
-    """``{kind: count}`` in the order the kinds first occur."""
-    counts = {}
-    for problem in problems:
-        kind = problem_kind(problem)
-        counts[kind] = counts.get(kind, 0) + 1
-    return counts
-
-
-def count_skipped_images(load_problems):
-    """Images the annotation loader skipped whole (missing file, bad entry)."""
-    return sum(problem_kind(p) in ("missing image file", "bad image entry") for p in load_problems)
-
-
-def problem_summary(skipped_images, num_problems, counts):
-    """The counted line: ``skipped: 1 images, 3 problems (2 bad box, 1 missing image file)``."""
-    parts = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-    return (f"skipped: {skipped_images} images, {num_problems} problems"
-            f"{' (' + parts + ')' if parts else ''}")
-
-
-def problem_line(problem):
-    """``skipped: image 3 (a.jpg): bad box: ...`` (``kept:`` for a clipped box)."""
-    return f"{'kept' if problem_kind(problem) in KEPT_KINDS else 'skipped'}: {problem}"
-
-
-def report_problems(problems, log):
-    """Name every problem, then :func:`problem_summary`, through ``log`` (one line each)."""
-    for problem in problems:
-        log(problem_line(problem))
-    log(problem_summary(count_skipped_images(problems), len(problems), problem_counts(problems)))
 
 
 def coco_paths(dataset_dir, split):

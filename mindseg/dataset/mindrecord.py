@@ -51,9 +51,9 @@ import time
 
 import numpy as np
 
-from mindseg.dataset.coco import (CocoDataset, DataError, Problem, check_image_bytes, coco_paths,
-                                  count_skipped_images, drop_crowd, image_size_of_bytes,
-                                  problem_counts, problem_line)
+from mindseg.dataset.coco import (CocoDataset, DataError, check_image_bytes, coco_paths,
+                                  drop_crowd, image_size_of_bytes)
+from mindseg.dataset.problems import Problem, count_skipped_images, problem_counts, problem_line
 
 ENCODING_VERSION = 1
 MINDRECORD_COLUMNS = ["image_id", "file_name", "height", "width", "image_bytes",

@@ -360,7 +360,7 @@ def dataset_info(cfg, split="train", report=None):
     if cfg.data.format == "coco":
         coco = open_coco(cfg, split)
         if report is not None:
-            from mindseg.dataset.coco import report_problems
+            from mindseg.dataset.problems import report_problems
             report_problems(coco.problems, report)
         return {"num_classes": coco.num_classes, "class_names": list(coco.class_names),
                 "category_ids": list(coco.category_ids), "num_samples": len(coco.records)}
