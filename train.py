@@ -1,11 +1,14 @@
 """Train a model on a COCO-format dataset.
 
 python train.py --config CFG [--device_target Ascend|GPU|CPU] [--mix True|False]
-                [--resume_ckpt PATH] [--dataset_dir DIR] [--output_dir DIR] [key=value ...]
+                [--resume_ckpt PATH] [--dataset_dir DIR] [--output_dir DIR] [--overwrite]
+                [--strict] [key=value ...]
 
 Launch several processes with scripts/run_msrun_train.sh or scripts/run_distribute_train.sh for
 data-parallel training. Checkpoints go to OUTPUT_DIR/checkpoints, the resolved config and the log
-to OUTPUT_DIR.
+to OUTPUT_DIR; checkpoints of an earlier run there stop the run unless --resume_ckpt continues it
+or --overwrite moves them aside. Each checkpoint carries the model and class names, so export.py
+and infer.py need no dataset.
 """
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
 from mindseg.cli import parse
@@ -22,10 +25,10 @@ def main(argv=None):
 
         runtime = init_runtime(cfg)
         cfg = prepare_modelarts(cfg, runtime)
-        info = dataset_info(cfg, "train")
+        info = dataset_info(cfg, "train", report=print if runtime.is_main else None)
         net = build_network(cfg, resolve_num_classes(cfg, info))
         dataset = create_dataset(cfg, "train", runtime.rank, runtime.world)
-        summary = train(cfg, net, dataset, runtime)
+        summary = train(cfg, net, dataset, runtime, class_info=info)
         finish_modelarts(cfg, runtime)
         if runtime.is_main:
             print(f"checkpoint: {summary['last_checkpoint']}")
