@@ -1,17 +1,19 @@
 """Evaluate a checkpoint on the val split: COCO bbox and segm AP (pycocotools), per-class AP.
 
-python eval.py --config CFG --ckpt_path PATH [--dataset_dir DIR] [--output_dir DIR] [key=value ...]
+python eval.py --config CFG --ckpt_path PATH [--dataset_dir DIR] [--output_dir DIR] [--strict]
+               [key=value ...]
 
 Writes OUTPUT_DIR/results.json (COCO results, original category ids) and OUTPUT_DIR/metrics.json
 (AP, AP50, AP75, APs, APm, APl per iou type, in percent). Under msrun each rank infers its share of
-the images and rank 0 merges them.
+the images and rank 0 merges them. Bad data is named and counted (refused with --strict); an image
+that cannot be read is named and its ground truth left out of COCOeval.
 """
 import sys
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
 from mindseg.cli import parse
-from mindseg.engine.inference import (build_network, coco_results_fn, load_weights,
-                                      resolve_num_classes, script_errors, with_progress)
+from mindseg.engine.inference import (build_network, checkpoint_classes, coco_results_fn,
+                                      load_weights, script_errors, with_progress)
 
 
 def main(argv=None):
@@ -25,9 +27,10 @@ def main(argv=None):
 
         runtime = init_runtime(cfg)
         cfg = prepare_modelarts(cfg, runtime)
-        info = dataset_info(cfg, "val")
-        net = build_network(cfg, resolve_num_classes(cfg, info))
-        ckpt = load_weights(net, cfg.eval.ckpt_path)
+        info = dataset_info(cfg, "val", report=print if runtime.is_main else None)
+        ckpt, info, num_classes = checkpoint_classes(cfg, cfg.eval.ckpt_path, info)
+        net = build_network(cfg, num_classes)
+        load_weights(net, ckpt)
         dataset = create_dataset(cfg, "val", runtime.rank, runtime.world)
         ann_file = coco_paths(cfg.data.dataset_dir, cfg.data.val_split)[0]
         log = print if runtime.is_main else (lambda *a: None)

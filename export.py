@@ -4,13 +4,14 @@ python export.py --config CFG --ckpt_path PATH --file_format MINDIR [--output PA
 
 The graph takes (image (B, 3, H, W), image_size (B, 2)) and returns fixed-size boxes, scores,
 classes, valid flags and 28x28 mask probabilities; PATH.json holds the input / output names,
-shapes and dtypes, the preprocessing and the class names. AIR needs --device_target Ascend.
+shapes and dtypes, the preprocessing and the class names (from the checkpoint; the dataset is
+read only for checkpoints that do not carry them). AIR needs --device_target Ascend.
 """
 import os
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
 from mindseg.cli import build_parser, config_from_args
-from mindseg.engine.inference import build_network, load_weights, resolve_num_classes, script_errors
+from mindseg.engine.inference import build_network, checkpoint_classes, load_weights, script_errors
 
 
 def main(argv=None):
@@ -19,16 +20,15 @@ def main(argv=None):
                         help="graph path, extension optional (default OUTPUT_DIR/<model name>)")
     args = parser.parse_args(argv)
     with script_errors("export.py"):
-        from mindseg.dataset.pipeline import dataset_info
         from mindseg.engine.exporter import check_file_format, export_model
         from mindseg.runtime import set_device_and_mode
 
         cfg = config_from_args(args)
         file_format = check_file_format(cfg.export.file_format, cfg.device_target)
         set_device_and_mode(cfg.device_target, "pynative")
-        info = dataset_info(cfg, "val")
-        net = build_network(cfg, resolve_num_classes(cfg, info))
-        ckpt = load_weights(net, cfg.eval.ckpt_path)
+        ckpt, info, num_classes = checkpoint_classes(cfg, cfg.eval.ckpt_path)
+        net = build_network(cfg, num_classes)
+        load_weights(net, ckpt)
         output = args.output or os.path.join(cfg.output_dir, cfg.model.name)
         graph, spec = export_model(net, cfg, info, output, file_format, cfg.export.batch_size)
         print(f"exported {ckpt} -> {graph}\ndescription -> {spec}")

@@ -6,10 +6,14 @@ python infer.py --config CFG (--ckpt_path PATH | --mindir PATH) --input IMG_OR_D
 Writes DIR/<name>.png (masks, boxes, class names and scores drawn on the image) and DIR/<name>.json
 (the image's detections in the COCO results format, with an ``image`` file name instead of an
 ``image_id``). Images are preprocessed exactly as the evaluation pipeline does; with --mindir the
-preprocessing and class names come from the JSON written beside the graph.
+preprocessing and class names come from the JSON written beside the graph, with --ckpt_path the
+class names from the checkpoint (the dataset only for checkpoints that do not carry them). An image that cannot
+be read is named, skipped and counted ("N images, M skipped"); the exit status is non-zero only
+when none could be processed.
 """
 import json
 import os
+import sys
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
 from mindseg.cli import build_parser, config_from_args
@@ -24,10 +28,10 @@ def build_runner(cfg, mindir):
         model = ExportedModel(mindir)
         return (model, inference.spec_from_export(model.spec["preprocess"]),
                 model.spec["class_names"], model.spec["category_ids"])
-    from mindseg.dataset.pipeline import dataset_info, sample_spec
-    info = dataset_info(cfg, "val")
-    net = inference.build_network(cfg, inference.resolve_num_classes(cfg, info))
-    inference.load_weights(net, cfg.eval.ckpt_path)
+    from mindseg.dataset.pipeline import sample_spec
+    ckpt, info, num_classes = inference.checkpoint_classes(cfg, cfg.eval.ckpt_path)
+    net = inference.build_network(cfg, num_classes)
+    inference.load_weights(net, ckpt)
     return (inference.NetworkRunner(net), sample_spec(cfg, training=False), info["class_names"],
             info["category_ids"])
 
@@ -54,13 +58,19 @@ def main(argv=None):
         runner, spec, class_names, category_ids = build_runner(cfg, args.mindir)
         os.makedirs(args.output, exist_ok=True)
         batch_size = getattr(runner, "batch_size", None) or cfg.eval.batch_size
-        counts = {}
+        counts, skipped = {}, []
         for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            samples = []
-            for path in chunk:
-                with open(path, "rb") as f:
-                    samples.append(inference.preprocess_image(f.read(), spec, path))
+            chunk, samples = [], []
+            for path in paths[start:start + batch_size]:
+                sample, why = inference.preprocess_file(path, spec)
+                if sample is None:
+                    print(f"infer.py: skipped {path}: {why}", file=sys.stderr, flush=True)
+                    skipped.append(path)
+                    continue
+                chunk.append(path)
+                samples.append(sample)
+            if not samples:
+                continue
             outputs = inference.run_batched(runner, [s[0] for s in samples],
                                             [s[1] for s in samples], batch_size)
             for k, (path, (_, _, scale_hw, original)) in enumerate(zip(chunk, samples)):
@@ -76,8 +86,11 @@ def main(argv=None):
                 with open(os.path.join(args.output, stem + ".json"), "w", encoding="utf-8") as f:
                     json.dump(results, f)
                 counts[name] = len(results)
-        print(f"{len(paths)} image(s), {sum(counts.values())} detection(s) with score >= "
-              f"{args.score_thresh} -> {args.output}")
+        if not counts:
+            raise ScriptError(f"--input {args.input}: none of its {len(paths)} image(s) could be "
+                              f"read ({len(skipped)} skipped)")
+        print(f"{len(paths)} images, {len(skipped)} skipped; {sum(counts.values())} detection(s) "
+              f"with score >= {args.score_thresh} -> {args.output}")
     return counts
 
 

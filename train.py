@@ -1,12 +1,15 @@
 """Train a model on a COCO-format dataset.
 
 python train.py --config CFG [--device_target Ascend|GPU|CPU] [--mix True|False]
-                [--resume_ckpt PATH] [--dataset_dir DIR] [--output_dir DIR] [key=value ...]
+                [--resume_ckpt PATH] [--dataset_dir DIR] [--output_dir DIR] [--overwrite]
+                [--strict] [key=value ...]
 
 Launch several processes with scripts/run_msrun_train.sh, scripts/run_distribute_train.sh or a
 plain `mpirun -n N python train.py ...` for data-parallel training, on one server or several.
-Checkpoints go to OUTPUT_DIR/checkpoints, the resolved config and the log
-to OUTPUT_DIR.
+Checkpoints go to OUTPUT_DIR/checkpoints, the resolved config and the log to OUTPUT_DIR;
+checkpoints of an earlier run there stop the run unless --resume_ckpt continues it or --overwrite
+moves them aside. Each checkpoint carries the model and class names, so export.py and infer.py
+need no dataset.
 """
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
 from mindseg.cli import parse
@@ -23,10 +26,10 @@ def main(argv=None):
 
         runtime = init_runtime(cfg)
         cfg = prepare_modelarts(cfg, runtime)
-        info = dataset_info(cfg, "train")
+        info = dataset_info(cfg, "train", report=print if runtime.is_main else None)
         net = build_network(cfg, resolve_num_classes(cfg, info))
         dataset = create_dataset(cfg, "train", runtime.rank, runtime.world)
-        summary = train(cfg, net, dataset, runtime)
+        summary = train(cfg, net, dataset, runtime, class_info=info)
         finish_modelarts(cfg, runtime)
         if runtime.is_main:
             print(f"checkpoint: {summary['last_checkpoint']}")

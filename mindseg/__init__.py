@@ -1,16 +1,51 @@
 """mindseg: Mask R-CNN and CenterMask instance segmentation for MindSpore.
 
-Importing mindseg before mindspore lets it choose oneDNN's fast CPU kernels: on AVX-512 machines
-oneDNN otherwise picks a reference convolution that is ~60x slower (see PLATFORM.md). The entry
-scripts and the tests import mindseg first; library users should do the same.
+>>> import cv2, mindseg
+>>> predictor = mindseg.Predictor("shapes/mask_rcnn_shapes", checkpoint="outputs/run/checkpoints",
+...                               class_names=["rectangle", "ellipse", "triangle", "star", "cross"])
+>>> detections = predictor(cv2.imread("image.jpg"))   # BGR, as cv2.imread gives
+>>> cv2.imwrite("drawn.png", predictor.draw("image.jpg", detections))
+
+The public names (``Predictor``, ``model_zoo``, ``build_model``, ``load_config``,
+``create_dataset``) are imported on first use, so ``import mindseg`` stays cheap and imports no
+MindSpore. Importing mindseg before mindspore lets it choose oneDNN's fast CPU kernels: on
+AVX-512 machines oneDNN otherwise picks a reference convolution that is ~60x slower (see
+PLATFORM.md). The entry scripts and the tests import mindseg first; library users should do the
+same.
 """
-import os
-import sys
 
 __version__ = "0.1.0"
+__all__ = ["Predictor", "model_zoo", "build_model", "load_config", "create_dataset"]
+
+# public name -> (module, attribute in it; None for the module itself)
+_PUBLIC = {
+    "Predictor": ("mindseg.predictor", "Predictor"),
+    "model_zoo": ("mindseg.model_zoo", None),
+    "build_model": ("mindseg.model_zoo", "build_model"),
+    "load_config": ("mindseg.config", "load_config"),
+    "create_dataset": ("mindseg.dataset.pipeline", "create_dataset"),
+}
+
+
+def __getattr__(name):
+    """Import a public name on first access (PEP 562)."""
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'mindseg' has no attribute '{name}'")
+    import importlib
+    module_name, attribute = _PUBLIC[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__ + ["__version__"])
 
 
 def _select_cpu_isa():
+    import os
+    import sys
     if "ONEDNN_MAX_CPU_ISA" in os.environ:
         return
     if "mindspore" in sys.modules:

@@ -15,17 +15,22 @@ FLAG_KEYS = {
     "dataset_dir": ("data.dataset_dir", "COCO 2017 layout root"),
     "mix": ("train.mix", "mixed precision with dynamic loss scaling (True | False)"),
     "resume_ckpt": ("train.resume_ckpt", "resume weights, optimizer, step and lr from a checkpoint"),
+    "overwrite": ("train.overwrite", "move the checkpoints of an earlier run in OUTPUT_DIR aside "
+                  "instead of refusing to start"),
+    "strict": ("data.strict", "refuse bad data (named) instead of skipping it"),
     "ckpt_path": ("eval.ckpt_path", "checkpoint to evaluate, export or run"),
     "file_format": ("export.file_format", "MINDIR | AIR"),
     "enable_modelarts": ("enable_modelarts", "copy data from --data_url and outputs to --train_url"),
     "data_url": ("data_url", "OBS path of the dataset (ModelArts)"),
     "train_url": ("train_url", "OBS path for the outputs (ModelArts)"),
 }
+# switches take no value: ``--overwrite`` is ``train.overwrite=True``
+SWITCHES = ("overwrite", "strict")
 
 FLAGS_BY_SCRIPT = {
     "train": ("device_target", "mode", "output_dir", "dataset_dir", "mix", "resume_ckpt",
-              "enable_modelarts", "data_url", "train_url"),
-    "eval": ("device_target", "mode", "output_dir", "dataset_dir", "ckpt_path",
+              "overwrite", "strict", "enable_modelarts", "data_url", "train_url"),
+    "eval": ("device_target", "mode", "output_dir", "dataset_dir", "ckpt_path", "strict",
              "enable_modelarts", "data_url", "train_url"),
     "export": ("device_target", "output_dir", "dataset_dir", "ckpt_path", "file_format"),
     "infer": ("device_target", "mode", "dataset_dir", "ckpt_path"),
@@ -37,7 +42,9 @@ def build_parser(script, description):
     parser.add_argument("--config", required=True, help="a YAML file under config/")
     for flag in FLAGS_BY_SCRIPT[script]:
         key, help_text = FLAG_KEYS[flag]
-        parser.add_argument(f"--{flag}", default=None, help=f"{help_text} (config key {key})")
+        switch = {"action": "store_const", "const": "True"} if flag in SWITCHES else {}
+        parser.add_argument(f"--{flag}", default=None, help=f"{help_text} (config key {key})",
+                            **switch)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, dotted for nested keys")
     return parser

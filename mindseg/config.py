@@ -103,8 +103,37 @@ def merge(base, override, source, prefix=""):
     return merged
 
 
+def config_root():
+    """The folder of the shipped configs: ``config/`` beside the package in a source checkout (and
+    an editable install), ``mindseg/configs/`` inside an installed wheel."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    source = os.path.join(os.path.dirname(package), "config")
+    if os.path.isfile(os.path.join(source, "base.yml")):
+        return source
+    return os.path.join(package, "configs")
+
+
+def find_config(path):
+    """``path`` when it is a file; otherwise the shipped config it names, given as
+    ``shapes/mask_rcnn_shapes``, with ``.yml``, or as typed in the repository
+    (``config/shapes/mask_rcnn_shapes.yml``), so that an installed mindseg runs from any folder.
+    A name that matches nothing comes back unchanged (and is reported missing by the reader)."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return path
+    name = path.replace(os.sep, "/")
+    if name.startswith("config/"):
+        name = name[len("config/"):]
+    if not name.endswith((".yml", ".yaml")):
+        name += ".yml"
+    shipped = os.path.join(config_root(), *name.split("/"))
+    return shipped if os.path.isfile(shipped) else path
+
+
 def load_yaml_with_base(path):
-    """Read ``path`` and the one ``__BASE__`` file it may name (relative to ``path``)."""
+    """Read ``path`` (a file, or a shipped config's name: :func:`find_config`) and the one
+    ``__BASE__`` file it may name (relative to the file)."""
+    path = find_config(path)
     data = _read_yaml(path)
     base_name = data.pop(BASE_KEY, None)
     if base_name is None:
@@ -154,7 +183,14 @@ def apply_overrides(cfg_dict, overrides, source="command line"):
 
 
 def load_config(path, overrides=()):
-    """Load a config file with its base and overrides into a :class:`Config`."""
+    """Load a config file (or a shipped config by name) with its base and ``key=value``
+    overrides into a :class:`Config`.
+
+    >>> from mindseg import load_config
+    >>> cfg = load_config("config/shapes/mask_rcnn_shapes.yml", ["data.canvas=[128,128]"])
+    >>> cfg.model.name, cfg.data.canvas
+    ('mask_rcnn', [128, 128])
+    """
     data = load_yaml_with_base(path)
     data = apply_overrides(data, list(overrides))
     return to_config(data)

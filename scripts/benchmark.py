@@ -17,6 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(1, os.path.dirname(os.path.abspath(__file__)))
 import mindseg  # noqa: E402,F401  (before mindspore: fast oneDNN CPU kernels)
 
 sys.unraisablehook = lambda unraisable: None
@@ -32,13 +33,22 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--mode", choices=("graph", "pynative"), default="graph")
     parser.add_argument("--num_classes", type=int, default=80)
+    parser.add_argument("--batch", type=int, default=0,
+                        help="images per step (0: the config's data.batch_size for train, 1 for infer)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time each stage on its own (and forward / backward / optimizer)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser.parse_args(argv)
 
 
-def synthetic_batch(height, width, num_gt, mask_crop, max_instances, rng):
-    """Random image and ``num_gt`` boxes with full crops, padded as the pipeline pads them."""
+def synthetic_batch(height, width, num_gt, mask_crop, max_instances, rng, batch=1):
+    """``batch`` random images, each with ``num_gt`` boxes with full crops, padded as the pipeline
+    pads them."""
     import numpy as np
+    if batch > 1:
+        images = [synthetic_batch(height, width, num_gt, mask_crop, max_instances, rng)
+                  for _ in range(batch)]
+        return tuple(np.concatenate(column) for column in zip(*images))
     image = rng.standard_normal((1, 3, height, width)).astype(np.float32)
     gt_boxes = np.zeros((1, max_instances, 4), np.float32)
     side = min(height, width)
@@ -54,6 +64,52 @@ def synthetic_batch(height, width, num_gt, mask_crop, max_instances, rng):
     gt_masks[0, :num_gt] = 1
     image_size = np.array([[height, width]], np.float32)
     return image, image_size, gt_boxes, gt_labels, gt_valid, np.zeros_like(gt_valid), gt_masks
+
+
+def timed(fn, iters, warmup):
+    """Median and min seconds of ``fn()`` over ``iters`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times)
+
+
+def deterministic_sampling():
+    """Anchor / RoI sampling ranked by a fixed ramp instead of random draws, so that the staged
+    and the whole pass sample the same entries (the work is the same)."""
+    import numpy as np
+    import mindspore as ms
+    from mindseg.models import matcher
+    original = matcher.sample_balanced
+
+    def sample(match_labels, num_samples, positive_fraction, noise=None):
+        length = match_labels.shape[1]
+        ramp = ms.Tensor((np.arange(length, dtype=np.float32) * 0.618034) % 1.0)
+        return original(match_labels, num_samples, positive_fraction,
+                        noise=ms.ops.broadcast_to(ramp.reshape(1, length), match_labels.shape))
+    matcher.sample_balanced = sample
+
+
+def breakdown(net, cfg, batch, args):
+    """{stage: median s}: the forward stages, and for training forward / backward / optimizer."""
+    import mindspore as ms
+    from benchmark_stages import STAGES, check_against, time_stages
+    from mindseg.engine.trainer import TRAIN_INPUTS
+
+    jit = args.mode == "graph"
+    state = dict(zip(TRAIN_INPUTS, batch))
+    state["gt_valid_nc"] = ms.ops.logical_and(state["gt_valid"], ms.ops.logical_not(state["gt_crowd"]))
+    stages, outputs = STAGES[cfg.model.name](net, args.task == "train")
+    times, final = time_stages(stages, state, jit, args.iters, args.warmup)
+    inputs = batch if args.task == "train" else batch[:2]
+    whole = net(*inputs)
+    worst = check_against(final, outputs, whole)
+    print(f"stages follow the whole network (max output difference {worst:.2g})", file=sys.stderr)
+    return times
 
 
 def main(argv=None):
@@ -74,10 +130,14 @@ def main(argv=None):
     height, width = cfg.data.canvas
     ms.set_context(mode=ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE)
     ms.set_seed(0)
+    if args.breakdown:
+        deterministic_sampling()
     net = build_model(cfg, num_classes=args.num_classes)
+    batch_size = args.batch or (cfg.data.batch_size if args.task == "train" else 1)
     batch = [ms.Tensor(a) for a in synthetic_batch(height, width, 5, cfg.data.mask_crop,
                                                    cfg.data.max_instances,
-                                                   np.random.default_rng(0))]
+                                                   np.random.default_rng(0), batch_size)]
+    extra = {}
     if args.task == "infer":
         net.set_train(False)
 
@@ -94,19 +154,48 @@ def main(argv=None):
             loss, _, _ = step(*batch)
             float(loss)
 
-    for _ in range(args.warmup):
-        run()
-    times = []
-    for _ in range(args.iters):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
+    median_s, min_s = timed(run, args.iters, args.warmup)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if args.breakdown:
+        if args.task == "train":
+            extra["train"] = train_phases(net, batch, args, median_s)
+        extra["stages"] = {name: round(t, 4) for name, t in breakdown(net, cfg, batch, args).items()}
+        print_table(median_s, extra)
     print(json.dumps({"config": args.config, "task": args.task, "mode": args.mode,
-                      "height": height, "width": width,
-                      "median_s": round(statistics.median(times), 4),
-                      "min_s": round(min(times), 4), "iters": args.iters,
-                      "peak_rss_mb": round(peak_rss_mb, 1), "threads": os.cpu_count()}))
+                      "height": height, "width": width, "batch": batch_size,
+                      "median_s": round(median_s, 4), "min_s": round(min_s, 4),
+                      "iters": args.iters, "peak_rss_mb": round(peak_rss_mb, 1),
+                      "threads": os.cpu_count(), **extra}))
+
+
+def train_phases(net, batch, args, step_s):
+    """Forward, backward (forward + backward minus forward) and optimizer (the step minus
+    forward + backward), each median seconds. The forward runs in training mode."""
+    import mindspore as ms
+
+    def forward(*inputs):
+        losses = net(*inputs)
+        total = losses[0]
+        for loss in losses[1:]:
+            total = total + loss
+        return total
+
+    grad_fn = ms.value_and_grad(forward, None, net.trainable_params())
+    if args.mode == "graph":
+        forward, grad_fn = ms.jit(forward), ms.jit(grad_fn)
+    forward_s, _ = timed(lambda: forward(*batch).asnumpy(), args.iters, args.warmup)
+    both_s, _ = timed(lambda: grad_fn(*batch)[0].asnumpy(), args.iters, args.warmup)
+    return {"forward": round(forward_s, 4), "backward": round(both_s - forward_s, 4),
+            "optimizer": round(step_s - both_s, 4)}
+
+
+def print_table(median_s, extra):
+    rows = list(extra.get("train", {}).items()) + list(extra["stages"].items())
+    print(f"{'whole (one graph)':<40} {median_s:8.4f} s", file=sys.stderr)
+    for name, seconds in rows:
+        print(f"  {name:<38} {seconds:8.4f} s", file=sys.stderr)
+    total = sum(t for name, t in extra["stages"].items() if "(alone" not in name)
+    print(f"  {'sum of the forward stages':<38} {total:8.4f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

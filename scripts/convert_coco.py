@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mindseg  # noqa: E402,F401  (before mindspore)
 from mindseg.dataset.coco import DataError  # noqa: E402
+from mindseg.dataset.problems import problem_summary  # noqa: E402
 from mindseg.dataset.mindrecord import convert_coco_to_mindrecord  # noqa: E402
 
 
@@ -45,9 +46,8 @@ def main(argv=None):
     print(f"{stats['images_per_s']:.1f} images/s ({args.workers} worker(s), "
           f"{stats['seconds']:.1f} s); {stats['bytes_per_image'] / 1024:.1f} KiB per image, "
           f"{stats['shard_bytes'] / max(stats['image_bytes'], 1):.3f}x the image bytes")
-    counts = ", ".join(f"{n} {kind}" for kind, n in stats["problem_counts"].items())
-    print(f"skipped: {stats['skipped_images']} images, {stats['problems']} problems"
-          f"{' (' + counts + ')' if counts else ''}; listed in {stats['meta']}")
+    print(f"{problem_summary(stats['skipped_images'], stats['problems'], stats['problem_counts'])}"
+          f"; listed in {stats['meta']}")
     return 0
 
 

@@ -3,7 +3,8 @@
 #   bash scripts/quickstart.sh [key=value ...]     (config overrides, given to every step)
 # Environment: PYTHON (default python), DATA (datasets/shapes), OUT (outputs/shapes_mask_rcnn),
 # NUM_TRAIN / NUM_VAL / IMAGE_SIZE (synthetic dataset size), NUM_INFER (images drawn by infer.py),
-# SCORE_THRESH (infer.py's, default 0.5).
+# SCORE_THRESH (infer.py's, default 0.5). A rerun into the same OUT stops at train.py, which
+# never writes over earlier checkpoints: add train.overwrite=true to move them aside.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -37,3 +37,16 @@ def deterministic_sampling(monkeypatch):
         return original(match_labels, num_samples, positive_fraction,
                         noise=ms.ops.broadcast_to(ramp.reshape(1, length), match_labels.shape))
     monkeypatch.setattr(matcher, "sample_balanced", sample)
+
+
+@pytest.fixture
+def script_main():
+    """``script_main("infer")`` is the ``main(argv)`` of ROOT/infer.py, run in this process."""
+    import importlib.util
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.main
+    return load

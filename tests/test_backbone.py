@@ -10,7 +10,10 @@ from mindseg.models.backbones import build_backbone
 from mindseg.models.layers.frozen_bn import FrozenBatchNorm2d, freeze_batchnorm
 
 
-def test_frozen_bn_equals_affine_formula():
+@pytest.mark.parametrize("training", [False, True])
+def test_frozen_bn_equals_affine_formula_and_its_gradient(mode, training):
+    """Output and input gradient are the fixed affine map in eval and in training mode (the
+    statistics never update), in both modes."""
     rng = np.random.default_rng(0)
     channels = 5
     gamma, beta = rng.normal(size=channels), rng.normal(size=channels)
@@ -18,10 +21,20 @@ def test_frozen_bn_equals_affine_formula():
     bn = FrozenBatchNorm2d(channels)
     for name, value in zip(("gamma", "beta", "moving_mean", "moving_variance"), (gamma, beta, mean, var)):
         getattr(bn, name).set_data(ms.Tensor(value.astype(np.float32)))
+    bn.set_train(training)
     x = rng.normal(size=(2, channels, 3, 4)).astype(np.float32)
-    expected = (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) * gamma[:, None, None] \
-        + beta[:, None, None]
+    dout = rng.normal(size=x.shape).astype(np.float32)
+    scale = gamma / np.sqrt(var + 1e-5)
+    expected = (x - mean[:, None, None]) * scale[:, None, None] + beta[:, None, None]
     np.testing.assert_allclose(bn(ms.Tensor(x)).asnumpy(), expected, rtol=1e-5, atol=1e-5)
+    weights = ms.Tensor(dout)
+
+    def weighted_sum(t):
+        return (bn(t) * weights).sum()
+    grad = ms.grad(weighted_sum)(ms.Tensor(x)).asnumpy()
+    np.testing.assert_allclose(grad, dout * scale[:, None, None], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_mean.asnumpy(), mean.astype(np.float32))
+    np.testing.assert_allclose(bn.moving_variance.asnumpy(), var.astype(np.float32))
     assert not bn.trainable_params()
 
 

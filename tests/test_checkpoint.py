@@ -156,3 +156,63 @@ def test_sigkill_during_writes_keeps_latest_loadable(tmp_path):
     assert np.all(params["fc.weight"].asnumpy() == step)
     assert sorted(n for n in os.listdir(directory) if not n.startswith(".tmp_"))[-1] == LATEST
 
+
+
+def _files(directory):
+    return {name: (directory / name).read_bytes() for name in sorted(os.listdir(directory))}
+
+
+def test_second_run_refuses_then_overwrite_moves_the_first_aside(tmp_path):
+    """A second run into a folder with a first run's checkpoints stops before it writes anything;
+    --overwrite moves the first run's files aside intact, then trains."""
+    ckpts = tmp_path / "checkpoints"
+    _run(tmp_path, ["train.keep_ckpt_max=2"])
+    first = _files(ckpts)
+    assert sorted(first) == ["ckpt_00000009.ckpt", "ckpt_00000012.ckpt", LATEST]
+    with pytest.raises(ValueError) as info:
+        _run(tmp_path, ["train.keep_ckpt_max=2", "train.max_steps=6"])
+    message = str(info.value)
+    assert str(ckpts) in message and "\n" not in message
+    for choice in ("--resume_ckpt", "--output_dir", "--overwrite"):
+        assert choice in message
+    assert _files(ckpts) == first
+    _, summary = _run(tmp_path, ["train.keep_ckpt_max=2", "train.max_steps=6",
+                                 "train.overwrite=true"])
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("checkpoints.old-")]
+    assert len(aside) == 1 and _files(aside[0]) == first
+    assert sorted(os.listdir(ckpts)) == ["ckpt_00000003.ckpt", "ckpt_00000006.ckpt", LATEST]
+    assert os.path.isfile(summary["last_checkpoint"])
+    assert resolve_checkpoint(str(ckpts)) == summary["last_checkpoint"]
+
+
+def test_resume_rotates_only_its_own_checkpoints(tmp_path):
+    """Resuming into the same folder works; rotation deletes only what the resumed run wrote, and
+    ``latest`` and the summary name files that exist."""
+    ckpts = tmp_path / "checkpoints"
+    _run(tmp_path, ["train.keep_ckpt_max=2"], stop_after=6)
+    first = _files(ckpts)
+    _, summary = _run(tmp_path, ["train.keep_ckpt_max=1"], resume=str(ckpts))
+    assert summary["start_step"] == 6
+    names = sorted(os.listdir(ckpts))
+    assert names == ["ckpt_00000003.ckpt", "ckpt_00000006.ckpt", "ckpt_00000012.ckpt", LATEST]
+    for name in ("ckpt_00000003.ckpt", "ckpt_00000006.ckpt"):
+        assert (ckpts / name).read_bytes() == first[name]
+    assert resolve_checkpoint(str(ckpts)) == summary["last_checkpoint"]
+    assert os.path.isfile(summary["last_checkpoint"])
+
+
+def test_resume_from_an_earlier_step_refuses_to_write_over_later_ones(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    _run(tmp_path, [], stop_after=9)
+    before = _files(ckpts)
+    with pytest.raises(ValueError, match="ckpt_00000009.ckpt") as info:
+        _run(tmp_path, [], resume=str(ckpts / "ckpt_00000003.ckpt"))
+    assert "--overwrite" in str(info.value) and _files(ckpts) == before
+    (ckpts / LATEST).write_text("ckpt_00000009.ckpt\n")
+    _, summary = _run(tmp_path, ["train.overwrite=true"], resume=str(ckpts / "ckpt_00000003.ckpt"))
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("checkpoints.old-")]
+    assert sorted(os.listdir(aside[0])) == ["ckpt_00000006.ckpt", "ckpt_00000009.ckpt", LATEST]
+    assert resolve_checkpoint(str(aside[0])).endswith("ckpt_00000009.ckpt")
+    for name in ("ckpt_00000006.ckpt", "ckpt_00000009.ckpt"):
+        assert (aside[0] / name).read_bytes() == before[name]
+    assert summary["start_step"] == 3 and resolve_checkpoint(str(ckpts)) == summary["last_checkpoint"]

@@ -251,3 +251,50 @@ def test_read_image_bytes_is_the_file(tmp_path):
     dataset = load(make_coco(tmp_path)[0])
     record = by_id(dataset)[2]
     assert dataset.read_image_bytes(record) == jpeg_bytes(2)
+
+
+def _boxes_dataset(root, boxes):
+    """Image 1 (W x H) with one polygon annotation per ``[x, y, w, h]`` box of ``boxes``."""
+    ann_file, image_dir = coco_paths(str(root), "train2017")
+    os.makedirs(image_dir)
+    os.makedirs(os.path.dirname(ann_file))
+    with open(os.path.join(image_dir, "000001.jpg"), "wb") as f:
+        f.write(jpeg_bytes(1))
+    anns = [{"id": k + 1, "image_id": 1, "category_id": 7, "bbox": box, "iscrowd": 0,
+             "segmentation": [SQUARE], "area": 1.0} for k, box in enumerate(boxes)]
+    with open(ann_file, "w", encoding="utf-8") as f:
+        json.dump({"images": [{"id": 1, "file_name": "000001.jpg", "height": H, "width": W}],
+                   "annotations": anns, "categories": CATEGORIES}, f)
+    return str(root)
+
+
+def test_boxes_outside_the_image_are_clipped_or_dropped_and_reported(tmp_path):
+    inside = [10, 5, 20, 15]
+    partly = [50, 40, 30, 20]            # reaches 16 px right of and 12 px below the 64x48 image
+    wholly = [70, 10, 10, 10]            # starts right of the image
+    rounding = [0, 0, W + 0.4, H + 0.2]  # annotation-tool rounding: clipped, not reported
+    dataset = load(_boxes_dataset(tmp_path, [inside, partly, wholly, rounding]))
+    boxes = by_id(dataset)[1]["boxes"]
+    np.testing.assert_allclose(boxes, [[10, 5, 30, 20], [50, 40, W, H], [0, 0, W, H]])
+    kinds = [problem_kind(p) for p in dataset.problems]
+    assert kinds == ["clipped box", "box outside image"]
+    clipped, outside = (str(p) for p in dataset.problems)
+    assert clipped.startswith("image 1 (000001.jpg): clipped box") and "annotation 2" in clipped
+    assert "kept as [50.0, 40.0, 14.0, 8.0]" in clipped
+    assert outside.startswith("image 1 (000001.jpg): box outside image") and "annotation 3" in outside
+    assert "dropped" in outside
+    for box in (partly, wholly):
+        with pytest.raises(DataError, match="image 1 \\(000001.jpg\\)"):
+            load(_boxes_dataset(tmp_path / str(box[0]), [inside, box]), strict=True)
+
+
+def test_problem_report_names_and_counts(tmp_path):
+    """The lines train.py / eval.py print, with the counted summary convert_coco.py prints."""
+    from mindseg.dataset.problems import report_problems
+    dataset = load(make_coco(tmp_path, bad=["missing image file", "zero-width box"])[0])
+    lines = []
+    report_problems(dataset.problems, lines.append)
+    assert lines[0] == "skipped: image 5 (missing.jpg): missing image file: " + \
+        os.path.join(str(tmp_path), "train2017", "missing.jpg")
+    assert lines[1].startswith("skipped: image 6 (000006.jpg): bad box")
+    assert lines[2] == "skipped: 1 images, 2 problems (1 missing image file, 1 bad box)"

@@ -444,3 +444,87 @@ def test_centermask2_onto_the_centermask_model():
     params, report = convert_to_shapes("centermask2", centermask2_state_dict("vovnet39", 256, 4, 4), shapes)
     assert report.missing == [] and report.unmapped == []
     assert len(params) == len(shapes)
+
+
+class _Payload:
+    """Unpickling this calls ``open(marker, "w")``: the marker file appears if the pickle runs."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_crafted_pkl_is_refused_and_its_payload_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model_final.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": {"w": np.zeros(3, np.float32)}, "x": _Payload(str(marker))}, f)
+    with pytest.raises(WeightConversionError) as info:
+        read_checkpoint(str(path))
+    assert "model_final.pkl" in str(info.value) and "io.open" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_crafted_pkl_refused_by_the_script_in_one_line(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": _Payload(str(marker))}, f)
+    out = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "convert_weights.py"),
+                          "--source", "detectron2", "--input", str(path),
+                          "--output", str(tmp_path / "out.ckpt")],
+                         capture_output=True, text=True, cwd=str(tmp_path),
+                         env=dict(os.environ, GLOG_v="3"))
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0 and "evil.pkl" in out.stderr
+    assert "io.open" in out.stderr and "Traceback" not in out.stderr
+    assert not marker.exists() and not (tmp_path / "out.ckpt").exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_model_zoo_pickles_read_under_every_protocol(tmp_path, protocol):
+    """Dicts / OrderedDicts of arrays, numpy scalars and plain values pass the restricted reader."""
+    import collections
+    weights = collections.OrderedDict(w=np.arange(6, dtype=np.float32).reshape(2, 3),
+                                      i=np.arange(3, dtype=np.int64), s=np.float32(2.5))
+    path = tmp_path / "zoo.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": weights, "__author__": "zoo", "meta": [1, (2.0, "x"), b"y"]}, f,
+                    protocol=protocol)
+    read = read_checkpoint(str(path))
+    np.testing.assert_array_equal(read["w"], weights["w"])
+    np.testing.assert_array_equal(read["i"], weights["i"])
+    assert float(read["s"]) == 2.5
+
+
+def test_pth_is_read_with_weights_only_and_never_retried_without(tmp_path):
+    """A stand-in torch whose weights_only load refuses: the file is refused, not reloaded."""
+    path = tmp_path / "evil.pth"
+    path.write_bytes(b"x")
+    code = ("import sys, types, pickle\n"
+            "calls = []\n"
+            "def load(path, map_location=None, weights_only=None):\n"
+            "    calls.append(weights_only)\n"
+            "    raise pickle.UnpicklingError('Weights only load failed.\\n'\n"
+            "                                 'Unsupported global: GLOBAL os.system was not an allowed global')\n"
+            "sys.modules['torch'] = types.SimpleNamespace(load=load)\n"
+            "from mindseg.utils.weights.core import read_checkpoint, WeightConversionError\n"
+            f"try:\n    read_checkpoint({str(path)!r})\nexcept WeightConversionError as e:\n    print(e)\n"
+            "print('calls', calls)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env=dict(os.environ, PYTHONPATH=REPO))
+    assert "calls [True]" in out.stdout, out.stdout + out.stderr
+    assert "evil.pth" in out.stdout and "GLOBAL os.system" in out.stdout
+
+
+def test_crafted_pth_is_refused_with_torch(tmp_path):
+    torch = pytest.importorskip("torch", reason="torch is an optional dependency; the .pth path needs it")
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"w": torch.zeros(3), "x": _Payload(str(marker))}, str(path))
+    with pytest.raises(WeightConversionError, match="evil.pth"):
+        read_checkpoint(str(path))
+    assert not marker.exists()

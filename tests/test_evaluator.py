@@ -138,18 +138,30 @@ def test_run_evaluation_over_a_dataset_and_ranks(ann_file, tmp_path):
                             "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(scores[b, d])})
         return out
 
-    def columns():
-        for image_id in (1, 2):
-            yield (np.full((3, 4, 4), image_id, np.float32), np.array([8, 8], np.float32),
+    def columns(image_ids=(1, 2)):
+        for image_id in image_ids:
+            # an image the pipeline could not read arrives as a dummy row with image_id -1
+            yield (np.full((3, 4, 4), max(image_id, 0), np.float32), np.array([8, 8], np.float32),
                    np.array([2, 2], np.float32), np.int32(image_id))
 
-    data = ds.GeneratorDataset(list(columns()), ["image", "image_size", "scale", "image_id"],
-                               shuffle=False).batch(1)
+    def dataset(image_ids=(1, 2)):
+        return ds.GeneratorDataset(list(columns(image_ids)),
+                                   ["image", "image_size", "scale", "image_id"],
+                                   shuffle=False).batch(1)
+
     lines = []
-    metrics = run_evaluation(FixedNet(), data, postprocess, ann_file, RuntimeInfo(),
+    metrics = run_evaluation(FixedNet(), dataset(), postprocess, ann_file, RuntimeInfo(),
                              str(tmp_path / "single"), iou_types=("bbox",), log=lines.append)
     assert metrics["bbox"]["AP"] == pytest.approx(100.0)
     assert any("inference: 2 images" in line for line in lines)
+    assert not any("not evaluated" in line for line in lines)
+    # image 2 could not be read: named, and its ground truth does not lower the AP
+    lines = []
+    metrics = run_evaluation(FixedNet(), dataset((1, -1)), postprocess, ann_file, RuntimeInfo(),
+                             str(tmp_path / "missing"), iou_types=("bbox",), log=lines.append)
+    assert metrics["bbox"]["AP"] == pytest.approx(100.0)
+    assert any(line.startswith("not evaluated: image 2 (b.jpg)") and "1 ground-truth" in line
+               for line in lines), lines
     # two ranks: rank 1 has written its part; rank 0 adds its own and merges
     part = [{"image_id": 2, "category_id": 3, "bbox": [5.0, 5.0, 50.0, 60.0], "score": 1.0}]
     assert gather_rank_results(part, str(tmp_path / "dp"), rank=1, world=2) is None

@@ -230,3 +230,111 @@ def test_output_names_accept_centermask_mask_scores():
     for count in (4, 7):
         with pytest.raises(ExportError, match="outputs at inference"):
             output_names(count)
+
+
+CM_LITE_CFG = os.path.join(ROOT, "config", "shapes", "centermask_lite_shapes.yml")
+
+
+def _saved_checkpoint(config, directory, num_classes, with_meta=True):
+    """A training checkpoint of ``config``'s model as train.py writes it (with its metadata), or
+    a weights-only one (as a converted checkpoint is), for ``num_classes`` classes."""
+    from mindseg.engine.checkpoint import CheckpointManager, model_meta
+    from mindseg.models import build_model
+    cfg = load_config(config, SMALL)
+    net = build_model(cfg, num_classes=num_classes)
+    if not with_meta:
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, "weights.ckpt")
+        ms.save_checkpoint(net, path)
+        return path
+    names = [f"class{i}" for i in range(num_classes)]
+    meta = model_meta(cfg, {"num_classes": num_classes, "class_names": names,
+                            "category_ids": [10 + 2 * i for i in range(num_classes)]})
+    optimizer = nn.Momentum(net.trainable_params(), learning_rate=0.1, momentum=0.9)
+    return CheckpointManager(directory, meta=meta).save(net, optimizer, 3)
+
+
+def _refusal(capsys, script_main, script, argv):
+    with pytest.raises(SystemExit) as info:
+        script_main(script)(argv)
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 1 and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_checkpoint_of_another_model_or_class_count_is_one_line(tmp_path, capsys, shapes_data,
+                                                                script_main):
+    """CenterMask into Mask R-CNN, 5 classes into 3 (metadata) and 7 into 5 (weights only, shapes
+    checked): one line naming what the checkpoint holds and what the config builds."""
+    centermask = _saved_checkpoint(CM_LITE_CFG, str(tmp_path / "cm"), 5)
+    err = _refusal(capsys, script_main, "export",
+                   ["--config", SHAPES_CFG, "--ckpt_path", centermask,
+                    "--output_dir", str(tmp_path / "out")] + SMALL)
+    assert "centermask (vovnet19_slim_dw) with 5 classes" in err
+    assert "the config builds a mask_rcnn (resnet18) with 5 classes" in err
+    five = _saved_checkpoint(SHAPES_CFG, str(tmp_path / "five"), 5)
+    err = _refusal(capsys, script_main, "infer",
+                   ["--config", SHAPES_CFG, "--ckpt_path", five, "--input", shapes_data["val_dir"],
+                    "--output", str(tmp_path / "i"), "model.num_classes=3"] + SMALL)
+    assert "with 5 classes" in err and "with 3 classes" in err
+    seven = _saved_checkpoint(SHAPES_CFG, str(tmp_path / "seven"), 7, with_meta=False)
+    err = _refusal(capsys, script_main, "eval",
+                   ["--config", SHAPES_CFG, "--ckpt_path", seven,
+                    "--dataset_dir", shapes_data["dataset_dir"],
+                    "--output_dir", str(tmp_path / "e")] + SMALL)
+    assert "weights.ckpt" in err and "differ in shape" in err and "class count" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "i").exists()
+
+
+def test_export_and_infer_from_a_checkpoint_without_the_dataset(tmp_path, shapes_data,
+                                                                script_main):
+    """The class names and ids travel in the checkpoint: no dataset folder is needed."""
+    import shutil
+    images = tmp_path / "images"
+    shutil.copytree(shapes_data["val_dir"], images)
+    ckpt = _saved_checkpoint(SHAPES_CFG, str(tmp_path / "ckpt"), 5)
+    gone = ["--dataset_dir", str(tmp_path / "no_such_dataset")]
+    graph, spec_path = script_main("export")(["--config", SHAPES_CFG, "--ckpt_path", ckpt,
+                                              "--output", str(tmp_path / "m")] + gone + SMALL)
+    spec = load_export_spec(spec_path)
+    assert spec["class_names"] == [f"class{i}" for i in range(5)]
+    assert spec["category_ids"] == [10, 12, 14, 16, 18] and spec["num_classes"] == 5
+    counts = script_main("infer")(["--config", SHAPES_CFG, "--ckpt_path", str(tmp_path / "ckpt"),
+                                   "--input", str(images), "--output", str(tmp_path / "o"),
+                                   "--score_thresh", "0.0"] + gone + SMALL)
+    assert sorted(counts) == sorted(os.listdir(images))
+    for name in counts:
+        dets = json.load(open(tmp_path / "o" / (os.path.splitext(name)[0] + ".json")))
+        assert all(d["category_id"] in spec["category_ids"] for d in dets)
+
+
+def test_infer_names_skips_and_counts_unreadable_images(tmp_path, capsys, shapes_data,
+                                                        script_main):
+    """A corrupt and an empty file among the images: named, skipped, counted; the others still
+    get their outputs. Only a folder where nothing can be read fails."""
+    import shutil
+    images = tmp_path / "images"
+    shutil.copytree(shapes_data["val_dir"], images)
+    good = sorted(os.listdir(images))
+    (images / "0_corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (images / "zz_empty.png").write_bytes(b"")
+    ckpt = _saved_checkpoint(SHAPES_CFG, str(tmp_path / "ckpt"), 5)
+    argv = ["--config", SHAPES_CFG, "--ckpt_path", ckpt, "--score_thresh", "0.0",
+            "eval.batch_size=2"] + SMALL
+    counts = script_main("infer")(argv + ["--input", str(images),
+                                          "--output", str(tmp_path / "o")])
+    captured = capsys.readouterr()
+    assert sorted(counts) == good
+    assert sorted(os.listdir(tmp_path / "o")) == sorted(
+        os.path.splitext(n)[0] + ext for n in good for ext in (".json", ".png"))
+    for name in ("0_corrupt.jpg", "zz_empty.png"):
+        assert f"skipped {images / name}" in captured.err
+    assert f"{len(good) + 2} images, 2 skipped" in captured.out
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"junk")
+    with pytest.raises(SystemExit) as info:
+        script_main("infer")(argv + ["--input", str(bad), "--output", str(tmp_path / "b")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 1 and len(lines) == 2 and "a.jpg" in lines[0]
+    assert "none of its 1 image(s) could be read" in lines[1]

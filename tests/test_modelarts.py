@@ -71,7 +71,7 @@ def test_prepare_and_finish_redirect_paths(fake_moxing, obs, tmp_path):
     cache = str(tmp_path / "cache")
     main = RuntimeInfo(rank=0, world=2, local_rank=0)
     modelarts.prepare_modelarts(cfg, main, cache_dir=cache)
-    assert cfg.data.dataset_dir == os.path.join(cache, "data")
+    assert cfg.data.dataset_dir == os.path.join(cache, "data", modelarts.data_cache_name(str(obs)))
     assert cfg.output_dir == os.path.join(cache, "output")
     os.makedirs(cfg.output_dir)
     (tmp_path / "cache" / "output" / "train.log").write_text("done")
@@ -91,3 +91,31 @@ def test_disabled_or_incomplete_settings(fake_moxing, obs, tmp_path):
     cfg.train_url = ""
     with pytest.raises(ValueError, match="train_url"):
         modelarts.prepare_modelarts(cfg, RuntimeInfo(), cache_dir=str(tmp_path / "c"))
+
+
+def test_another_data_url_copies_again(fake_moxing, obs, tmp_path):
+    """A second job on the same server with another data_url trains on that dataset, not on the
+    copy of the first one left in the cache."""
+    other = tmp_path / "obs" / "other"
+    (other / "annotations").mkdir(parents=True)
+    (other / "annotations" / "instances_train2017.json").write_text('{"other": 1}')
+    cache = str(tmp_path / "cache")
+    first = modelarts.prepare_modelarts(_cfg(obs, tmp_path), RuntimeInfo(), cache_dir=cache)
+    cfg = _cfg(obs, tmp_path)
+    cfg.data_url = str(other)
+    second = modelarts.prepare_modelarts(cfg, RuntimeInfo(), cache_dir=cache)
+    assert [src for src, _ in fake_moxing] == [str(obs), str(other)]
+    assert first.data.dataset_dir != second.data.dataset_dir
+    ann = os.path.join(second.data.dataset_dir, "annotations", "instances_train2017.json")
+    assert open(ann).read() == '{"other": 1}'
+    modelarts.prepare_modelarts(_cfg(obs, tmp_path), RuntimeInfo(), cache_dir=cache)
+    assert len(fake_moxing) == 2  # the first url again: its copy is still there
+
+
+def test_marker_of_another_url_means_copy_again(fake_moxing, obs, tmp_path):
+    local = tmp_path / "cache" / "data"
+    local.mkdir(parents=True)
+    (local / modelarts.DONE_MARKER).write_text("obs://bucket/old\n")
+    modelarts.sync_from_obs(str(obs), str(local), local_rank=0)
+    assert fake_moxing == [(str(obs), str(local))]
+    assert (local / modelarts.DONE_MARKER).read_text().strip() == str(obs)

@@ -6,9 +6,13 @@ contiguous labels ``0..K-1`` in increasing id order and back (``category_ids[lab
 comes from the file's ``categories``, nowhere else.
 
 Bad input never stops loading unless ``strict``: each problem (missing image file, zero-size
-box, polygon with fewer than 3 points, annotation on an unknown image or category, ...) is
-recorded as a :class:`Problem` naming the image id and file, and the item is skipped. With
+box, box wholly outside its image, polygon with fewer than 3 points, annotation on an unknown
+image or category, ...) is recorded as a :class:`Problem` naming the image id and file, and the
+item is skipped. A box reaching more than ``CLIP_TOLERANCE`` pixels outside its image is clipped
+to it, kept and recorded too (nearer ones, annotation-tool rounding, are clipped silently). With
 ``strict=True`` the first problem raises :class:`DataError` with the same text.
+:mod:`mindseg.dataset.problems` prints them and the one counted summary convert_coco.py,
+train.py and eval.py print.
 
 Segmentations are normalized so that both sources (JSON and MindRecord) give identical records:
 a polygon is a flat list of Python floats holding float32 values (sub-millipixel rounding that
@@ -26,6 +30,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from mindseg.dataset.problems import (PROBLEM_KINDS, Problem, problem_kind,  # noqa: F401
+                                      summarize_problems)
+
 CROWD_MODES = ("drop", "ignore")
 
 
@@ -33,30 +40,7 @@ class DataError(ValueError):
     """Bad input met in strict mode; the message names the image id and file."""
 
 
-Problem = collections.namedtuple("Problem", ["image_id", "file_name", "reason"])
-Problem.__str__ = lambda p: f"image {p.image_id} ({p.file_name}): {p.reason}"
-
-# Short kinds for the summary count, in the order they are reported.
-PROBLEM_KINDS = ("missing image file", "unreadable image", "image size mismatch",
-                 "bad image entry", "unknown image id", "unknown category id", "bad box",
-                 "bad polygon", "bad rle", "no segmentation")
-
-
-def problem_kind(problem):
-    """The summary kind of a :class:`Problem` (the reason text starts with it)."""
-    for kind in PROBLEM_KINDS:
-        if problem.reason.startswith(kind):
-            return kind
-    return "other"
-
-
-def summarize_problems(problems):
-    """``"3 problems skipped: 2 bad box, 1 missing image file"`` (or ``"no problems"``)."""
-    if not problems:
-        return "no problems"
-    counts = collections.Counter(problem_kind(p) for p in problems)
-    parts = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
-    return f"{len(problems)} problems skipped: {parts}"
+CLIP_TOLERANCE = 1.0  # pixels a box may reach outside its image before clipping is reported
 
 
 def coco_paths(dataset_dir, split):
@@ -204,6 +188,23 @@ def _normalize_segm(segm, height, width):
     return None, ["no segmentation"]
 
 
+def _clip_box(bbox, height, width):
+    """``(xyxy clipped to the image, problem or None)``; the box is None when nothing is left."""
+    x, y, w, h = (float(v) for v in bbox)
+    box = (x, y, x + w, y + h)
+    clipped = (min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
+               min(max(box[2], 0.0), width), min(max(box[3], 0.0), height))
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        return None, (f"box outside image: [x, y, w, h] = {list(bbox)} lies wholly outside the "
+                      f"{width}x{height} image")
+    if max(abs(a - b) for a, b in zip(box, clipped)) > CLIP_TOLERANCE:
+        kept = [round(clipped[0], 2), round(clipped[1], 2), round(clipped[2] - clipped[0], 2),
+                round(clipped[3] - clipped[1], 2)]
+        return clipped, (f"clipped box: [x, y, w, h] = {list(bbox)} reaches outside the "
+                         f"{width}x{height} image; kept as {kept}")
+    return clipped, None
+
+
 def _box_problem(bbox):
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 \
             or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox):
@@ -349,14 +350,19 @@ class CocoDataset:
             if reason:
                 self._problem(image_id, file_name, f"{reason} ({where})")
                 continue
+            box, reason = _clip_box(ann["bbox"], height, width)
+            if reason:
+                self._problem(image_id, file_name,
+                              f"{reason} ({where}{'' if box else '; dropped'})")
+            if box is None:
+                continue
             segm, reasons = _normalize_segm(ann.get("segmentation"), height, width)
             for reason in reasons:
                 dropped = "the annotation" if segm is None else "this part"
                 self._problem(image_id, file_name, f"{reason} ({where}; dropped {dropped})")
             if segm is None:
                 continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            boxes.append((x, y, x + w, y + h))
+            boxes.append(box)
             labels.append(self._label_of_category[category_id])
             iscrowd.append(crowd)
             segms.append(segm)

@@ -51,8 +51,9 @@ import time
 
 import numpy as np
 
-from mindseg.dataset.coco import (CocoDataset, DataError, Problem, check_image_bytes, coco_paths,
-                                  drop_crowd, image_size_of_bytes, problem_kind)
+from mindseg.dataset.coco import (CocoDataset, DataError, check_image_bytes, coco_paths,
+                                  drop_crowd, image_size_of_bytes)
+from mindseg.dataset.problems import Problem, count_skipped_images, problem_counts, problem_line
 
 ENCODING_VERSION = 1
 MINDRECORD_COLUMNS = ["image_id", "file_name", "height", "width", "image_bytes",
@@ -449,7 +450,7 @@ def convert_coco_to_mindrecord(dataset_dir, split, output_prefix, num_shards=1, 
         ann_file, image_dir = ann_file or default_ann, image_dir or default_dir
     dataset = CocoDataset(ann_file, image_dir, crowd="ignore", filter_empty=False, strict=strict)
     for problem in dataset.problems:
-        log(f"skipped: {problem}")
+        log(problem_line(problem))
     records = dataset.records
     if len(records) < num_shards:
         raise DataError(f"{ann_file}: {len(records)} usable images in split {split!r}, fewer "
@@ -526,7 +527,7 @@ def convert_coco_to_mindrecord(dataset_dir, split, output_prefix, num_shards=1, 
             "num_shards": num_shards,
             "shards": names,
             "num_problems": len(problems),
-            "problem_counts": _problem_counts(problems),
+            "problem_counts": problem_counts(problems),
             "problems": [str(p) for p in problems[:_MAX_PROBLEMS_IN_META]],
         }
         _publish(temp_dir, prefix, names, meta)
@@ -540,9 +541,9 @@ def convert_coco_to_mindrecord(dataset_dir, split, output_prefix, num_shards=1, 
     seconds = time.perf_counter() - start - import_seconds
     return {
         "images": written,
-        "skipped_images": len(records) - written + _count_skipped_images(dataset.problems),
+        "skipped_images": len(records) - written + count_skipped_images(dataset.problems),
         "problems": len(problems),
-        "problem_counts": _problem_counts(problems),
+        "problem_counts": problem_counts(problems),
         "seconds": seconds,
         "images_per_s": written / max(seconds, 1e-9),
         "shard_bytes": shard_bytes,
@@ -553,14 +554,3 @@ def convert_coco_to_mindrecord(dataset_dir, split, output_prefix, num_shards=1, 
     }
 
 
-def _problem_counts(problems):
-    counts = {}
-    for problem in problems:
-        kind = problem_kind(problem)
-        counts[kind] = counts.get(kind, 0) + 1
-    return counts
-
-
-def _count_skipped_images(load_problems):
-    """Images the annotation loader skipped whole (missing file, bad entry)."""
-    return sum(problem_kind(p) in ("missing image file", "bad image entry") for p in load_problems)

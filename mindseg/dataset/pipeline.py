@@ -290,11 +290,13 @@ def mindrecord_dir(cfg):
 
 
 def open_coco(cfg, split):
-    """The CocoDataset of ``split`` ("train" filters empty images per config, "val" keeps all)."""
+    """The CocoDataset of ``split`` ("train" filters empty images per config, "val" keeps all);
+    ``data.strict`` makes bad data an error instead of a skipped, counted problem."""
     from mindseg.dataset.coco import CocoDataset, coco_paths
     ann_file, image_dir = coco_paths(cfg.data.dataset_dir, _split_name(cfg, split))
     filter_empty = cfg.data.filter_empty if split == "train" else False
-    return CocoDataset(ann_file, image_dir, crowd=cfg.data.crowd, filter_empty=filter_empty)
+    return CocoDataset(ann_file, image_dir, crowd=cfg.data.crowd, filter_empty=filter_empty,
+                       strict=bool(cfg.data.strict))
 
 
 def _mindrecord_files(cfg, split):
@@ -351,10 +353,15 @@ class _Source:
         return ds.MindDataset(self.files, columns_list=list(self.columns), sampler=sampler)
 
 
-def dataset_info(cfg, split="train"):
-    """num_classes, class_names, category_ids and num_samples (the whole split, all ranks)."""
+def dataset_info(cfg, split="train", report=None):
+    """num_classes, class_names, category_ids and num_samples (the whole split, all ranks).
+    ``report`` (e.g. print): where the COCO JSON source names and counts its bad data, as
+    convert_coco.py does (MindRecord shards hold only what the conversion kept)."""
     if cfg.data.format == "coco":
         coco = open_coco(cfg, split)
+        if report is not None:
+            from mindseg.dataset.problems import report_problems
+            report_problems(coco.problems, report)
         return {"num_classes": coco.num_classes, "class_names": list(coco.class_names),
                 "category_ids": list(coco.category_ids), "num_samples": len(coco.records)}
     if cfg.data.format == "mindrecord":
@@ -372,7 +379,13 @@ def create_dataset(cfg, split="train", rank=0, world=1, training=None, start_epo
     """Batched ``mindspore.dataset`` of ``split`` ("train" or "val") for rank ``rank`` of
     ``world``. ``training`` (default: split == "train") turns on shuffle, multi-scale and flip,
     equal steps per rank and dropping the last incomplete batch; otherwise every image of the
-    rank's part is seen once and the last batch is padded with image_id -1 rows."""
+    rank's part is seen once and the last batch is padded with image_id -1 rows.
+
+    >>> import mindseg
+    >>> cfg = mindseg.load_config("shapes/mask_rcnn_shapes", ["data.dataset_dir=datasets/shapes"])
+    >>> batch = next(mindseg.create_dataset(cfg, "val").create_dict_iterator(output_numpy=True))
+    >>> batch["image"].shape, batch["gt_boxes"].shape     # (B, 3, H, W), (B, max_instances, 4)
+    """
     import mindspore.dataset as ds
 
     if not 0 <= rank < world:

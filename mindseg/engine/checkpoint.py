@@ -1,14 +1,18 @@
 """Training checkpoints that survive a kill at any moment, and exact resume.
 
 A checkpoint holds the network weights, the optimizer moments and its ``global_step`` (the
-position in the lr schedule), and, appended, the step and the loss-scaler state. Every file is
+position in the lr schedule), and, appended, the step and the loss-scaler state and the model
+metadata deployment needs (:func:`model_meta`: model, class count, names and ids). Every file is
 written under a temporary name in the same folder, fsynced and renamed into place, and the
 ``latest`` pointer is replaced the same way, so a crash leaves the previous checkpoint and the
-pointer intact.
+pointer intact. A run never writes over or rotates away another run's checkpoints
+(:func:`claim_checkpoint_dir`, :class:`CheckpointManager`).
 """
 import glob
+import json
 import os
 import re
+import time
 
 import mindspore as ms
 from mindspore import nn
@@ -17,6 +21,7 @@ LATEST = "latest"
 TMP_PREFIX = ".tmp_"
 CKPT_PATTERN = re.compile(r"^ckpt_(\d+)\.ckpt$")
 SKIP_ON_LOAD = ("learning_rate",)
+META_KEY = "mindseg_meta"  # appended JSON string: model_meta()
 
 
 def _fsync_dir(path):
@@ -88,15 +93,68 @@ def load_train_state(path, net, optimizer=None):
     for key in ("step", "loss_scale", "loss_scale_counter"):
         if key in params:
             extra[key] = params.pop(key).asnumpy().item()
-    for key in SKIP_ON_LOAD:
+    for key in SKIP_ON_LOAD + (META_KEY,):
         params.pop(key, None)
     target = TrainState(net, optimizer) if optimizer is not None else net
+    _check_shapes(path, target, params)
     not_loaded, _ = ms.load_param_into_net(target, params, strict_load=False)
     missing = [name for name in not_loaded if name not in SKIP_ON_LOAD]
     if missing:
-        raise ValueError(f"{path}: checkpoint lacks {len(missing)} parameters of the network, "
-                         f"e.g. {missing[:5]}")
+        raise ValueError(f"{path}: checkpoint lacks {len(missing)} parameters of the network "
+                         f"(a checkpoint of another model?), e.g. {missing[:5]}")
     return extra
+
+
+def _check_shapes(path, target, params):
+    """One line naming the first parameter whose shape differs between file and network."""
+    own = target.parameters_dict()
+    wrong = [(name, tuple(value.shape), tuple(own[name].shape)) for name, value in params.items()
+             if name in own and hasattr(value, "shape") and tuple(value.shape) != tuple(own[name].shape)]
+    if wrong:
+        name, theirs, ours = wrong[0]
+        raise ValueError(f"{path}: does not fit the network the config builds: {len(wrong)} "
+                         f"parameter(s) differ in shape, e.g. {name} is {theirs} in the checkpoint "
+                         f"and {ours} in the network (another model or class count?)")
+
+
+def model_meta(cfg, class_info):
+    """What a checkpoint must carry to be deployed without the dataset: the model and backbone
+    names and ``num_classes``, ``class_names``, ``category_ids`` from ``class_info``."""
+    return {"model": cfg.model.name, "backbone": cfg.model.backbone.name,
+            "num_classes": int(class_info["num_classes"]),
+            "class_names": [str(n) for n in class_info["class_names"]],
+            "category_ids": [int(c) for c in class_info["category_ids"]]}
+
+
+def _load_entry(path, key):
+    """``{key: value}`` read from checkpoint ``path`` alone ({} when the file has no ``key``)."""
+    try:
+        return ms.load_checkpoint(path, choice_func=lambda name: name == key)
+    except (ValueError, RuntimeError) as err:
+        if "empty after filter" in str(err):  # MindSpore's way of saying: no such entry
+            return {}
+        raise ValueError(f"{path}: not a readable MindSpore checkpoint ({err})") from None
+
+
+def read_checkpoint_meta(path):
+    """The :func:`model_meta` dict saved in checkpoint ``path``, or None (older or converted
+    checkpoints carry none). Reads that one entry, not the weights."""
+    found = _load_entry(path, META_KEY)
+    if META_KEY not in found:
+        return None
+    try:
+        return json.loads(str(found[META_KEY]))
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: its {META_KEY} entry is not valid JSON") from None
+
+
+def _saved_step(path):
+    """The step saved in checkpoint ``path`` (its appended ``step``, else its file name), or None."""
+    found = _load_entry(path, "step")
+    if "step" in found:
+        return int(found["step"].asnumpy().item())
+    match = CKPT_PATTERN.match(os.path.basename(path))
+    return int(match.group(1)) if match else None
 
 
 def read_latest(directory):
@@ -122,34 +180,94 @@ def resolve_checkpoint(path):
     return path
 
 
-class CheckpointManager:
-    """Writes ``ckpt_<step>.ckpt`` files into ``directory``, keeps the newest ``keep_max`` and
-    points ``latest`` at the newest. Leftover temporary files of a killed write are removed."""
+def _step_of_name(path):
+    return int(CKPT_PATTERN.match(os.path.basename(path)).group(1))
 
-    def __init__(self, directory, keep_max=5):
+
+def existing_checkpoints(directory):
+    """``ckpt_<step>.ckpt`` paths in ``directory``, oldest first ([] when it does not exist)."""
+    if not os.path.isdir(directory):
+        return []
+    found = [os.path.join(directory, n) for n in os.listdir(directory) if CKPT_PATTERN.match(n)]
+    return sorted(found, key=_step_of_name)
+
+
+def claim_checkpoint_dir(directory, resume_ckpt=None, overwrite=False):
+    """Make sure a run into ``directory`` writes over no earlier run's checkpoint.
+
+    Without ``resume_ckpt`` any checkpoint there is another run's; resuming, those of a later step
+    than the resumed one would be written over. Either refuses (ValueError naming the folder
+    and the choices) or, with ``overwrite``, first moves them into ``<directory>.old-<time>``
+    (with a ``latest`` pointer, so it can be resumed from); ``latest`` in ``directory`` then
+    names the newest checkpoint left there, if any. Returns that folder, or None.
+    """
+    existing = existing_checkpoints(directory)
+    if resume_ckpt and existing:
+        start = _saved_step(resolve_checkpoint(resume_ckpt))
+        existing = [p for p in existing if start is None or _step_of_name(p) > start]
+    if not existing:
+        return None
+    if not overwrite:
+        newest = os.path.basename(existing[-1])
+        if resume_ckpt:
+            why = (f"resuming from {resume_ckpt} would write over its {len(existing)} later "
+                   f"checkpoint(s) (newest {newest})")
+        else:
+            why = f"it holds {len(existing)} checkpoint(s) of an earlier run (newest {newest})"
+        raise ValueError(f"{directory}: {why}; resume with --resume_ckpt {directory}, choose a new "
+                         f"--output_dir, or pass --overwrite to move them aside first")
+    aside = f"{directory}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    while os.path.exists(aside):
+        aside += "_"
+    os.makedirs(aside)
+    for path in existing:
+        os.replace(path, os.path.join(aside, os.path.basename(path)))
+    atomic_write_text(os.path.join(aside, LATEST), os.path.basename(existing[-1]) + "\n")
+    pointer = os.path.join(directory, LATEST)
+    if os.path.isfile(pointer) and read_latest(directory) is None:  # it named a moved file
+        remaining = existing_checkpoints(directory)
+        if remaining:
+            atomic_write_text(pointer, os.path.basename(remaining[-1]) + "\n")
+        else:
+            os.remove(pointer)  # its copy in the aside folder names the same file
+    _fsync_dir(directory)
+    return aside
+
+
+class CheckpointManager:
+    """Writes ``ckpt_<step>.ckpt`` files into ``directory``, keeps the newest ``keep_max`` of
+    those it wrote (never another run's files) and points ``latest`` at the newest. ``meta``
+    (:func:`model_meta`) is saved in each file. Leftover temporary files of a killed write are
+    removed."""
+
+    def __init__(self, directory, keep_max=5, meta=None):
         if keep_max < 1:
             raise ValueError(f"train.keep_ckpt_max must be >= 1, got {keep_max}")
         self.directory = directory
         self.keep_max = keep_max
+        self.meta = meta
+        self.written = []
         os.makedirs(directory, exist_ok=True)
         for stale in glob.glob(os.path.join(directory, TMP_PREFIX + "*")):
             os.remove(stale)
 
     def checkpoints(self):
         """Saved checkpoint paths, oldest first."""
-        found = []
-        for name in os.listdir(self.directory):
-            match = CKPT_PATTERN.match(name)
-            if match:
-                found.append((int(match.group(1)), os.path.join(self.directory, name)))
-        return [path for _, path in sorted(found)]
+        return existing_checkpoints(self.directory)
 
     def save(self, net, optimizer, step, extra=None):
         path = os.path.join(self.directory, f"ckpt_{step:08d}.ckpt")
+        if self.meta is not None:
+            extra = dict(extra or {}, **{META_KEY: json.dumps(self.meta)})
         save_train_state(path, net, optimizer, step, extra)
         atomic_write_text(os.path.join(self.directory, LATEST), os.path.basename(path) + "\n")
-        for old in self.checkpoints()[:-self.keep_max]:
-            os.remove(old)
+        if path in self.written:
+            self.written.remove(path)
+        self.written.append(path)
+        for old in self.written[:-self.keep_max]:
+            if os.path.exists(old):
+                os.remove(old)
+            self.written.remove(old)
         return path
 
     def latest(self):

@@ -89,8 +89,34 @@ def format_class_table(per_class, columns=3):
     return "\n".join(lines)
 
 
-def evaluate_coco(results, ann_file, iou_types=IOU_TYPES, output_dir=None, log=print):
-    """Evaluate ``results`` against the COCO annotations in ``ann_file``.
+_MAX_NAMED = 20
+
+
+def _evaluated_images(coco_gt, image_ids, log):
+    """The image ids COCOeval scores: those evaluated (all when ``image_ids`` is None). The
+    others (missing or unreadable images) are named, and their ground truth left out: an image
+    the model never saw must not count as missed detections."""
+    all_ids = sorted(coco_gt.getImgIds())
+    if image_ids is None:
+        return all_ids
+    seen = set(int(i) for i in image_ids)
+    left_out = [i for i in all_ids if i not in seen]
+    for image_id in left_out[:_MAX_NAMED]:
+        log(f"not evaluated: image {image_id} ({coco_gt.imgs[image_id].get('file_name', '?')}) "
+            f"could not be read; its {len(coco_gt.getAnnIds(imgIds=[image_id]))} ground-truth "
+            f"annotations are left out of COCOeval")
+    if len(left_out) > _MAX_NAMED:
+        log(f"not evaluated: {len(left_out) - _MAX_NAMED} more images")
+    if left_out:
+        log(f"evaluated {len(all_ids) - len(left_out)} of the {len(all_ids)} images of the "
+            f"annotation file ({len(left_out)} left out)")
+    return [i for i in all_ids if i in seen]
+
+
+def evaluate_coco(results, ann_file, iou_types=IOU_TYPES, output_dir=None, log=print,
+                  image_ids=None):
+    """Evaluate ``results`` against the COCO annotations in ``ann_file``; ``image_ids``: the
+    images that were evaluated (the ground truth of the others is left out, and they are named).
 
     Writes ``results.json`` and ``metrics.json`` into ``output_dir`` when given. Returns
     ``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` in percent, plus
@@ -108,6 +134,7 @@ def evaluate_coco(results, ann_file, iou_types=IOU_TYPES, output_dir=None, log=p
         coco_gt = COCO(ann_file)
     if output_dir:
         write_results(results, os.path.join(output_dir, "results.json"))
+    evaluated = _evaluated_images(coco_gt, image_ids, log)
     metrics = {}
     for iou_type in iou_types:
         if not results:
@@ -122,6 +149,7 @@ def evaluate_coco(results, ann_file, iou_types=IOU_TYPES, output_dir=None, log=p
         with contextlib.redirect_stdout(io.StringIO()):
             coco_dt = coco_gt.loadRes(dets)
         coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+        coco_eval.params.imgIds = evaluated
         summary = io.StringIO()
         with contextlib.redirect_stdout(summary):
             coco_eval.evaluate()
@@ -172,17 +200,34 @@ def run_evaluation(net, dataset, postprocess, ann_file, runtime, output_dir,
     None on the others.
     """
     net.set_train(False)
-    results, start, images = [], time.time(), 0
+    results, start, images, seen = [], time.time(), 0, []
     for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=False):
         outputs = net(batch["image"], batch["image_size"])
         numpy_batch = {k: v.asnumpy() for k, v in batch.items()}
         results.extend(postprocess(tuple(o.asnumpy() for o in outputs), numpy_batch))
         images += numpy_batch["image"].shape[0]
+        seen.extend(int(i) for i in numpy_batch["image_id"] if i >= 0)  # -1: a dummy row
     if runtime.is_main:
         elapsed = time.time() - start
         log(f"inference: {images} images in {elapsed:.1f} s on rank 0 "
             f"({elapsed / max(images, 1):.3f} s/image)")
+    if runtime.world > 1:  # written before the results file that rank 0 waits for
+        _write_json(seen, os.path.join(output_dir, f"images_rank{runtime.rank}.json"))
     merged = gather_rank_results(results, output_dir, runtime.rank, runtime.world)
     if merged is None:
         return None
-    return evaluate_coco(merged, ann_file, iou_types=iou_types, output_dir=output_dir, log=log)
+    if runtime.world > 1:
+        seen = set()
+        for rank in range(runtime.world):
+            with open(os.path.join(output_dir, f"images_rank{rank}.json"), "r", encoding="utf-8") as f:
+                seen.update(json.load(f))
+    return evaluate_coco(merged, ann_file, iou_types=iou_types, output_dir=output_dir, log=log,
+                         image_ids=seen)
+
+
+def _write_json(value, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + f".tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)

@@ -54,6 +54,41 @@ def build_network(cfg, num_classes):
         raise ScriptError(f"model '{cfg.model.name}' cannot be built: {err}") from None
 
 
+def _describe(model, backbone, num_classes):
+    return f"a {model} ({backbone}) with {num_classes} classes"
+
+
+def checkpoint_classes(cfg, ckpt_path, info=None):
+    """``(checkpoint file, class info, num_classes)`` for the network ``ckpt_path`` is loaded into.
+
+    The class count, names and ids come from the checkpoint when it carries them (train.py
+    saves them: export and infer then need no dataset), else from ``info`` or the annotations of
+    ``cfg.data.dataset_dir``. A checkpoint of another model, backbone or class count than the
+    config and ``info`` describe is refused in one line naming both.
+    """
+    from mindseg.dataset.pipeline import dataset_info
+    from mindseg.engine.checkpoint import read_checkpoint_meta, resolve_checkpoint
+    if not ckpt_path:
+        raise ScriptError("no checkpoint given: pass --ckpt_path PATH (a .ckpt file or the "
+                          "checkpoints folder of a training run)")
+    path = resolve_checkpoint(ckpt_path)
+    meta = read_checkpoint_meta(path)
+    if meta is None:  # converted or older checkpoints: the classes come from the dataset
+        info = info or dataset_info(cfg, "val")
+        return path, info, resolve_num_classes(cfg, info)
+    theirs = _describe(meta["model"], meta["backbone"], meta["num_classes"])
+    wanted = int(cfg.model.num_classes) or int((info or meta)["num_classes"])
+    ours = _describe(cfg.model.name, cfg.model.backbone.name, wanted)
+    if (meta["model"], meta["backbone"], int(meta["num_classes"])) != \
+            (cfg.model.name, cfg.model.backbone.name, wanted):
+        raise ScriptError(f"{path}: the checkpoint holds {theirs}; the config builds {ours}")
+    if info is not None and [int(c) for c in info["category_ids"]] != meta["category_ids"]:
+        raise ScriptError(f"{path}: the checkpoint was trained on category ids "
+                          f"{meta['category_ids']}, the annotations of {cfg.data.dataset_dir} have "
+                          f"{list(info['category_ids'])}")
+    return path, info or meta, wanted
+
+
 def load_weights(net, ckpt_path):
     """Load a training checkpoint (weights + optimizer state) or a weights-only one into ``net``;
     a folder means its ``latest`` checkpoint. Returns the file used."""
@@ -146,6 +181,20 @@ def preprocess_image(image_bytes, spec, name=""):
               "segms": []}
     image, size_hw, scale_hw = build_sample(record, spec)[:3]
     return image, size_hw, scale_hw, original
+
+
+def preprocess_file(path, spec):
+    """:func:`preprocess_image` of the file at ``path``, or ``(None, why)`` when the file
+    cannot be read or decoded (infer.py names, skips and counts it)."""
+    from mindseg.dataset.transforms import ImageDecodeError
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        return preprocess_image(data, spec, path), None
+    except OSError as err:
+        return None, f"cannot read it: {err.strerror or err}"
+    except ImageDecodeError:
+        return None, f"not a decodable image ({len(data)} bytes)"
 
 
 def run_batched(runner, images, sizes, batch_size):

@@ -7,7 +7,8 @@ import time
 import numpy as np
 
 from mindseg.config import dump_config
-from mindseg.engine.checkpoint import CheckpointManager, load_train_state, resolve_checkpoint
+from mindseg.engine.checkpoint import (CheckpointManager, claim_checkpoint_dir, load_train_state,
+                                       model_meta, resolve_checkpoint)
 from mindseg.engine.logger import format_train_line, setup_logger
 from mindseg.engine.lr_schedule import build_lr_schedule, schedule_length
 from mindseg.engine.train_step import TrainStep, apply_mixed_precision, build_optimizer
@@ -50,17 +51,24 @@ def _progress_bar(enabled, total, initial):
 
 
 def train(cfg, net, dataset, runtime, *, resume_ckpt=None, stop_after=None,
-          input_columns=TRAIN_INPUTS):
+          input_columns=TRAIN_INPUTS, class_info=None):
     """Train ``net`` on ``dataset`` (batches with the contract's columns) as ``cfg.train`` says.
 
     ``resume_ckpt`` (default ``cfg.train.resume_ckpt``; a file or a checkpoint folder) restores
     weights, optimizer moments, step and loss scale. Only rank 0 logs, writes the resolved config
     and checkpoints (into ``cfg.output_dir/checkpoints``). ``stop_after`` ends the run after that
     many steps of the schedule (a checkpoint is written there), as a preempted job would.
-    Returns a summary dict.
+    Checkpoints of an earlier run in that folder stop the run unless ``cfg.train.overwrite``
+    (then they are moved aside first). ``class_info`` (num_classes, class_names, category_ids)
+    is saved in every checkpoint. Returns a summary dict.
     """
     tcfg = cfg.train
+    ckpt_dir = os.path.join(cfg.output_dir, "checkpoints")
+    aside = claim_checkpoint_dir(ckpt_dir, resume_ckpt or tcfg.resume_ckpt,
+                                 tcfg.overwrite) if runtime.is_main else None
     logger = setup_logger(cfg.output_dir if runtime.is_main else None, runtime.rank)
+    if aside:
+        logger.info(f"--overwrite: moved the earlier checkpoints of {ckpt_dir} to {aside}")
     if runtime.is_main:
         dump_config(cfg, cfg.output_dir)
     steps_per_epoch = dataset.get_dataset_size()
@@ -87,8 +95,9 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, stop_after=None,
         step_fn.load_scaler_state(state)
         start_step = int(state.get("step", step_fn.step_index))
         logger.info(f"resumed from {path} at step {start_step}")
-    manager = CheckpointManager(os.path.join(cfg.output_dir, "checkpoints"),
-                                tcfg.keep_ckpt_max) if runtime.is_main else None
+    manager = CheckpointManager(ckpt_dir, tcfg.keep_ckpt_max,
+                                meta=model_meta(cfg, class_info) if class_info else None
+                                ) if runtime.is_main else None
 
     logger.info(f"training {total_steps} steps ({steps_per_epoch} per epoch) on {runtime.nodes} "
                 f"node(s) x {runtime.local_world} device(s): global batch {images_per_step} "

@@ -80,7 +80,9 @@ class EffectiveSE(nn.Cell):
 
     def construct(self, x):
         scale = x.mean(axis=(2, 3), keep_dims=True)
-        return x * self.hsigmoid(self.fc(scale))
+        # broadcast explicitly: an implicit one keeps ~4x the map alive in CPU GRAPH mode
+        # (docs/platform_notes.md)
+        return x * ops.broadcast_to(self.hsigmoid(self.fc(scale)), x.shape)
 
 
 class OSAModule(nn.Cell):

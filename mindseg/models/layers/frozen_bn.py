@@ -28,9 +28,8 @@ class FrozenBatchNorm2d(nn.Cell):
                                          requires_grad=False)
 
     def construct(self, x):
-        scale = self.gamma * ops.rsqrt(self.moving_variance + self.eps)
-        shift = self.beta - self.moving_mean * scale
-        return x * scale.reshape(1, -1, 1, 1).astype(x.dtype) + shift.reshape(1, -1, 1, 1).astype(x.dtype)
+        return ops.batch_norm(x, self.moving_mean, self.moving_variance, self.gamma, self.beta,
+                              training=False, eps=self.eps)
 
     def extend_repr(self):
         return f"num_features={self.num_features}, eps={self.eps}"

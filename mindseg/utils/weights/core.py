@@ -10,9 +10,10 @@ meta-architecture may name its attributes as it likes. ``SKIP`` marks a key know
 weight (BN's ``num_batches_tracked``, pixel mean buffers); ``None`` an unknown key, reported.
 """
 import os
-import pickle
 
 import numpy as np
+
+from mindseg.utils.weights.safe_pickle import ForbiddenGlobal, load_weights_pickle
 
 SKIP = "skip"
 
@@ -89,10 +90,15 @@ def _state_dict_of(data, path):
 
 
 def read_pkl(path):
-    """A detectron2 model zoo .pkl: a pickled dict ``{"model": {name: ndarray}, "__author__": ...}``."""
+    """A detectron2 model zoo .pkl: a pickled dict ``{"model": {name: ndarray}, "__author__": ...}``,
+    read without running code from it (:mod:`mindseg.utils.weights.safe_pickle`)."""
     with open(path, "rb") as f:
         try:
-            data = pickle.load(f, encoding="latin1")
+            data = load_weights_pickle(f)
+        except ForbiddenGlobal as err:
+            raise WeightConversionError(
+                f"{path}: refused: the pickle calls {err.name}, which a weights file does not need "
+                "(only dicts, lists, str, numbers and NumPy arrays are read); nothing was run") from None
         except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
             raise WeightConversionError(f"{path}: not a readable pickle ({err})") from None
     return _state_dict_of(data, path)
@@ -108,12 +114,14 @@ def read_pth(path):
             "(the CPU build is enough: pip install torch --index-url https://download.pytorch.org/whl/cpu) "
             "or, on a machine that has it, re-save the state dict as a pickle of NumPy arrays "
             "({name: tensor.numpy()}) and pass that .pkl instead") from None
-    try:
+    try:  # weights_only: torch's own restricted unpickler; never retried without it
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - older checkpoints pickle non-tensor objects
-        print(f"note: {path} holds objects beyond tensors; loading it with weights_only=False "
-              "(only do this for files you trust)")
-        data = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, ...
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else
+                      type(err).__name__)  # torch names the forbidden global on a 'GLOBAL' line
+        raise WeightConversionError(f"{path}: refused or unreadable with torch.load(weights_only=True) "
+                                    f"(only tensors and plain containers are read): {reason}") from None
     return _state_dict_of(data, path)
 
 

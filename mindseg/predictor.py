@@ -1,0 +1,156 @@
+"""``Predictor``: a trained model (checkpoint or exported MINDIR) called on one image at a time,
+returning its detections in the image's own pixels, like detectron2's ``DefaultPredictor``.
+
+It runs what infer.py runs: the eval preprocessing of
+:func:`mindseg.engine.inference.preprocess_image` (the evaluation pipeline's ``build_sample``),
+the network or the graph, and
+:func:`~mindseg.engine.inference.image_detections`; the drawing is
+:func:`mindseg.utils.visualize.draw_instances`.
+"""
+import os
+
+import numpy as np
+
+FORMATS = ("BGR", "RGB")
+MASK_FORMATS = ("bitmask", "rle")
+
+
+class Predictor:
+    """Load a model once and run it on images.
+
+    ``config``: a config file, a shipped config's name (``mindseg.model_zoo.list_configs()``) or a
+    loaded Config; it may be None with ``mindir``, whose JSON holds the preprocessing and class
+    names. Give exactly one of ``checkpoint`` (a .ckpt or a training run's checkpoints folder) and
+    ``mindir`` (a graph written by export.py). ``class_names`` names the classes of a checkpoint;
+    without it they are read from the annotations under the config's ``data.dataset_dir``.
+    ``format`` is the channel order of the numpy images given and returned; ``mask_format``
+    "bitmask" returns (N, h, w) bool masks, "rle" COCO compressed RLE dicts. ``overrides`` are
+    ``key=value`` config overrides.
+
+    >>> import cv2, mindseg
+    >>> names = ["rectangle", "ellipse", "triangle", "star", "cross"]
+    >>> predictor = mindseg.Predictor("shapes/mask_rcnn_shapes", checkpoint="run/checkpoints",
+    ...                               class_names=names)
+    >>> image = cv2.imread("image.jpg")                  # BGR, the default format
+    >>> detections = predictor(image)                    # or predictor("image.jpg")
+    >>> detections["boxes"], detections["class_names"], detections["masks"].shape
+    >>> cv2.imwrite("drawn.png", predictor.draw(image, detections))
+    """
+
+    def __init__(self, config=None, checkpoint=None, mindir=None, *, class_names=None,
+                 format="BGR", score_thresh=0.5, mask_format="bitmask", overrides=()):
+        from mindseg.engine import inference
+        from mindseg.model_zoo import _as_config
+        from mindseg.runtime import set_device_and_mode
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        if mask_format not in MASK_FORMATS:
+            raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
+        if (checkpoint is None) == (mindir is None):
+            raise ValueError("give exactly one of checkpoint (a .ckpt) and mindir (an exported "
+                             "graph)")
+        if config is None and mindir is None:
+            raise ValueError("a checkpoint needs its config (a file, a shipped config's name or a "
+                             "Config)")
+        self.format, self.mask_format, self.score_thresh = format, mask_format, float(score_thresh)
+        self.cfg = None if config is None else _as_config(config, overrides)
+        if self.cfg is not None:
+            set_device_and_mode(self.cfg.device_target, self.cfg.mode)
+        if mindir is not None:
+            from mindseg.engine.exporter import ExportedModel
+            self.runner = ExportedModel(mindir)
+            self.spec = inference.spec_from_export(self.runner.spec["preprocess"])
+            self.class_names = list(self.runner.spec["class_names"])
+            self.batch_size = self.runner.batch_size
+        else:
+            self.class_names = self._class_names(class_names)
+            net = inference.build_network(self.cfg, len(self.class_names))
+            self.checkpoint = inference.load_weights(net, checkpoint)
+            self.runner = inference.NetworkRunner(net)
+            from mindseg.dataset.pipeline import sample_spec
+            self.spec = sample_spec(self.cfg, training=False)
+            self.batch_size = None
+
+    def _class_names(self, class_names):
+        if class_names is not None:
+            names = [str(n) for n in class_names]
+            if self.cfg.model.num_classes and int(self.cfg.model.num_classes) != len(names):
+                raise ValueError(f"model.num_classes is {self.cfg.model.num_classes} but "
+                                 f"{len(names)} class_names were given")
+            return names
+        from mindseg.dataset.pipeline import dataset_info
+        from mindseg.engine.inference import resolve_num_classes
+        try:
+            info = dataset_info(self.cfg, "val")
+        except FileNotFoundError as err:
+            raise ValueError(f"the class names of a checkpoint come from class_names=[...] or from "
+                             f"the annotations under data.dataset_dir ({err})") from None
+        resolve_num_classes(self.cfg, info)
+        return list(info["class_names"])
+
+    def _read(self, image):
+        """``(encoded bytes, name)`` of a path or of a numpy image in ``self.format`` order."""
+        if isinstance(image, (str, os.PathLike)):
+            path = os.fspath(image)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"image not found: {path}")
+            with open(path, "rb") as f:
+                return f.read(), path
+        array = np.asarray(image)
+        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"Predictor needs an (h, w, 3) uint8 {self.format} image or a path, "
+                             f"got {array.shape} {array.dtype}")
+        import cv2
+        bgr = array[:, :, ::-1] if self.format == "RGB" else array
+        ok, encoded = cv2.imencode(".png", np.ascontiguousarray(bgr))  # lossless
+        if not ok:
+            raise ValueError(f"cannot encode the {array.shape} image")
+        return encoded.tobytes(), "<array>"
+
+    def __call__(self, image):
+        """Detections of one image (a numpy array in ``format`` order, or a path), best first:
+        ``boxes`` (N, 4) float x0 y0 x1 y1 in the image's pixels, ``scores`` (N,), ``class_ids``
+        (N,) contiguous indices, ``class_names`` (N names), ``masks`` (N, h, w) bool or N RLE
+        dicts, ``image_size`` (h, w), and for CenterMask ``mask_scores`` (N,), the masks' score."""
+        from mindseg.engine import inference
+        from mindseg.models.mask_ops import mask_to_rle
+        encoded, name = self._read(image)
+        tensor, size_hw, scale_hw, original = inference.preprocess_image(encoded, self.spec, name)
+        outputs = inference.run_batched(self.runner, [tensor], [size_hw], self.batch_size)
+        height, width = original.shape[:2]
+        found = inference.image_detections(outputs, 0, scale_hw, height, width,
+                                           score_thresh=self.score_thresh)
+        masks = found["masks"].astype(bool)
+        detections = {
+            "boxes": found["boxes"].astype(np.float32), "scores": found["scores"],
+            "class_ids": found["labels"], "class_names": [self._name(k) for k in found["labels"]],
+            "masks": [mask_to_rle(m) for m in masks] if self.mask_format == "rle" else masks,
+            "image_size": (height, width),
+        }
+        if "mask_scores" in found:
+            detections["mask_scores"] = found["mask_scores"]
+        return detections
+
+    def _name(self, class_id):
+        return self.class_names[class_id] if 0 <= class_id < len(self.class_names) \
+            else f"class {class_id}"
+
+    def draw(self, image, detections):
+        """The image (numpy in ``format`` order, or a path) with the detections' masks, boxes and
+        ``name score`` labels drawn on it, in ``format`` order."""
+        from mindseg.dataset.transforms import decode_image
+        from mindseg.utils.visualize import draw_instances
+        encoded, name = self._read(image)
+        bgr = decode_image(encoded, name=name)
+        masks = detections["masks"]
+        if len(masks) and isinstance(masks[0], dict):  # mask_format="rle"
+            masks = _decode_rles(masks)
+        drawn = draw_instances(bgr, detections["boxes"], detections["class_ids"],
+                               detections["scores"], masks, self.class_names)
+        return np.ascontiguousarray(drawn[:, :, ::-1]) if self.format == "RGB" else drawn
+
+
+def _decode_rles(rles):
+    from pycocotools import mask as mask_util
+    return np.stack([mask_util.decode({"size": r["size"], "counts": r["counts"].encode("ascii")})
+                     for r in rles]).astype(bool)

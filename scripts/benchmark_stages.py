@@ -1,0 +1,320 @@
+"""Stage-by-stage timing for ``benchmark.py --breakdown``.
+
+A model's forward pass is cut into the stages its construct runs (backbone, FPN, RPN head, RPN
+top-k / decode / NMS, RoI sampling, box and mask branches, post-processing). Each stage is a
+function of earlier stages' outputs, jitted on its own in GRAPH mode (a plain call in PYNATIVE),
+and timed after a warm-up. The stage lists only call the model's own sub-cells and functions in
+the order its construct does; ``check_against`` compares the staged result with the whole
+network's, so a list that drifts from the model is caught.
+
+Shape shorthand as in the models: B images, L levels, P proposals, R RoIs, D detections.
+"""
+import collections
+import statistics
+import time
+
+import numpy as np
+import mindspore as ms
+import mindspore.ops as ops
+
+from mindseg.models import box_ops, mask_ops
+from mindseg.models.fcos import fcos_candidates, fcos_inference, fcos_losses
+from mindseg.models.fcos_targets import fcos_targets
+from mindseg.models.layers import nms
+from mindseg.models.layers.gather import gather_rows
+from mindseg.models.postprocess import detections_to_coco
+from mindseg.models.roi_heads.box_head import box_head_inference, box_head_losses
+from mindseg.models.roi_heads.mask_head import mask_head_loss, select_class_masks
+from mindseg.models.roi_heads.maskiou_head import (gt_mask_areas, mask_scores, maskiou_loss,
+                                                   maskiou_targets)
+from mindseg.models.roi_heads.sag_mask import sag_mask_loss
+from mindseg.models.roi_heads.sampling import label_and_sample_proposals
+from mindseg.models.rpn import rpn_losses
+
+Stage = collections.namedtuple("Stage", "name inputs outputs fn host")
+
+
+def stage(name, inputs, outputs, host=False):
+    """Decorator: ``fn(*inputs) -> outputs`` (a tuple, or one value for one output)."""
+    return lambda fn: Stage(name, tuple(inputs.split()), tuple(outputs.split()), fn, host)
+
+
+def _sync(value):
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            _sync(item)
+    elif isinstance(value, ms.Tensor):
+        value.asnumpy()
+
+
+def run_stages(stages, state, jit):
+    """Run ``stages`` once from ``state`` (dict of named inputs); returns (state, {name: s})."""
+    state, times = dict(state), {}
+    for st in stages:
+        fn = st.fn if st.host or not jit else _jitted(st)
+        start = time.perf_counter()
+        out = fn(*[_variable(state[k]) for k in st.inputs])
+        out = out if len(st.outputs) > 1 else (out,)
+        _sync(out)
+        times[st.name] = time.perf_counter() - start
+        state.update(zip(st.outputs, out))
+    return state, times
+
+
+def _variable(value):
+    """Tuples of tensors enter a jitted function as variables, not as constants (which would
+    recompile the graph at every call)."""
+    return ms.mutable(value) if isinstance(value, tuple) else value
+
+
+_JIT_CACHE = {}
+
+
+def _jitted(st):
+    if id(st.fn) not in _JIT_CACHE:
+        _JIT_CACHE[id(st.fn)] = ms.jit(st.fn)
+    return _JIT_CACHE[id(st.fn)]
+
+
+def time_stages(stages, state, jit, iters, warmup):
+    """Median seconds per stage over ``iters`` runs after ``warmup``; and the last state."""
+    samples = collections.defaultdict(list)
+    for it in range(warmup + iters):
+        final, times = run_stages(stages, state, jit)
+        if it >= warmup:
+            for name, value in times.items():
+                samples[name].append(value)
+    return {name: statistics.median(v) for name, v in samples.items()}, final
+
+
+def check_against(final, names, whole_outputs, atol=1e-3):
+    """Max abs difference between the staged outputs ``names`` and the whole network's."""
+    worst = 0.0
+    for name, expected in zip(names, whole_outputs):
+        got = final[name].asnumpy().astype(np.float64)
+        worst = max(worst, float(np.abs(got - expected.asnumpy().astype(np.float64)).max(initial=0.0)))
+    if worst > atol:
+        raise AssertionError(f"staged outputs differ from the whole network's by {worst:.3g} "
+                             f"(> {atol}): the stage list no longer follows the model")
+    return worst
+
+
+def host_postprocess_stage(outputs):
+    @stage("host post (paste masks, RLE)", "image_size " + " ".join(outputs), "num_results", host=True)
+    def run(image_size, *values):
+        sizes = image_size.asnumpy()
+        results = detections_to_coco(tuple(v.asnumpy() for v in values), np.ones_like(sizes), sizes,
+                                     np.arange(sizes.shape[0]), list(range(10000)))
+        return len(results)
+    return run
+
+
+# ------------------------------------------------------------------------------------ Mask R-CNN
+
+def mask_rcnn_stages(net, training):
+    """Stages of ``MaskRCNN.construct``; inputs are the batch columns by name."""
+    rpn = net.rpn
+    pre_k = rpn.pre_nms_topk[int(training)]
+    post_k = rpn.post_nms_topk[int(training)]
+    num_levels = len(rpn.level_anchors)
+
+    @stage("backbone", "image", "c")
+    def backbone(image):
+        return net.backbone(image)
+
+    @stage("fpn", "c", "features")
+    def fpn(c):
+        return net.fpn(c)
+
+    @stage("rpn head", "features", "rpn_logits rpn_deltas")
+    def rpn_head(features):
+        logits, deltas = rpn.head(features)
+        return tuple(logits), tuple(deltas)
+
+    @stage("rpn top-k (alone, inside the next)", "rpn_logits", "rpn_topk")
+    def rpn_topk(rpn_logits):
+        return tuple(ops.topk(rpn_logits[i], min(pre_k, rpn_logits[i].shape[1]))[0] for i in range(num_levels))
+
+    @stage("rpn top-k + decode", "rpn_logits rpn_deltas image_size", "cand_boxes cand_scores cand_valid")
+    def rpn_candidates(rpn_logits, rpn_deltas, image_size):
+        boxes, scores, valid = [], [], []
+        for level in range(num_levels):
+            logits, deltas = rpn_logits[level], rpn_deltas[level]
+            top_logits, top_idx = ops.topk(logits, min(pre_k, logits.shape[1]))
+            top_idx = top_idx.astype(ms.int32)
+            level_boxes = box_ops.decode_boxes(ops.gather(rpn.level_anchors[level], top_idx, 0),
+                                               gather_rows(deltas, top_idx), rpn.bbox_reg_weights, rpn.scale_clamp)
+            level_boxes = box_ops.clip_boxes(level_boxes, image_size)
+            boxes.append(level_boxes)
+            scores.append(top_logits)
+            valid.append(box_ops.nonempty(level_boxes, rpn.min_box_size) & ops.isfinite(top_logits)
+                         & ops.isfinite(level_boxes).all(-1))
+        return tuple(boxes), tuple(scores), tuple(valid)
+
+    @stage("rpn nms", "cand_boxes cand_scores cand_valid", "proposals proposal_valid")
+    def rpn_nms(cand_boxes, cand_scores, cand_valid):
+        keep_idx, keep_valid = nms.grouped_nms(list(cand_boxes), list(cand_scores), list(cand_valid),
+                                               rpn.nms_thresh, post_k)
+        return gather_rows(ops.concat(cand_boxes, 1), keep_idx), keep_valid
+
+    head = [backbone, fpn, rpn_head] + ([] if training else [rpn_topk]) + [rpn_candidates, rpn_nms]
+    if training:
+        return head + _mask_rcnn_train_tail(net), tuple(net.loss_names)
+
+    @stage("box pooler + head", "features proposals", "cls_logits box_deltas")
+    def box_branch(features, proposals):
+        return net.box_head(net.box_pooler(features[:4], proposals))
+
+    @stage("box post (per-class decode, nms)", "cls_logits box_deltas proposals proposal_valid image_size",
+           "boxes scores classes valid")
+    def box_post(cls_logits, box_deltas, proposals, proposal_valid, image_size):
+        return box_head_inference(cls_logits, box_deltas, proposals, proposal_valid, image_size,
+                                  **net.box_inference)
+
+    @stage("mask pooler + head", "features boxes classes", "mask_probs")
+    def mask_branch(features, boxes, classes):
+        probs = ops.sigmoid(select_class_masks(net.mask_head(net.mask_pooler(features[:4], boxes)),
+                                               classes.reshape(-1)))
+        return probs.reshape(boxes.shape[:2] + probs.shape[1:])
+
+    outputs = ("boxes", "scores", "classes", "valid", "mask_probs")
+    return head + [box_branch, box_post, mask_branch, host_postprocess_stage(outputs)], outputs
+
+
+def _mask_rcnn_train_tail(net):
+    rpn = net.rpn
+    f, res = net.num_mask_rois, net.mask_resolution
+
+    @stage("rpn losses", "rpn_logits rpn_deltas gt_boxes gt_valid_nc", "loss_rpn_cls loss_rpn_loc")
+    def rpn_loss(rpn_logits, rpn_deltas, gt_boxes, gt_valid_nc):
+        loss_cls, loss_loc = rpn_losses(ops.concat(rpn_logits, 1), ops.concat(rpn_deltas, 1), rpn.anchors,
+                                        gt_boxes, gt_valid_nc, **rpn.loss_args)
+        return loss_cls * rpn.loss_weight, loss_loc * rpn.loss_weight
+
+    @stage("roi sampling", "proposals proposal_valid gt_boxes gt_labels gt_valid_nc",
+           "rois roi_valid roi_is_fg roi_gt_classes roi_gt_idx")
+    def sampling(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc):
+        return label_and_sample_proposals(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc,
+                                          num_classes=net.num_classes, **net.sampling)
+
+    @stage("box pooler + head + loss", "features rois roi_valid roi_gt_classes roi_gt_idx gt_boxes",
+           "loss_cls loss_box_reg")
+    def box_loss(features, rois, roi_valid, roi_gt_classes, roi_gt_idx, gt_boxes):
+        cls_logits, box_deltas = net.box_head(net.box_pooler(features[:4], rois))
+        return box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes,
+                               gather_rows(gt_boxes, roi_gt_idx), **net.box_loss)
+
+    @stage("mask pooler + head + targets + loss", "features rois roi_is_fg roi_gt_classes roi_gt_idx gt_boxes gt_masks",
+           "loss_mask")
+    def mask_loss(features, rois, roi_is_fg, roi_gt_classes, roi_gt_idx, gt_boxes, gt_masks):
+        logits = net.mask_head(net.mask_pooler(features[:4], rois[:, :f]))
+        targets = mask_ops.mask_targets_from_crops(gt_masks, gt_boxes, roi_gt_idx[:, :f], rois[:, :f], size=res)
+        return mask_head_loss(logits, roi_gt_classes[:, :f].reshape(-1), roi_is_fg[:, :f].reshape(-1),
+                              targets.reshape(-1, res, res))
+
+    return [rpn_loss, sampling, box_loss, mask_loss]
+
+
+# ------------------------------------------------------------------------------------ CenterMask
+
+def centermask_stages(net, training):
+    """Stages of ``CenterMask.construct``; inputs are the batch columns by name."""
+    test = net.fcos_test
+    res = net.mask_resolution
+
+    @stage("backbone", "image", "c")
+    def backbone(image):
+        return net.backbone(image)
+
+    @stage("fpn", "c", "features")
+    def fpn(c):
+        return net.fpn(c)
+
+    @stage("fcos head", "features", "cls_logits pred_ltrb ctr_logits")
+    def head(features):
+        return net.fcos_head(features)
+
+    @stage("fcos top-k + decode", "cls_logits pred_ltrb ctr_logits image_size",
+           "cand_boxes cand_scores cand_classes cand_valid")
+    def candidates(cls_logits, pred_ltrb, ctr_logits, image_size):
+        return fcos_candidates(cls_logits, pred_ltrb, ctr_logits, net.locations, net.level_sizes, image_size,
+                               test["score_thresh"], test["pre_nms_topk"])
+
+    @stage("fcos nms", "cand_boxes cand_scores cand_classes cand_valid", "boxes scores classes valid")
+    def fcos_nms(cand_boxes, cand_scores, cand_classes, cand_valid):
+        keep, keep_valid = nms.batched_nms(cand_boxes, cand_scores, cand_valid, test["nms_thresh"],
+                                           net.post_nms_topk_test, classes=cand_classes)
+        keep = keep.astype(ms.int32)
+        keep_float = keep_valid.astype(ms.float32)
+        return (gather_rows(cand_boxes, keep) * keep_float[..., None], gather_rows(cand_scores, keep) * keep_float,
+                gather_rows(cand_classes, keep) * keep_valid.astype(ms.int32), keep_valid)
+
+    if training:
+        return [backbone, fpn, head] + _centermask_train_tail(net), tuple(net.loss_names)
+
+    @stage("mask pooler + head", "features boxes classes image_size", "roi_features flat_mask_probs mask_probs")
+    def mask_branch(features, boxes, classes, image_size):
+        roi_features = net.mask_pooler(features[:3], boxes, image_size[:, 0] * image_size[:, 1])
+        probs = ops.sigmoid(select_class_masks(net.mask_head(roi_features), classes.reshape(-1)))
+        return roi_features, probs, probs.reshape(boxes.shape[:2] + probs.shape[1:])
+
+    @stage("maskiou head", "roi_features flat_mask_probs classes scores", "mask_scores")
+    def maskiou(roi_features, flat_mask_probs, classes, scores):
+        if net.maskiou_head is None:
+            return scores
+        pred = net.maskiou_head(roi_features, flat_mask_probs)
+        return mask_scores(pred, classes.reshape(-1), scores.reshape(-1)).reshape(scores.shape)
+
+    outputs = ("boxes", "scores", "classes", "valid", "mask_probs", "mask_scores")
+    return ([backbone, fpn, head, candidates, fcos_nms, mask_branch, maskiou, host_postprocess_stage(outputs)],
+            outputs)
+
+
+def _centermask_train_tail(net):
+    f, res = net.num_mask_rois, net.mask_resolution
+
+    @stage("fcos targets + losses", "cls_logits pred_ltrb ctr_logits gt_boxes gt_labels gt_valid_nc",
+           "loss_fcos_cls loss_fcos_loc loss_fcos_ctr")
+    def losses(cls_logits, pred_ltrb, ctr_logits, gt_boxes, gt_labels, gt_valid_nc):
+        labels, reg, ctr = fcos_targets(net.locations, net.location_levels, gt_boxes, gt_labels, gt_valid_nc,
+                                        num_classes=net.num_classes, **net.fcos_target)
+        return fcos_losses(cls_logits, pred_ltrb, ctr_logits, labels, reg, ctr, net.location_strides,
+                           net.num_classes, **net.fcos_loss)
+
+    @stage("fcos proposals (top-k, decode, nms)", "cls_logits pred_ltrb ctr_logits image_size",
+           "proposals proposal_valid")
+    def proposals(cls_logits, pred_ltrb, ctr_logits, image_size):
+        boxes, _, _, valid = fcos_inference(cls_logits, pred_ltrb, ctr_logits, net.locations, net.level_sizes,
+                                            image_size, max_detections=net.post_nms_topk_train, **net.fcos_test)
+        return boxes, valid
+
+    @stage("roi sampling", "proposals proposal_valid gt_boxes gt_labels gt_valid_nc",
+           "rois roi_is_fg roi_gt_classes roi_gt_idx")
+    def sampling(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc):
+        rois, _, is_fg, gt_classes, gt_idx = label_and_sample_proposals(
+            proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc, num_classes=net.num_classes,
+            **net.sampling)
+        return rois, is_fg, gt_classes, gt_idx
+
+    @stage("mask pooler + head + loss, maskiou", "features rois roi_is_fg roi_gt_classes roi_gt_idx gt_boxes "
+           "gt_masks image_size", "loss_mask loss_maskiou")
+    def mask_loss(features, rois, roi_is_fg, roi_gt_classes, roi_gt_idx, gt_boxes, gt_masks, image_size):
+        fg_rois, fg_gt_idx = rois[:, :f], roi_gt_idx[:, :f]
+        fg_classes, fg = roi_gt_classes[:, :f].reshape(-1), roi_is_fg[:, :f].reshape(-1)
+        roi_features = net.mask_pooler(features[:3], fg_rois, image_size[:, 0] * image_size[:, 1])
+        logits = net.mask_head(roi_features)
+        targets = mask_ops.mask_targets_from_crops(gt_masks, gt_boxes, fg_gt_idx, fg_rois, size=res)
+        targets = targets.reshape(-1, res, res)
+        loss_mask = sag_mask_loss(logits, fg_classes, fg, targets)
+        if net.maskiou_head is None:
+            return loss_mask, ops.zeros((), ms.float32)
+        class_logits = select_class_masks(logits, ops.clip(fg_classes, 0, net.num_classes - 1))
+        gt_areas = gather_rows(gt_mask_areas(gt_masks, gt_boxes), fg_gt_idx).reshape(-1)
+        iou_targets = maskiou_targets(class_logits, targets, fg_rois.reshape(-1, 4), gt_areas)
+        pred = net.maskiou_head(roi_features, ops.sigmoid(class_logits))
+        return loss_mask, maskiou_loss(pred, fg_classes, iou_targets, fg, net.maskiou_loss_weight)
+
+    return [losses, proposals, sampling, mask_loss]
+
+
+STAGES = {"mask_rcnn": mask_rcnn_stages, "centermask": centermask_stages}
