@@ -4,11 +4,12 @@ python train.py --config CFG [--device_target Ascend|GPU|CPU] [--mix True|False]
                 [--resume_ckpt PATH] [--dataset_dir DIR] [--output_dir DIR] [--overwrite]
                 [--strict] [key=value ...]
 
-Launch several processes with scripts/run_msrun_train.sh or scripts/run_distribute_train.sh for
-data-parallel training. Checkpoints go to OUTPUT_DIR/checkpoints, the resolved config and the log
-to OUTPUT_DIR; checkpoints of an earlier run there stop the run unless --resume_ckpt continues it
-or --overwrite moves them aside. Each checkpoint carries the model and class names, so export.py
-and infer.py need no dataset.
+Launch several processes with scripts/run_msrun_train.sh, scripts/run_distribute_train.sh or a
+plain `mpirun -n N python train.py ...` for data-parallel training, on one server or several.
+Checkpoints go to OUTPUT_DIR/checkpoints, the resolved config and the log to OUTPUT_DIR;
+checkpoints of an earlier run there stop the run unless --resume_ckpt continues it or --overwrite
+moves them aside. Each checkpoint carries the model and class names, so export.py and infer.py
+need no dataset.
 """
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
 from mindseg.cli import parse

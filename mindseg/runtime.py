@@ -2,21 +2,28 @@
 
 Launchers are recognised from the environment they leave behind:
 
-- msrun, or ``scripts/run_distribute_train.sh`` (mpirun mapped onto the dynamic cluster):
-  ``MS_ROLE`` and ``MS_WORKER_NUM``;
-- a plain ``mpirun`` (works on Ascend / GPU only): ``OMPI_COMM_WORLD_SIZE``;
+- msrun (MindSpore's dynamic cluster): ``MS_ROLE`` and ``MS_WORKER_NUM``;
+- ``mpirun`` (``OMPI_COMM_WORLD_SIZE`` and no ``MS_ROLE``): each rank joins the dynamic cluster
+  itself (:func:`mpirun_cluster_env`), world rank 0 also starting the scheduler, because
+  MindSpore cannot initialise its CPU backend from OpenMPI alone (PLATFORM.md);
 - an Ascend rank table launch: ``RANK_SIZE`` (with ``RANK_ID``).
 
 Initial weights are not broadcast between ranks (PLATFORM.md), so every rank is seeded the same.
 """
 import os
 import random
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 BACKENDS = {"Ascend": "hccl", "GPU": "nccl", "CPU": "mccl"}
 MODES = ("graph", "pynative")
+DEFAULT_SCHED_PORT = 8119
+SCHEDULER_START_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -29,12 +36,18 @@ class RuntimeInfo:
     is_main: bool = True
     local_rank: int = 0
     launcher: str = "none"
+    local_world: int = 1
+
+    @property
+    def nodes(self):
+        """Servers in the job: ``world`` ranks, ``local_world`` per server."""
+        return max(1, -(-self.world // max(self.local_world, 1)))
 
 
 def detect_launcher(env=None):
     """Return ``(launcher, world)`` for the launch that started this process, from ``env``.
 
-    ``launcher`` is ``"msrun"`` (dynamic cluster: msrun or the mpirun wrapper), ``"mpirun"``,
+    ``launcher`` is ``"msrun"`` (a dynamic cluster already set up, as msrun does), ``"mpirun"``,
     ``"rank_table"`` or ``"none"``.
     """
     env = os.environ if env is None else env
@@ -45,6 +58,73 @@ def detect_launcher(env=None):
     if env.get("RANK_SIZE") and int(env["RANK_SIZE"]) > 1:
         return "rank_table", int(env["RANK_SIZE"])
     return "none", 1
+
+
+def mpirun_cluster_env(env):
+    """MindSpore dynamic-cluster variables for the OpenMPI rank described by ``env``.
+
+    World size and rank come from OpenMPI; the scheduler runs beside world rank 0 at
+    ``MS_SCHED_HOST`` (default 127.0.0.1, for a job on one host) and ``MS_SCHED_PORT``.
+    """
+    world, rank = int(env["OMPI_COMM_WORLD_SIZE"]), int(env.get("OMPI_COMM_WORLD_RANK", 0))
+    local_world = int(env.get("OMPI_COMM_WORLD_LOCAL_SIZE", world))
+    host = env.get("MS_SCHED_HOST", "")
+    if not host:
+        if local_world != world:
+            raise ValueError(f"mpirun over several hosts ({world} ranks, {local_world} on this one): "
+                               "set MS_SCHED_HOST to world rank 0's address and pass it with "
+                               "`mpirun -x MS_SCHED_HOST`, or launch with scripts/run_distribute_train.sh")
+        host = "127.0.0.1"
+    return {"MS_WORKER_NUM": str(world), "MS_NODE_ID": str(rank), "MS_ROLE": "MS_WORKER",
+            "MS_SCHED_HOST": host, "MS_SCHED_PORT": str(env.get("MS_SCHED_PORT") or DEFAULT_SCHED_PORT)}
+
+
+def start_scheduler(cluster_env, device_target):
+    """Start the dynamic cluster's scheduler process (``MS_ROLE=MS_SCHED``) with ``cluster_env``.
+
+    It exits by itself once every worker has unregistered at exit, so nobody waits for it (a
+    wait in this process would hold back its own unregistering). Returns the ``Popen``."""
+    env = dict(os.environ, **cluster_env)
+    env.update(MS_ROLE="MS_SCHED", MS_NODE_ID="sched")
+    code = ("import mindspore as ms; from mindspore.communication import init; "
+            f"ms.set_device({device_target!r}); init({BACKENDS[device_target]!r})")
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL)
+
+
+def wait_for_scheduler(host, port, proc=None, timeout_s=SCHEDULER_START_S):
+    """Block until the scheduler accepts connections: a worker that calls ``init()`` before that
+    retries only after a long back-off (minutes on the CPU)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the MindSpore scheduler exited with status {proc.returncode} "
+                               f"(is port {port} on {host} taken? set MS_SCHED_PORT)")
+        try:
+            with socket.create_connection((host, int(port)), timeout=2.0):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"no MindSpore scheduler at {host}:{port} after {timeout_s:.0f} s "
+                       "(world rank 0 starts it; check MS_SCHED_HOST / MS_SCHED_PORT)")
+
+
+def local_layout(env, launcher, rank, world):
+    """``(local_rank, local_world)``: this process's place among the ranks of its server.
+
+    OpenMPI says it directly; msrun gives each worker its local index in ``DEVICE_ID`` and
+    ``scripts/run_msrun_train.sh`` exports ``LOCAL_WORLD_SIZE``; otherwise the communication
+    library's host-based count (which takes two "servers" on one host for one server).
+    """
+    if env.get("OMPI_COMM_WORLD_LOCAL_RANK"):
+        return (int(env["OMPI_COMM_WORLD_LOCAL_RANK"]),
+                int(env.get("OMPI_COMM_WORLD_LOCAL_SIZE", world)))
+    if launcher == "msrun" and env.get("LOCAL_WORLD_SIZE") and env.get("DEVICE_ID"):
+        return int(env["DEVICE_ID"]), int(env["LOCAL_WORLD_SIZE"])
+    from mindspore.communication import get_local_rank, get_local_rank_size
+    try:
+        return get_local_rank(), get_local_rank_size()
+    except (RuntimeError, ValueError):
+        return rank, world
 
 
 def seed_everything(seed):
@@ -77,26 +157,24 @@ def set_device_and_mode(device_target, mode, device_id=None):
 
 
 def init_distributed(device_target, launcher, world):
-    """``init()`` the collective backend and set DATA_PARALLEL with mean gradients.
+    """``init()`` the collective backend and set DATA_PARALLEL with mean gradients; under a plain
+    ``mpirun`` first join the dynamic cluster (:func:`mpirun_cluster_env`).
 
-    Returns ``(rank, world, local_rank)`` as the communication library reports them.
+    Returns ``(rank, world)`` as the communication library reports them.
     """
     import mindspore as ms
-    from mindspore.communication import get_group_size, get_local_rank, get_rank, init
-    if launcher == "mpirun" and device_target == "CPU":
-        raise RuntimeError("a plain `mpirun python ...` cannot initialise MindSpore's CPU collective "
-                           "backend; launch with `bash scripts/run_distribute_train.sh N ...` (mpirun "
-                           "mapped onto the dynamic cluster) or `bash scripts/run_msrun_train.sh N ...`")
+    from mindspore.communication import get_group_size, get_rank, init
+    if launcher == "mpirun":
+        cluster = mpirun_cluster_env(os.environ)
+        scheduler = start_scheduler(cluster, device_target) if cluster["MS_NODE_ID"] == "0" else None
+        wait_for_scheduler(cluster["MS_SCHED_HOST"], cluster["MS_SCHED_PORT"], scheduler)
+        os.environ.update(cluster)
     init(BACKENDS[device_target])
     rank, world = get_rank(), get_group_size()
-    try:
-        local_rank = get_local_rank()
-    except (RuntimeError, ValueError):
-        local_rank = rank
     ms.reset_auto_parallel_context()
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,
                                  gradients_mean=True, device_num=world)
-    return rank, world, local_rank
+    return rank, world
 
 
 def init_runtime(cfg, env=None):
@@ -104,11 +182,14 @@ def init_runtime(cfg, env=None):
     a launcher started several processes. Reads ``cfg.device_target``, ``cfg.mode``, ``cfg.seed``."""
     env = os.environ if env is None else env
     launcher, world = detect_launcher(env)
-    device_id = int(env["DEVICE_ID"]) if env.get("DEVICE_ID") and cfg.device_target != "CPU" else None
+    device_id = env.get("DEVICE_ID") or env.get("OMPI_COMM_WORLD_LOCAL_RANK")  # mpirun: local rank
+    device_id = int(device_id) if device_id and cfg.device_target != "CPU" else None
     set_device_and_mode(cfg.device_target, cfg.mode, device_id)
-    rank, local_rank = 0, 0
+    rank, local_rank, local_world = 0, 0, 1
     if launcher != "none":
-        rank, world, local_rank = init_distributed(cfg.device_target, launcher, world)
+        rank, world = init_distributed(cfg.device_target, launcher, world)
+        local_rank, local_world = local_layout(env, launcher, rank, world)
     seed_everything(int(cfg.seed))
     return RuntimeInfo(rank=rank, world=world, device_target=cfg.device_target, mode=cfg.mode,
-                       is_main=rank == 0, local_rank=local_rank, launcher=launcher)
+                       is_main=rank == 0, local_rank=local_rank, launcher=launcher,
+                       local_world=local_world)

@@ -3,14 +3,16 @@
 On a ModelArts job every server runs ``local_world`` processes; the one with local rank 0 copies,
 the others wait for its marker file, so each server copies the data exactly once. The local copy
 lives in a folder keyed on ``data_url`` (and its marker names the url), so a job with another
-``data_url`` copies that dataset instead of training on the one already in the cache.
+``data_url`` copies that dataset instead of training on the one already in the cache. Only global
+rank 0 writes outputs and copies them back. ``MINDSEG_CACHE_DIR`` replaces ModelArts' ``/cache``
+(the local disk of each server).
 """
 import hashlib
 import os
 import re
 import time
 
-DEFAULT_CACHE = "/cache"
+DEFAULT_CACHE = os.environ.get("MINDSEG_CACHE_DIR", "/cache")
 DONE_MARKER = ".mindseg_copy_done"
 
 

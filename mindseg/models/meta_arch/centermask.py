@@ -27,6 +27,7 @@ from mindseg.models.fcos_targets import compute_locations, fcos_targets, locatio
 from mindseg.models.layers import poolers
 from mindseg.models.layers.frozen_bn import freeze_batchnorm
 from mindseg.models.layers.gather import gather_rows
+from mindseg.models.layers.reduce import data_parallel_mean
 from mindseg.models.necks.fpn import FPN
 from mindseg.models.roi_heads.maskiou_head import MaskIoUHead, gt_mask_areas, mask_scores, maskiou_loss, \
     maskiou_targets
@@ -137,6 +138,9 @@ class CenterMask(nn.Cell):
         self.num_mask_rois = num_mask_rois
         self.maskiou_loss_weight = maskiou_loss_weight
         self.mask_resolution = mask_resolution
+        # FCOS normalisers over the whole job, as centermask2; the mask and MaskIoU losses stay
+        # per-device means, as there
+        self.rank_mean = data_parallel_mean()
 
     def construct(self, image, image_size, gt_boxes=None, gt_labels=None, gt_valid=None, gt_crowd=None,
                   gt_masks=None):
@@ -150,7 +154,7 @@ class CenterMask(nn.Cell):
                                                         gt_valid, num_classes=self.num_classes, **self.fcos_target)
         loss_cls, loss_loc, loss_ctr = fcos_losses(cls_logits, pred_ltrb, ctr_logits, labels, reg_targets,
                                                    ctr_targets, self.location_strides, self.num_classes,
-                                                   **self.fcos_loss)
+                                                   reduce_mean=self.rank_mean, **self.fcos_loss)
 
         # mask proposals: FCOS detections as at test (top post_nms_topk_train) plus the gt boxes
         proposals, _, _, proposal_valid = fcos_inference(
