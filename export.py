@@ -5,6 +5,9 @@ python export.py --config CFG --ckpt_path PATH --file_format MINDIR [--output PA
 The graph takes (image (B, 3, H, W), image_size (B, 2)) and returns fixed-size boxes, scores,
 classes, valid flags and 28x28 mask probabilities; PATH.json holds the input / output names,
 shapes and dtypes, the preprocessing and the class names. AIR needs --device_target Ascend.
+With --mix True the graph's convolution and dense layers compute in float16 (for Ascend), the
+box arithmetic stays float32; its outputs match the float32 graph's within tests/test_export.py's
+tolerances.
 """
 import os
 
@@ -20,6 +23,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with script_errors("export.py"):
         from mindseg.dataset.pipeline import dataset_info
+        from mindseg.engine import precision
         from mindseg.engine.exporter import check_file_format, export_model
         from mindseg.runtime import set_device_and_mode
 
@@ -29,6 +33,7 @@ def main(argv=None):
         info = dataset_info(cfg, "val")
         net = build_network(cfg, resolve_num_classes(cfg, info))
         ckpt = load_weights(net, cfg.eval.ckpt_path)
+        precision.for_inference(net, cfg)
         output = args.output or os.path.join(cfg.output_dir, cfg.model.name)
         graph, spec = export_model(net, cfg, info, output, file_format, cfg.export.batch_size)
         print(f"exported {ckpt} -> {graph}\ndescription -> {spec}")

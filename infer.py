@@ -28,6 +28,8 @@ def build_runner(cfg, mindir):
     info = dataset_info(cfg, "val")
     net = inference.build_network(cfg, inference.resolve_num_classes(cfg, info))
     inference.load_weights(net, cfg.eval.ckpt_path)
+    from mindseg.engine import precision
+    precision.for_inference(net, cfg)
     return (inference.NetworkRunner(net), sample_spec(cfg, training=False), info["class_names"],
             info["category_ids"])
 

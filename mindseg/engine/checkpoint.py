@@ -17,6 +17,8 @@ LATEST = "latest"
 TMP_PREFIX = ".tmp_"
 CKPT_PATTERN = re.compile(r"^ckpt_(\d+)\.ckpt$")
 SKIP_ON_LOAD = ("learning_rate",)
+# parameters a checkpoint may lack (weights-only and older files): the samplers' step counter
+OPTIONAL_ON_LOAD = ("sample_counter",)  # layers.step_random.COUNTER_NAME
 
 
 def _fsync_dir(path):
@@ -92,7 +94,8 @@ def load_train_state(path, net, optimizer=None):
         params.pop(key, None)
     target = TrainState(net, optimizer) if optimizer is not None else net
     not_loaded, _ = ms.load_param_into_net(target, params, strict_load=False)
-    missing = [name for name in not_loaded if name not in SKIP_ON_LOAD]
+    missing = [name for name in not_loaded if name not in SKIP_ON_LOAD
+               and name.rsplit(".", 1)[-1] not in OPTIONAL_ON_LOAD]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {len(missing)} parameters of the network, "
                          f"e.g. {missing[:5]}")

@@ -65,3 +65,11 @@ def apply_mixed_precision(net, amp_level="O1"):
 def float16_layers(net):
     """The float16-wrapped layers of ``net`` (empty for a float32 network)."""
     return [cell for _, cell in net.cells_and_names() if isinstance(cell, Float16Layer)]
+
+
+def for_inference(net, cfg):
+    """``net`` with float16 layers when ``--mix True`` / ``train.mix`` is set (eval, infer, export;
+    no loss scaling there), else unchanged. Call after loading the weights."""
+    if cfg.train.mix:
+        apply_mixed_precision(net, cfg.train.amp_level)
+    return net
