@@ -130,5 +130,7 @@ class TrainStep:
     def load_scaler_state(self, state):
         if self.scaler is None or "loss_scale" not in state:
             return
-        self.scaler.scale_value.set_data(ms.Tensor(float(state["loss_scale"]), ms.float32))
-        self.scaler.counter.set_data(ms.Tensor(int(state["loss_scale_counter"]), ms.int32))
+        # assign in place: a compiled (GRAPH) step keeps reading the parameters' memory, and
+        # set_data would hand them new memory that it does not see
+        ops.assign(self.scaler.scale_value, ms.Tensor(float(state["loss_scale"]), ms.float32))
+        ops.assign(self.scaler.counter, ms.Tensor(int(state["loss_scale_counter"]), ms.int32))
