@@ -6,8 +6,8 @@ The graph takes (image (B, 3, H, W), image_size (B, 2)) and returns fixed-size b
 classes, valid flags and 28x28 mask probabilities; PATH.json holds the input / output names,
 shapes and dtypes, the preprocessing and the class names. AIR needs --device_target Ascend.
 With --mix True the graph's convolution and dense layers compute in float16 (for Ascend), the
-box arithmetic stays float32; its outputs match the float32 graph's within tests/test_export.py's
-tolerances.
+box arithmetic stays float32; its top detections match the float32 graph's within 0.5 px and
+0.005 in score (tests/test_workflow.py; measured 0.01 px and 1e-4 on the shapes quick start).
 """
 import os
 

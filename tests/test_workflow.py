@@ -27,8 +27,9 @@ SMALL = ["data.canvas=[128,128]", "data.min_size=[128]", "data.max_size=128",
          "train.base_lr=0.01", "train.reference_batch_size=2", "train.log_interval=2",
          f"train.ckpt_interval={STEPS}"]
 CATEGORY_IDS = {1, 3, 7, 12, 15}  # mindseg.dataset.synthetic: non-contiguous on purpose
-# float16 graph (export --mix) vs float32 graph: top detections' boxes (px) and scores
-FLOAT16_BOX_TOL, FLOAT16_SCORE_TOL = 1.0, 0.02
+# float16 graph (export --mix) vs float32 graph: top detections' boxes (px) and scores (measured
+# on this quick start: 0.01 px, 1e-4)
+FLOAT16_BOX_TOL, FLOAT16_SCORE_TOL = 0.5, 0.005
 
 
 def _env(**extra):
