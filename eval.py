@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on the val split: COCO bbox and segm AP (pycocotools), per-class AP.
 
-python eval.py --config CFG --ckpt_path PATH [--dataset_dir DIR] [--output_dir DIR] [--strict]
-               [key=value ...]
+python eval.py --config CFG --ckpt_path PATH [--mix True] [--dataset_dir DIR] [--output_dir DIR]
+               [--strict] [key=value ...]
 
 Writes OUTPUT_DIR/results.json (COCO results, original category ids) and OUTPUT_DIR/metrics.json
 (AP, AP50, AP75, APs, APm, APl per iou type, in percent). Under msrun each rank infers its share of
@@ -21,6 +21,7 @@ def main(argv=None):
     with script_errors("eval.py"):
         from mindseg.dataset.coco import coco_paths
         from mindseg.dataset.pipeline import create_dataset, dataset_info
+        from mindseg.engine import precision
         from mindseg.engine.evaluator import run_evaluation
         from mindseg.runtime import init_runtime
         from mindseg.utils.modelarts import finish_modelarts, prepare_modelarts
@@ -31,6 +32,7 @@ def main(argv=None):
         ckpt, info, num_classes = checkpoint_classes(cfg, cfg.eval.ckpt_path, info)
         net = build_network(cfg, num_classes)
         load_weights(net, ckpt)
+        precision.for_inference(net, cfg)
         dataset = create_dataset(cfg, "val", runtime.rank, runtime.world)
         ann_file = coco_paths(cfg.data.dataset_dir, cfg.data.val_split)[0]
         log = print if runtime.is_main else (lambda *a: None)

@@ -32,6 +32,8 @@ def build_runner(cfg, mindir):
     ckpt, info, num_classes = inference.checkpoint_classes(cfg, cfg.eval.ckpt_path)
     net = inference.build_network(cfg, num_classes)
     inference.load_weights(net, ckpt)
+    from mindseg.engine import precision
+    precision.for_inference(net, cfg)
     return (inference.NetworkRunner(net), sample_spec(cfg, training=False), info["class_names"],
             info["category_ids"])
 

@@ -2,8 +2,11 @@
 
 Each flag is a shortcut for a config key (``--mix True`` is ``train.mix=True``); anything else is
 given as trailing ``key=value`` overrides. Flags keep the names users of MindSpore model zoos type.
+Every script accepts every flag, as the model zoos' scripts do: one that means nothing to the
+script (``--resume_ckpt`` to eval.py, the ModelArts flags to export.py) is ignored with one line.
 """
 import argparse
+import sys
 
 from mindseg.config import ConfigError, apply_overrides, load_yaml_with_base, to_config
 
@@ -13,7 +16,8 @@ FLAG_KEYS = {
     "mode": ("mode", "graph | pynative"),
     "output_dir": ("output_dir", "where logs, checkpoints and results go"),
     "dataset_dir": ("data.dataset_dir", "COCO 2017 layout root"),
-    "mix": ("train.mix", "mixed precision with dynamic loss scaling (True | False)"),
+    "mix": ("train.mix", "mixed precision: float16 conv / dense layers (True | False); training adds "
+                         "dynamic loss scaling"),
     "resume_ckpt": ("train.resume_ckpt", "resume weights, optimizer, step and lr from a checkpoint"),
     "overwrite": ("train.overwrite", "move the checkpoints of an earlier run in OUTPUT_DIR aside "
                   "instead of refusing to start"),
@@ -30,31 +34,40 @@ SWITCHES = ("overwrite", "strict")
 FLAGS_BY_SCRIPT = {
     "train": ("device_target", "mode", "output_dir", "dataset_dir", "mix", "resume_ckpt",
               "overwrite", "strict", "enable_modelarts", "data_url", "train_url"),
-    "eval": ("device_target", "mode", "output_dir", "dataset_dir", "ckpt_path", "strict",
+    "eval": ("device_target", "mode", "output_dir", "dataset_dir", "mix", "ckpt_path", "strict",
              "enable_modelarts", "data_url", "train_url"),
-    "export": ("device_target", "output_dir", "dataset_dir", "ckpt_path", "file_format"),
-    "infer": ("device_target", "mode", "dataset_dir", "ckpt_path"),
+    "export": ("device_target", "output_dir", "dataset_dir", "mix", "ckpt_path", "file_format"),
+    "infer": ("device_target", "mode", "dataset_dir", "mix", "ckpt_path"),
 }
 
 
 def build_parser(script, description):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", required=True, help="a YAML file under config/")
-    for flag in FLAGS_BY_SCRIPT[script]:
+    used = FLAGS_BY_SCRIPT[script]
+    for flag in FLAG_KEYS:
         key, help_text = FLAG_KEYS[flag]
+        text = f"{help_text} (config key {key})" if flag in used else f"ignored by {script}.py"
         switch = {"action": "store_const", "const": "True"} if flag in SWITCHES else {}
-        parser.add_argument(f"--{flag}", default=None, help=f"{help_text} (config key {key})",
-                            **switch)
+        parser.add_argument(f"--{flag}", default=None, help=text, **switch)
+    parser.set_defaults(_script=script)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, dotted for nested keys")
     return parser
 
 
 def config_from_args(args):
-    """The config file, then the flags given, then the key=value overrides."""
+    """The config file, then the flags given, then the key=value overrides. A flag the script
+    does not use is dropped with one line on stderr."""
     data = load_yaml_with_base(args.config)
-    flag_overrides = [f"{FLAG_KEYS[flag][0]}={getattr(args, flag)}"
-                      for flag in FLAG_KEYS if getattr(args, flag, None) is not None]
+    script = getattr(args, "_script", None)
+    used = FLAGS_BY_SCRIPT.get(script, tuple(FLAG_KEYS))
+    given = [flag for flag in FLAG_KEYS if getattr(args, flag, None) is not None]
+    for flag in given:
+        if flag not in used:
+            print(f"{script}.py: --{flag} is ignored (it means nothing to {script}.py)",
+                  file=sys.stderr)
+    flag_overrides = [f"{FLAG_KEYS[flag][0]}={getattr(args, flag)}" for flag in given if flag in used]
     data = apply_overrides(data, flag_overrides, source="command-line flag")
     data = apply_overrides(data, args.overrides, source="command line")
     return to_config(data)

@@ -139,3 +139,23 @@ def test_script_flags_map_onto_config_keys():
     cfg = config_from_args(args)
     assert cfg.train.mix is True and cfg.output_dir == "/tmp/x"
     assert cfg.data.dataset_dir == "/data/coco" and cfg.train.base_lr == 0.001
+
+
+@pytest.mark.parametrize("script", ["train", "eval", "export", "infer"])
+def test_every_script_accepts_every_flag_and_names_the_ignored_ones(script, capsys):
+    """The model zoos' commands pass --mix to eval and the ModelArts flags everywhere: a flag a
+    script has no use for is dropped with one line, never an argparse error."""
+    from mindseg.cli import FLAG_KEYS, FLAGS_BY_SCRIPT, parse
+    argv = ["--config", str(ROOT / "config" / "base.yml")]
+    for flag in FLAG_KEYS:
+        argv += [f"--{flag}", "True" if flag in ("mix", "enable_modelarts") else "/tmp/given"]
+    argv += ["--device_target", "CPU", "--mode", "graph", "--file_format", "MINDIR"]
+    _, cfg = parse(script, "test", argv)
+    err = capsys.readouterr().err
+    used = FLAGS_BY_SCRIPT[script]
+    assert "mix" in used and cfg.train.mix is True  # float16 inference for eval, export, infer
+    for flag in FLAG_KEYS:
+        line = f"{script}.py: --{flag} is ignored"
+        assert (line in err) == (flag not in used), (flag, err)
+    assert cfg.train.resume_ckpt == ("/tmp/given" if "resume_ckpt" in used else "")
+    assert err.count("\n") == len(set(FLAG_KEYS) - set(used))

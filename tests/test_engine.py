@@ -11,8 +11,8 @@ from mindspore import nn, ops
 from mindseg.engine.logger import format_train_line
 from mindseg.engine.lr_schedule import build_lr_schedule, schedule_length
 from mindseg.engine.toy import ToyNet, ToySource, toy_config, toy_dataset
-from mindseg.engine.train_step import (TrainStep, apply_mixed_precision, build_optimizer,
-                                       param_groups)
+from mindseg.engine.precision import apply_mixed_precision
+from mindseg.engine.train_step import TrainStep, build_optimizer, param_groups
 from mindseg.runtime import detect_launcher, init_runtime
 
 
@@ -167,14 +167,14 @@ def test_clip_grad_norm_bounds_the_update(mode):
     np.testing.assert_allclose(bias - net.fc.bias.asnumpy(), gb / 4, rtol=1e-4, atol=1e-6)
 
 
-def test_mixed_precision_auto_runs_convs_in_float16():
+def test_mixed_precision_o1_runs_convs_in_float16():
     inputs = _toy_batch()
     ms.set_seed(0)
     ref_net = ToyNet()
     ref_net.set_train(True)
     ref = [float(v) for v in ref_net(*inputs)]
     ms.set_seed(0)
-    mixed = apply_mixed_precision(ToyNet(), "auto")
+    mixed = apply_mixed_precision(ToyNet(), "O1")
     mixed.set_train(True)
     out = [float(v) for v in mixed(*inputs)]
     assert mixed.loss_names == ToyNet.loss_names
@@ -184,8 +184,9 @@ def test_mixed_precision_auto_runs_convs_in_float16():
     total, _, finite = TrainStep(mixed, opt, loss_scale=65536.0)(*inputs)
     assert bool(finite) and float(total) == pytest.approx(sum(out), rel=1e-6)
     assert not os.path.exists("rewritten_network")
-    with pytest.raises(ValueError, match="amp_level"):
-        apply_mixed_precision(ToyNet(), "O7")
+    for level in ("O7", "auto", "O3"):
+        with pytest.raises(ValueError, match="amp_level"):
+            apply_mixed_precision(ToyNet(), level)
 
 
 def test_detect_launcher_from_environment():

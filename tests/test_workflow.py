@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -26,6 +27,9 @@ SMALL = ["data.canvas=[128,128]", "data.min_size=[128]", "data.max_size=128",
          "train.base_lr=0.01", "train.reference_batch_size=2", "train.log_interval=2",
          f"train.ckpt_interval={STEPS}"]
 CATEGORY_IDS = {1, 3, 7, 12, 15}  # mindseg.dataset.synthetic: non-contiguous on purpose
+# float16 graph (export --mix) vs float32 graph: top detections' boxes (px) and scores (measured
+# on this quick start: 0.01 px, 1e-4)
+FLOAT16_BOX_TOL, FLOAT16_SCORE_TOL = 0.5, 0.005
 
 
 def _env(**extra):
@@ -177,3 +181,96 @@ def test_scripts_refuse_what_they_cannot_do(quickstart, tmp_path):
     result = _run([sys.executable, os.path.join(ROOT, "infer.py"), "--config", CONFIG,
                    "--input", data, "--output", str(tmp_path / "x")], cwd=str(tmp_path))
     assert result.returncode != 0 and "exactly one of --ckpt_path" in result.stderr
+
+
+# The seeds' commands as typed (issue 17), run in one process one after another (each would pay
+# MindSpore's start-up again), with the tiny schedule as trailing key=value overrides.
+SEED_DRIVER = textwrap.dedent('''
+    import json, runpy, shutil, sys, types
+    moxing = types.ModuleType("moxing")  # the OBS copy of ModelArts, a local copy here
+    moxing.file = types.SimpleNamespace(
+        copy_parallel=lambda src_url, dst_url: shutil.copytree(src_url, dst_url, dirs_exist_ok=True))
+    sys.modules["moxing"] = moxing
+    from mindseg.utils import modelarts  # its /cache becomes the test's folder
+    modelarts.prepare_modelarts.__defaults__ = (sys.argv[2],)
+    for argv in json.loads(sys.argv[1]):
+        print("== " + " ".join(argv), flush=True)
+        sys.argv = argv[1:]
+        try:
+            runpy.run_path(argv[1], run_name="__main__")
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                raise
+''')
+
+
+def _ckpt_weights(path):
+    import mindspore as ms
+    return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items()
+            if k not in ("learning_rate",)}
+
+
+def test_seed_commands_with_mix_resume_eval_modelarts_and_float16_export(quickstart):
+    root, data, out = quickstart["root"], str(quickstart["data"]), quickstart["out"]
+    config = ["--config", CONFIG, "--device_target", "CPU"]
+    # a loss scale that float16 holds from the first step (the default 65536 skips a few first)
+    tiny = SMALL + ["mode=pynative", "train.max_steps=2", "train.ckpt_interval=1",
+                    "train.loss_scale=1024"]
+    mix_out, resumed_out, obs = root / "seed_mix", root / "seed_resumed", root / "obs"
+    fp16_graph = root / "seed_export" / "fp16"
+    commands = [
+        ["python", "train.py"] + config + ["--mix", "True", "--dataset_dir", data,
+                                           "--output_dir", str(mix_out)] + tiny,
+        ["python", "train.py"] + config + ["--mix", "True", "--dataset_dir", data,
+                                           "--output_dir", str(resumed_out), "--resume_ckpt",
+                                           str(mix_out / "checkpoints" / "ckpt_00000001.ckpt")] + tiny,
+        ["python", "train.py"] + config + ["--mix", "True", "--enable_modelarts", "True",
+                                           "--data_url", data, "--train_url", str(obs / "out")]
+        + tiny + ["train.max_steps=1"],
+        ["python", "eval.py"] + config + ["--mix", "True", "--ckpt_path", str(out / "checkpoints"),
+                                          "--dataset_dir", data, "--output_dir", str(root / "eval16")]
+        + tiny,
+        # ModelArts flags mean nothing to export.py: accepted, ignored with one line
+        ["python", "export.py"] + config + ["--mix", "True", "--ckpt_path", str(out / "checkpoints"),
+                                            "--dataset_dir", data, "--file_format", "MINDIR",
+                                            "--output", str(fp16_graph), "--enable_modelarts", "True",
+                                            "--data_url", data, "--train_url", str(obs / "x")] + tiny,
+        ["python", "infer.py"] + config + ["--mindir", f"{fp16_graph}.mindir", "--input",
+                                           str(out / "infer_input"), "--output", str(root / "infer16"),
+                                           "--score_thresh", "0.0"] + tiny,
+    ]
+    result = _run([sys.executable, "-c", SEED_DRIVER, json.dumps(commands), str(root / "cache")],
+                  cwd=ROOT, timeout=900)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+
+    # --mix trains (loss scale in the log) and --resume_ckpt continues exactly
+    train_log = (mix_out / "train.log").read_text()
+    assert "mixed precision O1" in train_log and "loss_scale" in train_log
+    assert "0 skipped for overflow" in train_log
+    straight = _ckpt_weights(mix_out / "checkpoints" / "ckpt_00000002.ckpt")
+    resumed = _ckpt_weights(resumed_out / "checkpoints" / "ckpt_00000002.ckpt")
+    assert "resumed from" in (resumed_out / "train.log").read_text()
+    worst = max(float(np.abs(resumed[k] - straight[k]).max()) for k in straight)
+    assert worst < 1e-6, worst
+    # ModelArts: the data came from data_url, the outputs went to train_url
+    assert (obs / "out" / "checkpoints" / "ckpt_00000001.ckpt").is_file()
+    # float16 eval: AP within 0.5 of the float32 eval of the same checkpoint
+    fp32 = json.loads((out / "eval" / "metrics.json").read_text())
+    fp16 = json.loads((root / "eval16" / "metrics.json").read_text())
+    for iou_type in ("bbox", "segm"):
+        assert abs(fp16[iou_type]["AP"] - fp32[iou_type]["AP"]) <= 0.5, (fp16, fp32)
+    # export --mix: a float16 graph whose detections match the float32 graph's
+    assert "export.py: --enable_modelarts is ignored" in log
+    assert "export.py: --data_url is ignored" in log
+    from_fp32, from_fp16 = _infer_results(out / "infer"), _infer_results(root / "infer16")
+    assert sorted(from_fp16) == sorted(from_fp32)
+    diffs = []
+    for name, dets in from_fp16.items():
+        top32 = from_fp32[name][:3]
+        assert [d["category_id"] for d in dets[:3]] == [d["category_id"] for d in top32]
+        diffs.append(np.abs(np.array([d["bbox"] for d in dets[:3]]) -
+                            np.array([d["bbox"] for d in top32])).max())
+        np.testing.assert_allclose([d["score"] for d in dets[:3]], [d["score"] for d in top32],
+                                   atol=FLOAT16_SCORE_TOL)
+    assert 0 < max(diffs) <= FLOAT16_BOX_TOL, diffs  # float16 ran, and stayed close

@@ -22,6 +22,8 @@ TMP_PREFIX = ".tmp_"
 CKPT_PATTERN = re.compile(r"^ckpt_(\d+)\.ckpt$")
 SKIP_ON_LOAD = ("learning_rate",)
 META_KEY = "mindseg_meta"  # appended JSON string: model_meta()
+# parameters a checkpoint may lack (weights-only and older files): the samplers' step counter
+OPTIONAL_ON_LOAD = ("sample_counter",)  # layers.step_random.COUNTER_NAME
 
 
 def _fsync_dir(path):
@@ -98,7 +100,8 @@ def load_train_state(path, net, optimizer=None):
     target = TrainState(net, optimizer) if optimizer is not None else net
     _check_shapes(path, target, params)
     not_loaded, _ = ms.load_param_into_net(target, params, strict_load=False)
-    missing = [name for name in not_loaded if name not in SKIP_ON_LOAD]
+    missing = [name for name in not_loaded if name not in SKIP_ON_LOAD
+               and name.rsplit(".", 1)[-1] not in OPTIONAL_ON_LOAD]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {len(missing)} parameters of the network "
                          f"(a checkpoint of another model?), e.g. {missing[:5]}")

@@ -10,24 +10,6 @@ from mindspore import amp, nn, ops
 
 NORM_CELLS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm,
               nn.InstanceNorm2d)
-AMP_LEVELS = ("auto", "O1", "O2", "O3")
-
-
-def apply_mixed_precision(net, amp_level="auto"):
-    """Return ``net`` running in float16 where MindSpore's ``amp_level`` says so.
-
-    ``auto`` (the default) is autocast-like: convolutions and matmuls in float16, everything else
-    (losses, box arithmetic, norms) in float32, with no rewrite of the network. O1 rewrites the
-    network and drops a ``./rewritten_network/`` folder into the cwd (PLATFORM.md); O2 / O3 also
-    cast the float inputs, ground-truth boxes included, to float16.
-    """
-    if amp_level not in AMP_LEVELS:
-        raise ValueError(f"train.amp_level must be one of {AMP_LEVELS}, got {amp_level!r}")
-    loss_names = getattr(net, "loss_names", None)
-    wrapped = amp.auto_mixed_precision(net, amp_level)
-    if loss_names is not None and not hasattr(wrapped, "loss_names"):
-        wrapped.loss_names = loss_names
-    return wrapped
 
 
 def _is_norm_cell(cell):
@@ -148,5 +130,7 @@ class TrainStep:
     def load_scaler_state(self, state):
         if self.scaler is None or "loss_scale" not in state:
             return
-        self.scaler.scale_value.set_data(ms.Tensor(float(state["loss_scale"]), ms.float32))
-        self.scaler.counter.set_data(ms.Tensor(int(state["loss_scale_counter"]), ms.int32))
+        # assign in place: a compiled (GRAPH) step keeps reading the parameters' memory, and
+        # set_data would hand them new memory that it does not see
+        ops.assign(self.scaler.scale_value, ms.Tensor(float(state["loss_scale"]), ms.float32))
+        ops.assign(self.scaler.counter, ms.Tensor(int(state["loss_scale_counter"]), ms.int32))

@@ -11,7 +11,8 @@ from mindseg.engine.checkpoint import (CheckpointManager, claim_checkpoint_dir, 
                                        model_meta, resolve_checkpoint)
 from mindseg.engine.logger import format_train_line, setup_logger
 from mindseg.engine.lr_schedule import build_lr_schedule, schedule_length
-from mindseg.engine.train_step import TrainStep, apply_mixed_precision, build_optimizer
+from mindseg.engine.precision import apply_mixed_precision
+from mindseg.engine.train_step import TrainStep, build_optimizer
 
 TRAIN_INPUTS = ("image", "image_size", "gt_boxes", "gt_labels", "gt_valid", "gt_crowd", "gt_masks")
 

@@ -53,7 +53,8 @@ def sample_balanced(match_labels, num_samples, positive_fraction, noise=None):
 
     Randomness: ``noise`` (B, N) float in [0, 1) ranks the candidates (the highest are drawn);
     by default it is ``ops.rand_like``, which follows the global seed (``ms.set_seed``) and
-    draws anew at every call, in both modes. Tests pass their own noise.
+    draws anew at every call, in both modes. The models pass counter-based noise
+    (``layers.step_random``) so that a resumed run draws what the uninterrupted one drew.
     """
     batch, length = match_labels.shape
     num_fg_max = int(round(num_samples * positive_fraction))

@@ -12,7 +12,7 @@ from mindspore.common import initializer as init
 
 from mindseg.models import anchors as anchor_lib
 from mindseg.models import box_ops, matcher
-from mindseg.models.layers import nms
+from mindseg.models.layers import nms, step_random
 from mindseg.models.layers.gather import gather_rows
 
 
@@ -68,19 +68,21 @@ class RPNHead(nn.Cell):
 
 def rpn_losses(pred_logits, pred_deltas, anchors, gt_boxes, gt_valid, *, iou_thresholds,
                allow_low_quality_matches, batch_size_per_image, positive_fraction, bbox_reg_weights,
-               smooth_l1_beta):
+               smooth_l1_beta, key=None):
     """Sampled objectness BCE and anchor-delta loss on positives, both divided by the number of
     sampled anchors over the batch (B * batch_size_per_image), as detectron2 does.
 
-    pred_logits (B, N), pred_deltas (B, N, 4), anchors (N, 4), gt_boxes (B, G, 4), gt_valid (B, G).
+    pred_logits (B, N), pred_deltas (B, N, 4), anchors (N, 4), gt_boxes (B, G, 4), gt_valid (B, G);
+    key: the step's ``StepRandom`` key for the anchor sample (None: ``ops.rand_like``).
     """
     batch = pred_logits.shape[0]
     batch_anchors = ops.broadcast_to(anchors.reshape((1,) + anchors.shape), (batch,) + anchors.shape)
     iou = box_ops.pairwise_iou(gt_boxes, batch_anchors)
     matched_idx, match_labels = matcher.match(iou, gt_valid, thresholds=iou_thresholds,
                                               allow_low_quality_matches=allow_low_quality_matches)
+    noise = None if key is None else step_random.uniform(match_labels.shape, key, stream=0)
     sampled_idx, sampled_valid, sampled_is_fg = matcher.sample_balanced(
-        match_labels, batch_size_per_image, positive_fraction)
+        match_labels, batch_size_per_image, positive_fraction, noise=noise)
     sampled_valid = sampled_valid.astype(ms.float32)
     sampled_fg = sampled_is_fg.astype(ms.float32) * sampled_valid
     normalizer = float(batch * batch_size_per_image)
@@ -133,14 +135,15 @@ class RPN(nn.Cell):
         self.scale_clamp = scale_clamp
         self.loss_weight = loss_weight
 
-    def construct(self, features, image_size, gt_boxes=None, gt_valid=None):
-        """Returns proposals (B, P, 4), proposal_valid (B, P) and, in training, the two losses."""
+    def construct(self, features, image_size, gt_boxes=None, gt_valid=None, key=None):
+        """Returns proposals (B, P, 4), proposal_valid (B, P) and, in training, the two losses
+        (``key``: the step's sampling key, see ``rpn_losses``)."""
         pred_logits, pred_deltas = self.head(features)
         proposals, proposal_valid = self.find_top_proposals(pred_logits, pred_deltas, image_size)
         if not self.training:
             return proposals, proposal_valid
         loss_cls, loss_loc = rpn_losses(ops.concat(pred_logits, 1), ops.concat(pred_deltas, 1),
-                                        self.anchors, gt_boxes, gt_valid, **self.loss_args)
+                                        self.anchors, gt_boxes, gt_valid, key=key, **self.loss_args)
         return proposals, proposal_valid, loss_cls * self.loss_weight, loss_loc * self.loss_weight
 
     def find_top_proposals(self, pred_logits, pred_deltas, image_size):

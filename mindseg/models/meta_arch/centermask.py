@@ -28,6 +28,7 @@ from mindseg.models.layers import poolers
 from mindseg.models.layers.frozen_bn import freeze_batchnorm
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.layers.reduce import data_parallel_mean
+from mindseg.models.layers.step_random import StepRandom
 from mindseg.models.necks.fpn import FPN
 from mindseg.models.roi_heads.maskiou_head import MaskIoUHead, gt_mask_areas, mask_scores, maskiou_loss, \
     maskiou_targets
@@ -113,7 +114,7 @@ class CenterMask(nn.Cell):
 
     def __init__(self, *, backbone, fpn, fcos_head, mask_pooler, mask_head, maskiou_head, num_classes, canvas,
                  fcos_target, fcos_loss, fcos_test, post_nms_topk_train, post_nms_topk_test, sampling, num_mask_rois,
-                 maskiou_loss_weight=1.0, mask_resolution=28):
+                 maskiou_loss_weight=1.0, mask_resolution=28, seed=0):
         super().__init__()
         self.backbone = backbone
         self.fpn = fpn
@@ -141,6 +142,7 @@ class CenterMask(nn.Cell):
         # FCOS normalisers over the whole job, as centermask2; the mask and MaskIoU losses stay
         # per-device means, as there
         self.rank_mean = data_parallel_mean()
+        self.step_random = StepRandom(seed)  # the sampler's random state, saved in checkpoints
 
     def construct(self, image, image_size, gt_boxes=None, gt_labels=None, gt_valid=None, gt_crowd=None,
                   gt_masks=None):
@@ -161,7 +163,8 @@ class CenterMask(nn.Cell):
             ops.stop_gradient(cls_logits), ops.stop_gradient(pred_ltrb), ops.stop_gradient(ctr_logits),
             self.locations, self.level_sizes, image_size, max_detections=self.post_nms_topk_train, **self.fcos_test)
         rois, _, roi_is_fg, roi_gt_classes, roi_gt_idx = label_and_sample_proposals(
-            proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, num_classes=self.num_classes, **self.sampling)
+            proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, num_classes=self.num_classes,
+            key=self.step_random(), **self.sampling)
         # the sampler puts fg RoIs first, so the first F slots hold every fg RoI; only they feed the losses
         fg_rois = rois[:, :self.num_mask_rois]
         fg_gt_idx = roi_gt_idx[:, :self.num_mask_rois]
@@ -242,4 +245,4 @@ def build_centermask(cfg, num_classes):
         sampling=dict(iou_threshold=roi.iou_threshold, batch_size_per_image=num_samples,
                       positive_fraction=num_fg / num_samples, append_gt=roi.proposal_append_gt),
         num_mask_rois=num_fg, maskiou_loss_weight=center.maskiou_loss_weight,
-        mask_resolution=2 * center.mask_pooler_resolution)
+        mask_resolution=2 * center.mask_pooler_resolution, seed=cfg.seed)

@@ -10,6 +10,7 @@ import mindspore.ops as ops
 from mindseg.models import mask_ops
 from mindseg.models.backbones import build_backbone
 from mindseg.models.layers import poolers
+from mindseg.models.layers.step_random import StepRandom
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.necks.fpn import FPN
 from mindseg.models.roi_heads.box_head import BoxHead, box_head_inference, box_head_losses
@@ -29,7 +30,7 @@ class MaskRCNN(nn.Cell):
     loss_names = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask")
 
     def __init__(self, *, backbone, fpn, rpn, box_pooler, box_head, mask_pooler, mask_head, num_classes,
-                 sampling, box_loss, box_inference, num_mask_rois, mask_resolution=28):
+                 sampling, box_loss, box_inference, num_mask_rois, mask_resolution=28, seed=0):
         super().__init__()
         self.backbone = backbone
         self.fpn = fpn
@@ -44,6 +45,7 @@ class MaskRCNN(nn.Cell):
         self.box_inference = box_inference
         self.num_mask_rois = num_mask_rois
         self.mask_resolution = mask_resolution
+        self.step_random = StepRandom(seed)  # the samplers' random state, saved in checkpoints
 
     def construct(self, image, image_size, gt_boxes=None, gt_labels=None, gt_valid=None, gt_crowd=None,
                   gt_masks=None):
@@ -51,10 +53,13 @@ class MaskRCNN(nn.Cell):
         if not self.training:
             return self.inference(features, image_size)
         gt_valid = ops.logical_and(gt_valid, ops.logical_not(gt_crowd))
-        proposals, proposal_valid, loss_rpn_cls, loss_rpn_loc = self.rpn(features, image_size, gt_boxes, gt_valid)
+        key = self.step_random()
+        proposals, proposal_valid, loss_rpn_cls, loss_rpn_loc = self.rpn(features, image_size, gt_boxes, gt_valid,
+                                                                         key)
 
         rois, roi_valid, roi_is_fg, roi_gt_classes, roi_gt_idx = label_and_sample_proposals(
-            proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, num_classes=self.num_classes, **self.sampling)
+            proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, num_classes=self.num_classes, key=key,
+            **self.sampling)
         roi_features = features[:POOLER_LEVELS]
         cls_logits, box_deltas = self.box_head(self.box_pooler(roi_features, rois))
         loss_cls, loss_box_reg = box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes,
@@ -123,4 +128,4 @@ def build_mask_rcnn(cfg, num_classes):
                            detections_per_image=roi.detections_per_image,
                            topk_candidates=roi.test_topk_candidates),
         num_mask_rois=max(1, int(round(roi.batch_size_per_image * roi.positive_fraction))),
-        mask_resolution=2 * roi.mask_pooler_resolution)
+        mask_resolution=2 * roi.mask_pooler_resolution, seed=cfg.seed)

@@ -7,14 +7,15 @@ import mindspore as ms
 import mindspore.ops as ops
 
 from mindseg.models import box_ops, matcher
+from mindseg.models.layers import step_random
 from mindseg.models.layers.gather import gather_rows
 
 
 def label_and_sample_proposals(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, *, num_classes,
                                iou_threshold=0.5, batch_size_per_image=512, positive_fraction=0.25,
-                               append_gt=True):
+                               append_gt=True, key=None):
     """proposals (B, P, 4), proposal_valid (B, P); gt as in the batch contract (gt_valid should
-    exclude crowd boxes).
+    exclude crowd boxes); key: the step's ``StepRandom`` key (None: ``ops.rand_like``).
 
     Returns rois (B, S, 4), roi_valid (B, S) bool, roi_is_fg (B, S) bool, roi_gt_classes (B, S)
     int32 (K for background), roi_gt_idx (B, S) int32 (the matched gt, meaningful for fg only).
@@ -28,8 +29,9 @@ def label_and_sample_proposals(proposals, proposal_valid, gt_boxes, gt_labels, g
     matched_idx, match_labels = matcher.match(iou, gt_valid, thresholds=(iou_threshold, iou_threshold),
                                               allow_low_quality_matches=False)
     match_labels = ops.where(proposal_valid, match_labels, ops.full_like(match_labels, -1))
+    noise = None if key is None else step_random.uniform(match_labels.shape, key, stream=1)
     sampled_idx, roi_valid, roi_is_fg = matcher.sample_balanced(match_labels, batch_size_per_image,
-                                                                positive_fraction)
+                                                                positive_fraction, noise=noise)
     roi_is_fg = roi_is_fg & roi_valid
     rois = gather_rows(proposals, sampled_idx)
     roi_gt_idx = gather_rows(matched_idx.astype(ms.int32), sampled_idx)

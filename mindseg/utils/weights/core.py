@@ -194,8 +194,11 @@ def convert_state_dict(state_dict, target_shapes, map_key, adapt=None):
 
 
 def model_shapes(net):
-    """{parameter name: shape} of a mindseg model, in its own order."""
-    return {name: tuple(param.shape) for name, param in net.parameters_and_names()}
+    """{parameter name: shape} of a mindseg model's weights, in its own order (the samplers' step
+    counter is training state, not a weight: no source file has it)."""
+    from mindseg.models.layers.step_random import COUNTER_NAME
+    return {name: tuple(param.shape) for name, param in net.parameters_and_names()
+            if name.rsplit(".", 1)[-1] != COUNTER_NAME}
 
 
 def save_ckpt(params, path):
