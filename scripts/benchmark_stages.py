@@ -185,17 +185,17 @@ def _mask_rcnn_train_tail(net):
     rpn = net.rpn
     f, res = net.num_mask_rois, net.mask_resolution
 
-    @stage("rpn losses", "rpn_logits rpn_deltas gt_boxes gt_valid_nc", "loss_rpn_cls loss_rpn_loc")
-    def rpn_loss(rpn_logits, rpn_deltas, gt_boxes, gt_valid_nc):
+    @stage("rpn losses", "rpn_logits rpn_deltas gt_boxes gt_valid_nc key", "loss_rpn_cls loss_rpn_loc")
+    def rpn_loss(rpn_logits, rpn_deltas, gt_boxes, gt_valid_nc, key):
         loss_cls, loss_loc = rpn_losses(ops.concat(rpn_logits, 1), ops.concat(rpn_deltas, 1), rpn.anchors,
-                                        gt_boxes, gt_valid_nc, **rpn.loss_args)
+                                        gt_boxes, gt_valid_nc, key=key, **rpn.loss_args)
         return loss_cls * rpn.loss_weight, loss_loc * rpn.loss_weight
 
-    @stage("roi sampling", "proposals proposal_valid gt_boxes gt_labels gt_valid_nc",
+    @stage("roi sampling", "proposals proposal_valid gt_boxes gt_labels gt_valid_nc key",
            "rois roi_valid roi_is_fg roi_gt_classes roi_gt_idx")
-    def sampling(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc):
+    def sampling(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc, key):
         return label_and_sample_proposals(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc,
-                                          num_classes=net.num_classes, **net.sampling)
+                                          num_classes=net.num_classes, key=key, **net.sampling)
 
     @stage("box pooler + head + loss", "features rois roi_valid roi_gt_classes roi_gt_idx gt_boxes",
            "loss_cls loss_box_reg")
@@ -212,7 +212,14 @@ def _mask_rcnn_train_tail(net):
         return mask_head_loss(logits, roi_gt_classes[:, :f].reshape(-1), roi_is_fg[:, :f].reshape(-1),
                               targets.reshape(-1, res, res))
 
-    return [rpn_loss, sampling, box_loss, mask_loss]
+    return [_step_key(net), rpn_loss, sampling, box_loss, mask_loss]
+
+
+def _step_key(net):
+    @stage("sampling key", "", "key")
+    def key():
+        return net.step_random()
+    return key
 
 
 # ------------------------------------------------------------------------------------ CenterMask
@@ -279,7 +286,7 @@ def _centermask_train_tail(net):
         labels, reg, ctr = fcos_targets(net.locations, net.location_levels, gt_boxes, gt_labels, gt_valid_nc,
                                         num_classes=net.num_classes, **net.fcos_target)
         return fcos_losses(cls_logits, pred_ltrb, ctr_logits, labels, reg, ctr, net.location_strides,
-                           net.num_classes, **net.fcos_loss)
+                           net.num_classes, reduce_mean=net.rank_mean, **net.fcos_loss)
 
     @stage("fcos proposals (top-k, decode, nms)", "cls_logits pred_ltrb ctr_logits image_size",
            "proposals proposal_valid")
@@ -288,12 +295,12 @@ def _centermask_train_tail(net):
                                             image_size, max_detections=net.post_nms_topk_train, **net.fcos_test)
         return boxes, valid
 
-    @stage("roi sampling", "proposals proposal_valid gt_boxes gt_labels gt_valid_nc",
+    @stage("roi sampling", "proposals proposal_valid gt_boxes gt_labels gt_valid_nc key",
            "rois roi_is_fg roi_gt_classes roi_gt_idx")
-    def sampling(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc):
+    def sampling(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc, key):
         rois, _, is_fg, gt_classes, gt_idx = label_and_sample_proposals(
             proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc, num_classes=net.num_classes,
-            **net.sampling)
+            key=key, **net.sampling)
         return rois, is_fg, gt_classes, gt_idx
 
     @stage("mask pooler + head + loss, maskiou", "features rois roi_is_fg roi_gt_classes roi_gt_idx gt_boxes "
@@ -314,7 +321,7 @@ def _centermask_train_tail(net):
         pred = net.maskiou_head(roi_features, ops.sigmoid(class_logits))
         return loss_mask, maskiou_loss(pred, fg_classes, iou_targets, fg, net.maskiou_loss_weight)
 
-    return [losses, proposals, sampling, mask_loss]
+    return [losses, proposals, _step_key(net), sampling, mask_loss]
 
 
 STAGES = {"mask_rcnn": mask_rcnn_stages, "centermask": centermask_stages}
