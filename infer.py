@@ -20,24 +20,6 @@ from mindseg.cli import build_parser, config_from_args
 from mindseg.engine.inference import ScriptError, script_errors
 
 
-def build_runner(cfg, mindir):
-    """``(runner, sample spec, class names, category ids)`` for a MINDIR graph or a checkpoint."""
-    from mindseg.engine import inference
-    if mindir:
-        from mindseg.engine.exporter import ExportedModel
-        model = ExportedModel(mindir)
-        return (model, inference.spec_from_export(model.spec["preprocess"]),
-                model.spec["class_names"], model.spec["category_ids"])
-    from mindseg.dataset.pipeline import sample_spec
-    ckpt, info, num_classes = inference.checkpoint_classes(cfg, cfg.eval.ckpt_path)
-    net = inference.build_network(cfg, num_classes)
-    inference.load_weights(net, ckpt)
-    from mindseg.engine import precision
-    precision.for_inference(net, cfg)
-    return (inference.NetworkRunner(net), sample_spec(cfg, training=False), info["class_names"],
-            info["category_ids"])
-
-
 def main(argv=None):
     parser = build_parser("infer", __doc__.splitlines()[0])
     parser.add_argument("--mindir", default=None, help="an exported graph (with its .json beside it)")
@@ -57,7 +39,8 @@ def main(argv=None):
                               "exported graph)")
         paths = inference.list_images(args.input)
         set_device_and_mode(cfg.device_target, cfg.mode)
-        runner, spec, class_names, category_ids = build_runner(cfg, args.mindir)
+        runner, spec, class_names, category_ids = inference.build_runner(cfg, cfg.eval.ckpt_path,
+                                                                         args.mindir)
         os.makedirs(args.output, exist_ok=True)
         batch_size = getattr(runner, "batch_size", None) or cfg.eval.batch_size
         counts, skipped = {}, []

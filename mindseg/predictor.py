@@ -39,7 +39,9 @@ class Predictor:
 
     def __init__(self, config=None, checkpoint=None, mindir=None, *, class_names=None,
                  format="BGR", score_thresh=0.5, mask_format="bitmask", overrides=()):
-        from mindseg.engine import inference
+        from mindseg.dataset.pipeline import sample_spec
+        from mindseg.engine import inference, precision
+        from mindseg.engine.checkpoint import resolve_checkpoint
         from mindseg.model_zoo import _as_config
         from mindseg.runtime import set_device_and_mode
         if format not in FORMATS:
@@ -56,37 +58,30 @@ class Predictor:
         self.cfg = None if config is None else _as_config(config, overrides)
         if self.cfg is not None:
             set_device_and_mode(self.cfg.device_target, self.cfg.mode)
-        if mindir is not None:
-            from mindseg.engine.exporter import ExportedModel
-            self.runner = ExportedModel(mindir)
-            self.spec = inference.spec_from_export(self.runner.spec["preprocess"])
-            self.class_names = list(self.runner.spec["class_names"])
-            self.batch_size = self.runner.batch_size
+        if mindir is not None or class_names is None:
+            self.checkpoint = None if mindir is not None else resolve_checkpoint(checkpoint)
+            try:
+                self.runner, self.spec, names, _ = inference.build_runner(self.cfg, self.checkpoint,
+                                                                          mindir)
+            except FileNotFoundError as err:
+                raise ValueError(f"{self.checkpoint} carries no class names: pass class_names=[...] "
+                                 f"or have the annotations under data.dataset_dir ({err})") from None
+            self.class_names = list(names)
         else:
-            self.class_names = self._class_names(class_names)
+            self.class_names = self._given_class_names(class_names)
             net = inference.build_network(self.cfg, len(self.class_names))
             self.checkpoint = inference.load_weights(net, checkpoint)
+            precision.for_inference(net, self.cfg)
             self.runner = inference.NetworkRunner(net)
-            from mindseg.dataset.pipeline import sample_spec
             self.spec = sample_spec(self.cfg, training=False)
-            self.batch_size = None
+        self.batch_size = getattr(self.runner, "batch_size", None)
 
-    def _class_names(self, class_names):
-        if class_names is not None:
-            names = [str(n) for n in class_names]
-            if self.cfg.model.num_classes and int(self.cfg.model.num_classes) != len(names):
-                raise ValueError(f"model.num_classes is {self.cfg.model.num_classes} but "
-                                 f"{len(names)} class_names were given")
-            return names
-        from mindseg.dataset.pipeline import dataset_info
-        from mindseg.engine.inference import resolve_num_classes
-        try:
-            info = dataset_info(self.cfg, "val")
-        except FileNotFoundError as err:
-            raise ValueError(f"the class names of a checkpoint come from class_names=[...] or from "
-                             f"the annotations under data.dataset_dir ({err})") from None
-        resolve_num_classes(self.cfg, info)
-        return list(info["class_names"])
+    def _given_class_names(self, class_names):
+        names = [str(n) for n in class_names]
+        if self.cfg.model.num_classes and int(self.cfg.model.num_classes) != len(names):
+            raise ValueError(f"model.num_classes is {self.cfg.model.num_classes} but "
+                             f"{len(names)} class_names were given")
+        return names
 
     def _read(self, image):
         """``(encoded bytes, name)`` of a path or of a numpy image in ``self.format`` order."""

@@ -168,12 +168,21 @@ def test_predictor_refuses_what_it_cannot_run(data):
         mindseg.Predictor(cfg, checkpoint="x.ckpt", format="YUV")
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         mindseg.Predictor(cfg, checkpoint=str(data["root"] / "missing.ckpt"))
-    with pytest.raises(ValueError, match="class_names"):
-        mindseg.Predictor(mindseg.load_config(MODELS["mask_rcnn"][0], SMALL + [
-            f"data.dataset_dir={data['root'] / 'nowhere'}"]), checkpoint="x.ckpt")
     ckpt = str(data["root"] / "refuse.ckpt")
-    ms.save_checkpoint(mindseg.build_model(cfg, num_classes=2), ckpt)
+    ms.save_checkpoint(mindseg.build_model(cfg, num_classes=2), ckpt)  # weights only, no classes
+    nowhere = mindseg.load_config(MODELS["mask_rcnn"][0], SMALL + [
+        f"data.dataset_dir={data['root'] / 'nowhere'}"])
+    with pytest.raises(ValueError, match="carries no class names: pass class_names"):
+        mindseg.Predictor(nowhere, checkpoint=ckpt)
     predictor = mindseg.Predictor(cfg, checkpoint=ckpt, class_names=["a", "b"])
     assert predictor.class_names == ["a", "b"]
+    # a checkpoint that carries its classes (as train.py writes them) needs no dataset
+    from mindseg.engine.checkpoint import CheckpointManager, model_meta
+    from mindseg.engine.train_step import build_optimizer
+    net = mindseg.build_model(cfg, num_classes=2)
+    info = {"class_names": ["disc", "bar"], "category_ids": [3, 7], "num_classes": 2}
+    saved = CheckpointManager(str(data["root"] / "with_meta"), meta=model_meta(cfg, info)).save(
+        net, build_optimizer(net, np.full(1, 0.01, np.float32)), 1)
+    assert mindseg.Predictor(nowhere, checkpoint=saved).class_names == ["disc", "bar"]
     with pytest.raises(ValueError, match=r"got \(96, 160\) uint8"):
         predictor(data["image"][:, :, 0])

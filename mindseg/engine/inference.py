@@ -118,6 +118,23 @@ class NetworkRunner:
         return tuple(o.asnumpy() for o in outputs)
 
 
+def build_runner(cfg, checkpoint=None, mindir=None):
+    """``(runner, sample spec, class names, category ids)`` for an exported graph or for a
+    checkpoint (classes from the checkpoint, else the dataset; float16 layers under ``--mix``)."""
+    if mindir:
+        from mindseg.engine.exporter import ExportedModel
+        model = ExportedModel(mindir)
+        return (model, spec_from_export(model.spec["preprocess"]), model.spec["class_names"],
+                model.spec["category_ids"])
+    from mindseg.dataset.pipeline import sample_spec
+    from mindseg.engine import precision
+    ckpt, info, num_classes = checkpoint_classes(cfg, checkpoint)
+    net = build_network(cfg, num_classes)
+    load_weights(net, ckpt)
+    precision.for_inference(net, cfg)
+    return NetworkRunner(net), sample_spec(cfg, training=False), info["class_names"], info["category_ids"]
+
+
 class _ProgressDataset:
     """A dataset whose dict iterator shows a tqdm bar (batches) on a terminal."""
 
