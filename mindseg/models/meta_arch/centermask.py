@@ -88,7 +88,8 @@ def build_centermask_backbone(backbone_cfg):
                               checkpoint_path=backbone_cfg.checkpoint_path)
     return build_backbone(backbone_cfg.name, norm=backbone_cfg.norm, freeze_at=backbone_cfg.freeze_at,
                           out_levels=(3, 4, 5), pretrained=backbone_cfg.pretrained,
-                          checkpoint_path=backbone_cfg.checkpoint_path)
+                          checkpoint_path=backbone_cfg.checkpoint_path, stride_in_1x1=backbone_cfg.stride_in_1x1,
+                          stem_pool=backbone_cfg.stem_pool)
 
 
 def pyramid_shapes(canvas, strides):
