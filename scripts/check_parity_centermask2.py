@@ -64,7 +64,7 @@ def source_side(model_name, seed, image_npy, size_npy, pth_path, out_path):
     from centermask.config import get_cfg
     from centermask.modeling.centermask.pooler import assign_boxes_to_levels_by_ratio
     from detectron2.modeling import build_model
-    from detectron2.structures import ImageList, Instances, Boxes
+    from detectron2.structures import ImageList
 
     torch.manual_seed(seed)
     cfg = get_cfg()
@@ -91,9 +91,8 @@ def source_side(model_name, seed, image_npy, size_npy, pth_path, out_path):
         proposals, _ = model.proposal_generator(images, features, None)
         instances, _ = model.roi_heads(images, features, proposals, None)
     det = instances[0]
-    samples = common.adaptive_samples(
-        det.pred_boxes.tensor.numpy(), (8, 16, 32), 14,
-        lambda boxes: assign_boxes_to_levels_by_ratio([_with_boxes(Instances, Boxes, det, boxes)], 3, 5).numpy())
+    samples = common.adaptive_samples(det.pred_boxes.tensor.numpy(), (8, 16, 32), 14,
+                                      lambda _: assign_boxes_to_levels_by_ratio([det], 3, 5).numpy())
     boxes = det.pred_boxes.tensor.clone()  # detector_postprocess: clip, drop empty boxes
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
@@ -101,14 +100,6 @@ def source_side(model_name, seed, image_npy, size_npy, pth_path, out_path):
     mask_scores = det.mask_scores if det.has("mask_scores") else det.scores
     common.save_outputs(out_path, boxes[keep], det.scores[keep], det.pred_classes[keep], det.pred_masks[keep, 0],
                         segm_scores=mask_scores[keep], adaptive_samples=np.int64(samples))
-
-
-def _with_boxes(instances_cls, boxes_cls, like, boxes):
-    import torch
-    out = instances_cls(like.image_size)
-    out.pred_boxes = boxes_cls(torch.from_numpy(boxes))
-    out.pred_classes = torch.zeros(len(boxes), dtype=torch.int64)
-    return out
 
 
 def main(argv=None):

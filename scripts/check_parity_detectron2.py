@@ -55,7 +55,7 @@ def source_side(model_name, seed, image_npy, size_npy, pkl_path, out_path):
     common.unit_pyramid(model, image)
     # background is detectron2's last class row
     common.make_confident(model.roi_heads.box_predictor.cls_score, generator, NUM_CLASSES,
-                          background=NUM_CLASSES, weight_std=0.05)
+                          background=NUM_CLASSES, weight_std=0.2)
     state = {key: value.detach().cpu().numpy() for key, value in model.state_dict().items()}
     with open(pkl_path, "wb") as f:
         pickle.dump({"model": state, "__author__": "mindseg parity check"}, f)

@@ -28,7 +28,8 @@ def build_parser(doc, default_config, canvas, side_args):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", default=default_config, help="mindseg config (relative to the repo)")
     parser.add_argument("--canvas", type=int, nargs=2, default=list(canvas), help="padded H W (multiples of 64)")
-    parser.add_argument("--work_dir", default=None, help="where the weights, .ckpt and outputs go (default: a temp dir)")
+    parser.add_argument("--work_dir", default=None,
+                        help="where the weights, .ckpt and outputs go (default: a temp dir)")
     parser.add_argument("--source_side", nargs=len(side_args), metavar=tuple(side_args), help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="mindseg config key=value overrides")
     return parser
