@@ -92,7 +92,8 @@ def _convert_command(entry):
 def list_weights():
     """The published checkpoints mindseg converts: dicts with ``source``, ``model``, ``file``,
     ``where``, ``config`` (a shipped config's name), ``box_ap``, ``mask_ap`` (COCO val2017, as
-    the source reports) and ``convert`` (the command that imports it).
+    the source reports; None where this table does not know it), ``parity`` (the weight-import
+    parity measured, docs/weights.md) and ``convert`` (the command that imports it).
 
     >>> [w["box_ap"] for w in model_zoo.list_weights() if w["source"] == "torchvision"]
     [37.9]
@@ -105,12 +106,13 @@ def list_weights():
 def weights_markdown():
     """The weight table as the Markdown docs/weights.md shows, between its marker lines."""
     lines = [TABLE_BEGIN,
-             "| source | model | file | config | COCO val2017 box / mask AP | convert |",
-             "|---|---|---|---|---|---|"]
+             "| source | model | file | config | COCO val2017 box / mask AP | parity (seeds 0, 1) | convert |",
+             "|---|---|---|---|---|---|---|"]
     for w in list_weights():
         file = f"`{w['file']}` ({w['where']})" if w["file"] else w["where"]
+        ap = f"{w['box_ap']} / {w['mask_ap']}" if w["box_ap"] else "see the source's README"
         lines.append(f"| {w['source']} | {w['model']} | {file} | `config/{w['config']}.yml` | "
-                     f"{w['box_ap']} / {w['mask_ap']} | `{w['convert']}` |")
+                     f"{ap} | {w['parity']} | `{w['convert']}` |")
     return "\n".join(lines + [TABLE_END])
 
 

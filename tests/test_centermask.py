@@ -144,7 +144,8 @@ def test_proposal_sampling_numbers_follow_the_config():
     assert built["sampling"]["batch_size_per_image"] == 200
     assert round(200 * built["sampling"]["positive_fraction"]) == 128
     assert built["sampling"]["iou_threshold"] == 0.5 and built["sampling"]["append_gt"]
-    assert built["fcos_test"] == dict(score_thresh=0.05, pre_nms_topk=1000, nms_thresh=0.6)
+    # centermask2 runs NMS and the mask heads on unclipped boxes (model.fcos.clip_before_nms)
+    assert built["fcos_test"] == dict(score_thresh=0.05, pre_nms_topk=1000, nms_thresh=0.6, clip=False)
     assert built["post_nms_topk_test"] == 50
 
 

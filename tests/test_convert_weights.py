@@ -528,3 +528,66 @@ def test_crafted_pth_is_refused_with_torch(tmp_path):
     with pytest.raises(WeightConversionError, match="evil.pth"):
         read_checkpoint(str(path))
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- source conventions in the configs
+
+def _build(config, num_classes=3, canvas=(256, 256)):
+    cfg = load_config(os.path.join(REPO, config), [f"data.canvas=[{canvas[0]}, {canvas[1]}]"])
+    net = build_model(cfg, num_classes=num_classes)
+    net.set_train(False)
+    return net
+
+
+def test_detectron2_config_pools_large_rois_as_detectron2_does():
+    """detectron2's adaptive RoIAlign is uncapped: a 100 x 300 box sits on P3 and needs
+    ceil(300 / 8 / 7) = 6 samples per bin along y, which the config's pooler_max_samples gives."""
+    import np_reference as ref
+    net = _build("config/maskrcnn/mask_rcnn_resnet50_fpn_detectron2.yml")
+    rng = np.random.default_rng(0)
+    scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    features = [rng.standard_normal((1, 3, int(320 * s), int(128 * s))).astype(np.float32) for s in scales]
+    rois = np.array([[[10.0, 5.0, 110.0, 305.0], [20.0, 30.0, 60.0, 50.0]]], np.float32)
+    levels = ref.fpn_level(rois) - 2
+    assert levels.tolist() == [[1, 0]]
+    got = net.box_pooler(tuple(ms.Tensor(f) for f in features), ms.Tensor(rois)).asnumpy()
+    expected = ref.multilevel_roi_align(features, rois, levels, 7, scales, 0, True)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(REPO, "config/centermask"))))
+def test_centermask_configs_follow_centermask2(name):
+    """Every CenterMask config runs NMS and the mask heads on unclipped FCOS boxes and samples
+    mask RoIs as centermask2's uncapped adaptive RoIAlign does (up to 6 per bin and axis)."""
+    cfg = load_config(os.path.join(REPO, "config/centermask", name))
+    assert cfg.model.fcos.clip_before_nms is False
+    assert cfg.model.roi_heads.pooler_max_samples == 6
+
+
+def test_centermask_r50_config_builds_the_msra_resnet():
+    """centermask2's R-50 strides in the first 1x1 conv and pads the stem pool 1 px on every side."""
+    from mindseg.models.meta_arch.centermask import build_centermask_backbone
+    cfg = load_config(os.path.join(REPO, "config/centermask/centermask_R_50_FPN_ms_3x.yml"))
+    body = build_centermask_backbone(cfg.model.backbone).body.net
+    first = body.layer2[0]
+    assert tuple(first.conv1.stride)[-2:] == (2, 2) and tuple(first.conv2.stride)[-2:] == (1, 1)
+    out = body.max_pool(ms.Tensor(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))).asnumpy()
+    np.testing.assert_array_equal(out[0, 0], [[5, 7], [13, 15]])  # padded on top / left too
+
+
+def test_centermask_lite_config_clips_boxes_at_the_end():
+    """With unclipped FCOS boxes, the model still returns boxes inside the image, empty ones
+    invalid (centermask2 clips and drops them in its postprocessing)."""
+    net = _build("config/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yml", canvas=(128, 128))
+    assert net.clip_before_nms is False
+    head = net.fcos_head
+    for layer, bias in ((head.cls_logits, 3.0), (head.bbox_pred, 1.0), (head.ctrness, 0.0)):
+        # every location a confident class-0 box reaching one stride to each side
+        layer.weight.set_data(ms.Tensor(np.zeros(layer.weight.shape, np.float32)))
+        layer.bias.set_data(ms.Tensor(np.full(layer.bias.shape, bias, np.float32)))
+    image = ms.Tensor(np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32))
+    boxes, _, _, valid, _, _ = (o.asnumpy() for o in net(image, ms.Tensor([[64.0, 96.0]], ms.float32)))
+    boxes = boxes[0][valid[0]]
+    assert len(boxes) > 0
+    assert boxes.min() >= 0 and boxes[:, [0, 2]].max() <= 96 and boxes[:, [1, 3]].max() <= 64
+    assert ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()

@@ -439,3 +439,19 @@ def test_inference_matches_numpy_reference_on_random_heads():
         np.testing.assert_array_equal(classes[b, :count], ref_classes)
         np.testing.assert_allclose(boxes[b, :count], ref_boxes, atol=1e-4)
     assert valid.sum() >= 20
+
+
+def test_inference_without_clipping_suppresses_and_returns_the_unclipped_boxes():
+    """centermask2 (``model.fcos.clip_before_nms: false``) runs NMS on unclipped FCOS boxes."""
+    locations, cls, ltrb, ctr = _inference_case()
+    ltrb[0, 3] = (11, 11, 40, 4)    # -> (1, 1, 52, 16): IoU 0.28 with (0, 0, 16, 16), 0.87 once both are clipped
+    inputs = (Tensor(cls), Tensor(ltrb), Tensor(ctr), Tensor(locations), [4, 1],
+              Tensor(np.array([[14.0, 15.0]], np.float32)))
+    _, _, _, clipped_valid = fcos.fcos_inference(*inputs, max_detections=6)
+    boxes, scores, classes, valid = fcos.fcos_inference(*inputs, max_detections=6, clip=False)
+    np.testing.assert_array_equal(clipped_valid.asnumpy()[0], [True] * 4 + [False] * 2)
+    np.testing.assert_array_equal(valid.asnumpy()[0], [True] * 5 + [False])
+    np.testing.assert_allclose(scores.asnumpy()[0, :5], np.sqrt([0.45, 0.4, 0.35, 0.3, 0.25]), rtol=1e-5)
+    np.testing.assert_array_equal(classes.asnumpy()[0, :5], [1, 1, 1, 1, 2])
+    np.testing.assert_allclose(boxes.asnumpy()[0, :5], [[0, 0, 8, 8], [6, 0, 16, 8], [0, 0, 16, 16],
+                                                        [1, 1, 52, 16], [0, 0, 16, 16]], atol=1e-4)

@@ -166,14 +166,15 @@ def fcos_losses(cls_logits, pred_ltrb, ctr_logits, labels, reg_targets, ctr_targ
 # ------------------------------------------------------------------------------------- inference
 
 def fcos_candidates(cls_logits, pred_ltrb, ctr_logits, locations, level_sizes, image_size,
-                    score_thresh=0.05, pre_nms_topk=1000):
+                    score_thresh=0.05, pre_nms_topk=1000, clip=True):
     """Per level, the top ``pre_nms_topk`` (location, class) pairs by cls * ctr among those with
     class probability > ``score_thresh`` (centermask2's ``forward_for_single_feature_map``).
+    ``clip=False`` leaves the boxes unclipped, as centermask2 does until its postprocessing.
 
     Args: head outputs as in FCOSHead; locations (L, 2); level_sizes: Hi*Wi per level (ints);
         image_size (B, 2) as (h, w) of the unpadded image, for clipping.
-    Returns: boxes (B, N, 4) xyxy clipped, scores (B, N) = sqrt(cls * ctr), classes (B, N) int32,
-        valid (B, N) bool, N = sum_i min(pre_nms_topk, Hi*Wi*K).
+    Returns: boxes (B, N, 4) xyxy (clipped unless ``clip=False``), scores (B, N) = sqrt(cls * ctr),
+        classes (B, N) int32, valid (B, N) bool, N = sum_i min(pre_nms_topk, Hi*Wi*K).
     """
     num_classes = cls_logits.shape[2]
     cls_prob = ops.sigmoid(cls_logits)
@@ -194,20 +195,22 @@ def fcos_candidates(cls_logits, pred_ltrb, ctr_logits, locations, level_sizes, i
         classes.append(top_index - location_index * num_classes)
         valid.append(top_scores >= 0)
         start += size
-    boxes = box_ops.clip_boxes(ops.cat(boxes, axis=1), image_size)
+    boxes = ops.cat(boxes, axis=1)
+    if clip:
+        boxes = box_ops.clip_boxes(boxes, image_size)
     return boxes, ops.cat(scores, axis=1), ops.cat(classes, axis=1), ops.cat(valid, axis=1)
 
 
 def fcos_inference(cls_logits, pred_ltrb, ctr_logits, locations, level_sizes, image_size,
-                   score_thresh=0.05, pre_nms_topk=1000, nms_thresh=0.6, max_detections=50):
+                   score_thresh=0.05, pre_nms_topk=1000, nms_thresh=0.6, max_detections=50, clip=True):
     """Detections: :func:`fcos_candidates`, then class-wise NMS at ``nms_thresh`` keeping the top
-    ``max_detections`` per image (D = max_detections).
+    ``max_detections`` per image (D = max_detections); ``clip`` as in :func:`fcos_candidates`.
 
     Returns boxes (B, D, 4), scores (B, D), classes (B, D) int32, valid (B, D) bool, best first;
     rows past the valid ones are zero.
     """
     boxes, scores, classes, valid = fcos_candidates(cls_logits, pred_ltrb, ctr_logits, locations,
-                                                    level_sizes, image_size, score_thresh, pre_nms_topk)
+                                                    level_sizes, image_size, score_thresh, pre_nms_topk, clip)
     keep, keep_valid = batched_nms(boxes, scores, valid, nms_thresh, max_detections, classes=classes)
     keep = keep.astype(ms.int32)
     keep_float = keep_valid.astype(ms.float32)

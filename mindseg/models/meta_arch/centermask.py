@@ -18,7 +18,7 @@ import mindspore as ms
 import mindspore.nn as nn
 import mindspore.ops as ops
 
-from mindseg.models import mask_ops
+from mindseg.models import box_ops, mask_ops
 from mindseg.models.backbones import build_backbone
 from mindseg.models.backbones import vovnet
 from mindseg.models.backbones.resnet import NORMS
@@ -90,7 +90,8 @@ def build_centermask_backbone(backbone_cfg):
                               checkpoint_path=backbone_cfg.checkpoint_path)
     return build_backbone(backbone_cfg.name, norm=backbone_cfg.norm, freeze_at=backbone_cfg.freeze_at,
                           out_levels=(3, 4, 5), pretrained=backbone_cfg.pretrained,
-                          checkpoint_path=backbone_cfg.checkpoint_path)
+                          checkpoint_path=backbone_cfg.checkpoint_path, stride_in_1x1=backbone_cfg.stride_in_1x1,
+                          stem_pool=backbone_cfg.stem_pool)
 
 
 def pyramid_shapes(canvas, strides):
@@ -133,6 +134,7 @@ class CenterMask(nn.Cell):
         self.fcos_target = fcos_target
         self.fcos_loss = fcos_loss
         self.fcos_test = fcos_test
+        self.clip_before_nms = fcos_test["clip"]
         self.post_nms_topk_train = post_nms_topk_train
         self.post_nms_topk_test = post_nms_topk_test
         self.sampling = sampling
@@ -199,6 +201,10 @@ class CenterMask(nn.Cell):
             pred_maskiou = self.maskiou_head(roi_features, mask_probs)
             segm_scores = mask_scores(pred_maskiou, flat_classes, scores.reshape(-1)).reshape(scores.shape)
         mask_probs = mask_probs.reshape(boxes.shape[:2] + mask_probs.shape[1:])
+        if not self.clip_before_nms:
+            # centermask2: the heads saw the unclipped boxes; clip now and drop the empty ones
+            boxes = box_ops.clip_boxes(boxes, image_size)
+            valid = ops.logical_and(valid, box_ops.nonempty(boxes))
         return boxes, scores, classes, valid, mask_probs, segm_scores
 
 
@@ -221,7 +227,8 @@ def build_centermask(cfg, num_classes):
                          num_convs=fcos.num_convs, prior_prob=fcos.prior_prob)
     scales = [1.0 / s for s in fcos.strides[:MASK_LEVELS]]
     mask_pooler = poolers.RoIPooler(center.mask_pooler_resolution, scales, roi.pooler_sampling_ratio,
-                                    roi.pooler_aligned, poolers.centermask_level)
+                                    roi.pooler_aligned, poolers.centermask_level,
+                                    adaptive_max_samples=roi.pooler_max_samples)
     mask_head = SAGMaskHead(in_channels=channels, num_classes=num_classes, conv_dims=center.mask_head_conv_dim,
                             num_convs=center.mask_head_num_conv)
     maskiou_head = None
@@ -240,7 +247,8 @@ def build_centermask(cfg, num_classes):
         fcos_target=dict(strides=tuple(fcos.strides), size_ranges=tuple(tuple(r) for r in fcos.size_ranges),
                          center_radius=fcos.center_radius),
         fcos_loss=dict(focal_alpha=fcos.focal_alpha, focal_gamma=fcos.focal_gamma),
-        fcos_test=dict(score_thresh=fcos.score_thresh, pre_nms_topk=fcos.pre_nms_topk, nms_thresh=fcos.nms_thresh),
+        fcos_test=dict(score_thresh=fcos.score_thresh, pre_nms_topk=fcos.pre_nms_topk, nms_thresh=fcos.nms_thresh,
+                       clip=fcos.clip_before_nms),
         post_nms_topk_train=fcos.post_nms_topk_train, post_nms_topk_test=fcos.post_nms_topk_test,
         sampling=dict(iou_threshold=roi.iou_threshold, batch_size_per_image=num_samples,
                       positive_fraction=num_fg / num_samples, append_gt=roi.proposal_append_gt),

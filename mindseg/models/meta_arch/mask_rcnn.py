@@ -110,9 +110,11 @@ def build_mask_rcnn(cfg, num_classes):
               smooth_l1_beta=rpn_cfg.smooth_l1_beta, loss_weight=rpn_cfg.loss_weight)
     scales = [1.0 / s for s in FPN_STRIDES[:POOLER_LEVELS]]
     box_pooler = poolers.RoIPooler(roi.box_pooler_resolution, scales, roi.pooler_sampling_ratio,
-                                   roi.pooler_aligned, poolers.fpn_level)
+                                   roi.pooler_aligned, poolers.fpn_level,
+                                   adaptive_max_samples=roi.pooler_max_samples)
     mask_pooler = poolers.RoIPooler(roi.mask_pooler_resolution, scales, roi.pooler_sampling_ratio,
-                                    roi.pooler_aligned, poolers.fpn_level)
+                                    roi.pooler_aligned, poolers.fpn_level,
+                                    adaptive_max_samples=roi.pooler_max_samples)
     box_head = BoxHead(in_channels=channels, resolution=roi.box_pooler_resolution, fc_dim=roi.box_head_fc_dim,
                        num_classes=num_classes)
     mask_head = MaskHead(in_channels=channels, conv_dim=roi.mask_head_conv_dim, num_conv=roi.mask_head_num_conv,

@@ -1,0 +1,131 @@
+"""Detection parity of converted centermask2 weights: centermask2 CenterMask vs mindseg on one image.
+
+PYTHONPATH=$D2:$CM2 python scripts/check_parity_centermask2.py --image IMG [--model NAME] [--seed S]
+    [--canvas H W] [--config CFG] [--work_dir DIR]
+
+Needs torch, detectron2 built from source and centermask2 (docs/weights.md says how; CI cannot).
+It builds the centermask2 model of ``--model`` (a configs/centermask/ name: CenterMask V-39 or R-50,
+CenterMask-Lite V-19-slim-dw or MobileNetV2) with seeded random weights, perturbed frozen-BN
+statistics and GroupNorm affines, and three confident FCOS classes, saves its state dict as a .pth
+(a plain dict of tensors, as centermask2's released files are), converts it with
+scripts/convert_weights.py onto the matching mindseg config, and runs both on the same
+preprocessed image: mindseg's eval preprocessing, padded to the canvas, is fed to centermask2's
+backbone, FCOS and CenterROIHeads directly; its boxes are then clipped and empty ones dropped, as
+detectron2's ``detector_postprocess`` does at scale 1. Prints the matched-detection count, the max
+box (px, resized image), FCOS score and MaskIoU-rescored segm score differences, the mean mask IoU
+(masks pasted into the resized image) and the largest adaptive RoIAlign sample count centermask2
+used. Target: every detection matched, boxes within 0.01 px, both scores within 1e-4, mask IoU
+>= 0.99: PARITY OK, else PARITY FAILED (exit 2).
+"""
+import os
+import sys
+
+import numpy as np
+
+import parity_common as common
+
+MODELS = {
+    "centermask_V_39_eSE_FPN_ms_3x": "config/centermask/centermask_V_39_eSE_FPN_ms_3x.yml",
+    "centermask_R_50_FPN_ms_3x": "config/centermask/centermask_R_50_FPN_ms_3x.yml",
+    "centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x": "config/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yml",
+    "centermask_lite_Mv2_FPN_ms_4x": "config/centermask/centermask_lite_Mv2_FPN_ms_4x.yml",
+}
+NUM_CLASSES = 80
+SIDE_ARGS = ("MODEL", "IMAGE_NPY", "SIZE_NPY", "PTH", "OUT_NPZ")
+
+
+def _perturb_group_norms(model, generator):
+    import torch
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.GroupNorm):
+                channels = module.weight.shape[0]
+                module.weight.copy_(0.9 + 0.2 * torch.rand(channels, generator=generator))
+                module.bias.copy_(0.05 * torch.randn(channels, generator=generator))
+
+
+def _box_sizes_and_ious(model, generator):
+    """Boxes of about 2 strides to each side (the init's ReLU(N(0, 0.01) x) gives points), mask
+    logits away from 0 and predicted mask IoUs around 0.8 (the init's are near 0), so that masks
+    and both scores carry weight."""
+    import torch
+    with torch.no_grad():
+        bbox_pred = model.proposal_generator.fcos_head.bbox_pred
+        bbox_pred.weight.normal_(0.0, 0.03, generator=generator)
+        bbox_pred.bias.fill_(2.0)
+        model.roi_heads.mask_head.predictor.weight.normal_(0.0, 0.05, generator=generator)
+        model.roi_heads.maskiou_head.maskiou.bias.fill_(0.8)
+
+
+def source_side(model_name, seed, image_npy, size_npy, pth_path, out_path):
+    """Build the seeded centermask2 model, save its state dict, run it on the saved image."""
+    import torch
+    import centermask  # noqa: F401  (registers the backbones, FCOS and CenterROIHeads)
+    from centermask.config import get_cfg
+    from centermask.modeling.centermask.pooler import assign_boxes_to_levels_by_ratio
+    from detectron2.modeling import build_model
+    from detectron2.structures import ImageList
+
+    torch.manual_seed(seed)
+    cfg = get_cfg()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(centermask.__file__)))
+    cfg.merge_from_file(os.path.join(root, "configs", "centermask", model_name + ".yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    model = build_model(cfg).eval()
+    generator = torch.Generator().manual_seed(seed)
+    common.perturb_norms(model, generator)
+    _perturb_group_norms(model, generator)
+    image = torch.from_numpy(np.load(image_npy))[None]
+    common.tame_input_scale(model.backbone.bottom_up)
+    common.unit_pyramid(model, image)
+    # FCOS logits are per-class sigmoids: the other classes go under the 0.05 threshold
+    common.make_confident(model.proposal_generator.fcos_head.cls_logits, generator, NUM_CLASSES, low=-5.0)
+    _box_sizes_and_ious(model, generator)
+    torch.save({key: value.detach().clone() for key, value in model.state_dict().items()}, pth_path)
+
+    height, width = (int(round(v)) for v in np.load(size_npy))
+    with torch.no_grad():
+        images = ImageList(image, [(height, width)])
+        features = model.backbone(image)
+        proposals, _ = model.proposal_generator(images, features, None)
+        instances, _ = model.roi_heads(images, features, proposals, None)
+    det = instances[0]
+    samples = common.adaptive_samples(det.pred_boxes.tensor.numpy(), (8, 16, 32), 14,
+                                      lambda _: assign_boxes_to_levels_by_ratio([det], 3, 5).numpy())
+    boxes = det.pred_boxes.tensor.clone()  # detector_postprocess: clip, drop empty boxes
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    keep = ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).numpy()
+    mask_scores = det.mask_scores if det.has("mask_scores") else det.scores
+    common.save_outputs(out_path, boxes[keep], det.scores[keep], det.pred_classes[keep], det.pred_masks[keep, 0],
+                        segm_scores=mask_scores[keep], adaptive_samples=np.int64(samples))
+
+
+def main(argv=None):
+    parser = common.build_parser(__doc__, None, (512, 768), SIDE_ARGS)
+    parser.add_argument("--model", choices=sorted(MODELS), default="centermask_V_39_eSE_FPN_ms_3x")
+    args = parser.parse_args(argv)
+    if args.source_side:
+        name, image_npy, size_npy, pth, out = args.source_side
+        source_side(name, args.seed, image_npy, size_npy, pth, out)
+        return 0
+    args.config = args.config or MODELS[args.model]
+
+    cfg = common.load_mindseg_config(args)
+    work, image, size_hw, image_npy, size_npy = common.prepare_input(args, cfg, "parity_cm2_")
+    pth, ckpt, out = (os.path.join(work, name) for name in (args.model + ".pth", "mindseg.ckpt", "centermask2.npz"))
+    common.run_source_side(__file__, args, (args.model, image_npy, size_npy, pth, out))
+    common.convert("centermask2", pth, ckpt, args, NUM_CLASSES)
+    ours = common.run_mindseg(cfg, ckpt, NUM_CLASSES, image, size_hw)
+    reference = dict(np.load(out))
+    height, width = (int(v) for v in size_hw)
+    result = common.compare(reference, ours, height, width, "centermask2")
+    result.update(model=args.model, seed=args.seed, image=args.image, canvas=list(args.canvas),
+                  centermask2_adaptive_samples=int(reference["adaptive_samples"]),
+                  mindseg_pooler_max_samples=int(cfg.model.roi_heads.pooler_max_samples))
+    return common.verdict(result, "centermask2")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
