@@ -145,10 +145,13 @@ def test_script_flags_map_onto_config_keys():
 def test_every_script_accepts_every_flag_and_names_the_ignored_ones(script, capsys):
     """The model zoos' commands pass --mix to eval and the ModelArts flags everywhere: a flag a
     script has no use for is dropped with one line, never an argparse error."""
-    from mindseg.cli import FLAG_KEYS, FLAGS_BY_SCRIPT, parse
+    from mindseg.cli import FLAG_KEYS, FLAGS_BY_SCRIPT, SWITCHES, parse
     argv = ["--config", str(ROOT / "config" / "base.yml")]
     for flag in FLAG_KEYS:
-        argv += [f"--{flag}", "True" if flag in ("mix", "enable_modelarts") else "/tmp/given"]
+        if flag in SWITCHES:  # --overwrite, --strict take no value
+            argv += [f"--{flag}"]
+        else:
+            argv += [f"--{flag}", "True" if flag in ("mix", "enable_modelarts") else "/tmp/given"]
     argv += ["--device_target", "CPU", "--mode", "graph", "--file_format", "MINDIR"]
     _, cfg = parse(script, "test", argv)
     err = capsys.readouterr().err
