@@ -95,11 +95,10 @@ def run_mindseg(cfg, ckpt, num_classes, image, size_hw):
     """The converted model on the image: valid detections as {boxes, scores, classes, masks} and,
     where the model returns it (CenterMask), ``segm_scores``."""
     import mindspore as ms
+    from mindseg.engine.checkpoint import load_train_state
     from mindseg.models import build_model
     net = build_model(cfg, num_classes=num_classes)
-    not_loaded, _ = ms.load_param_into_net(net, ms.load_checkpoint(ckpt))
-    if not_loaded:
-        raise SystemExit(f"parameters not loaded: {not_loaded[:5]}")
+    load_train_state(ckpt, net)  # refuses a checkpoint that lacks a weight of the network
     net.set_train(False)
     outputs = [o.asnumpy() for o in net(ms.Tensor(image[None]), ms.Tensor(size_hw[None]))]
     keep = outputs[3][0]
