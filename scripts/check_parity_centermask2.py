@@ -31,7 +31,6 @@ MODELS = {
     "centermask_lite_Mv2_FPN_ms_4x": "config/centermask/centermask_lite_Mv2_FPN_ms_4x.yml",
 }
 NUM_CLASSES = 80
-SIDE_ARGS = ("MODEL", "IMAGE_NPY", "SIZE_NPY", "PTH", "OUT_NPZ")
 
 
 def _perturb_group_norms(model, generator):
@@ -103,29 +102,8 @@ def source_side(model_name, seed, image_npy, size_npy, pth_path, out_path):
 
 
 def main(argv=None):
-    parser = common.build_parser(__doc__, None, (512, 768), SIDE_ARGS)
-    parser.add_argument("--model", choices=sorted(MODELS), default="centermask_V_39_eSE_FPN_ms_3x")
-    args = parser.parse_args(argv)
-    if args.source_side:
-        name, image_npy, size_npy, pth, out = args.source_side
-        source_side(name, args.seed, image_npy, size_npy, pth, out)
-        return 0
-    args.config = args.config or MODELS[args.model]
-
-    cfg = common.load_mindseg_config(args)
-    work, image, size_hw, image_npy, size_npy = common.prepare_input(args, cfg, "parity_cm2_")
-    pth, ckpt, out = (os.path.join(work, name) for name in (args.model + ".pth", "mindseg.ckpt", "centermask2.npz"))
-    common.run_source_side(__file__, args, (args.model, image_npy, size_npy, pth, out))
-    common.convert("centermask2", pth, ckpt, args, NUM_CLASSES)
-    ours = common.run_mindseg(cfg, ckpt, NUM_CLASSES, image, size_hw)
-    reference = dict(np.load(out))
-    height, width = (int(v) for v in size_hw)
-    result = common.compare(reference, ours, height, width, "centermask2")
-    result.update(model=args.model, seed=args.seed, image=args.image, canvas=list(args.canvas),
-                  centermask2_adaptive_samples=int(reference["adaptive_samples"]),
-                  mindseg_pooler_max_samples=int(cfg.model.roi_heads.pooler_max_samples))
-    return common.verdict(result, "centermask2")
-
+    return common.model_zoo_check(__file__, __doc__, "centermask2", MODELS, "centermask_V_39_eSE_FPN_ms_3x", "pth", source_side, argv,
+                                  NUM_CLASSES)
 
 if __name__ == "__main__":
     sys.exit(main())

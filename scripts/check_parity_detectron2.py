@@ -29,7 +29,6 @@ MODELS = {
     "mask_rcnn_R_101_FPN_3x": "config/maskrcnn/mask_rcnn_resnet101_fpn_detectron2.yml",
 }
 NUM_CLASSES = 80
-SIDE_ARGS = ("MODEL", "IMAGE_NPY", "SIZE_NPY", "PKL", "OUT_NPZ")
 
 
 def source_side(model_name, seed, image_npy, size_npy, pkl_path, out_path):
@@ -79,29 +78,8 @@ def source_side(model_name, seed, image_npy, size_npy, pkl_path, out_path):
 
 
 def main(argv=None):
-    parser = common.build_parser(__doc__, None, (512, 768), SIDE_ARGS)
-    parser.add_argument("--model", choices=sorted(MODELS), default="mask_rcnn_R_50_FPN_3x")
-    args = parser.parse_args(argv)
-    if args.source_side:
-        name, image_npy, size_npy, pkl, out = args.source_side
-        source_side(name, args.seed, image_npy, size_npy, pkl, out)
-        return 0
-    args.config = args.config or MODELS[args.model]
-
-    cfg = common.load_mindseg_config(args)
-    work, image, size_hw, image_npy, size_npy = common.prepare_input(args, cfg, "parity_d2_")
-    pkl, ckpt, out = (os.path.join(work, name) for name in (args.model + ".pkl", "mindseg.ckpt", "detectron2.npz"))
-    common.run_source_side(__file__, args, (args.model, image_npy, size_npy, pkl, out))
-    common.convert("detectron2", pkl, ckpt, args, NUM_CLASSES)
-    ours = common.run_mindseg(cfg, ckpt, NUM_CLASSES, image, size_hw)
-    reference = dict(np.load(out))
-    height, width = (int(v) for v in size_hw)
-    result = common.compare(reference, ours, height, width, "detectron2")
-    result.update(model=args.model, seed=args.seed, image=args.image, canvas=list(args.canvas),
-                  detectron2_adaptive_samples=int(reference["adaptive_samples"]),
-                  mindseg_pooler_max_samples=int(cfg.model.roi_heads.pooler_max_samples))
-    return common.verdict(result, "detectron2")
-
+    return common.model_zoo_check(__file__, __doc__, "detectron2", MODELS, "mask_rcnn_R_50_FPN_3x", "pkl", source_side, argv,
+                                  NUM_CLASSES)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -244,3 +244,35 @@ def adaptive_samples(boxes, strides, out, level_of):
     stride = np.asarray(strides, np.float64)[level_of(boxes)]
     sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     return int(np.ceil(sides / stride / out).max())
+
+
+def model_zoo_check(script, doc, source, models, default_model, weights_ext, source_side, argv=None,
+                    num_classes=80):
+    """``main`` of a parity script for a source with several models (detectron2, centermask2):
+    ``source_side(model, seed, image_npy, size_npy, weights, out_npz)`` runs in the subprocess
+    with torch; this process converts its weights and compares. Returns the exit status."""
+    side_args = ("MODEL", "IMAGE_NPY", "SIZE_NPY", weights_ext.upper(), "OUT_NPZ")
+    parser = build_parser(doc, None, (512, 768), side_args)
+    parser.add_argument("--model", choices=sorted(models), default=default_model)
+    args = parser.parse_args(argv)
+    if args.source_side:
+        name, image_npy, size_npy, weights, out = args.source_side
+        source_side(name, args.seed, image_npy, size_npy, weights, out)
+        return 0
+    args.config = args.config or models[args.model]
+
+    cfg = load_mindseg_config(args)
+    work, image, size_hw, image_npy, size_npy = prepare_input(args, cfg, f"parity_{source}_")
+    weights, ckpt, out = (os.path.join(work, name)
+                          for name in (f"{args.model}.{weights_ext}", "mindseg.ckpt", f"{source}.npz"))
+    run_source_side(script, args, (args.model, image_npy, size_npy, weights, out))
+    convert(source, weights, ckpt, args, num_classes)
+    ours = run_mindseg(cfg, ckpt, num_classes, image, size_hw)
+    reference = dict(np.load(out))
+    height, width = (int(v) for v in size_hw)
+    result = compare(reference, ours, height, width, source)
+    result.update(model=args.model, seed=args.seed, image=args.image, canvas=list(args.canvas),
+                  **{f"{source}_adaptive_samples": int(reference["adaptive_samples"])},
+                  mindseg_pooler_max_samples=int(cfg.model.roi_heads.pooler_max_samples))
+    return verdict(result, source)
+

@@ -26,7 +26,13 @@ def test_frozen_bn_equals_affine_formula_and_its_gradient(mode, training):
     dout = rng.normal(size=x.shape).astype(np.float32)
     scale = gamma / np.sqrt(var + 1e-5)
     expected = (x - mean[:, None, None]) * scale[:, None, None] + beta[:, None, None]
-    np.testing.assert_allclose(bn(ms.Tensor(x)).asnumpy(), expected, rtol=1e-5, atol=1e-5)
+    got = bn(ms.Tensor(x)).asnumpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # bit-identical to x * scale + shift, the order torchvision / detectron2 compute (weight parity)
+    scale_t = bn.gamma * ms.ops.rsqrt(bn.moving_variance + 1e-5)
+    shift_t = bn.beta - bn.moving_mean * scale_t
+    affine = ms.Tensor(x) * scale_t.reshape(1, -1, 1, 1) + shift_t.reshape(1, -1, 1, 1)
+    np.testing.assert_array_equal(got, affine.asnumpy())
     weights = ms.Tensor(dout)
 
     def weighted_sum(t):

@@ -11,6 +11,7 @@ import numpy as np
 
 
 _BN_PARAMS = ("gamma", "beta", "moving_mean", "moving_variance")
+_TINY_EPS = 1e-12  # sqrt(1 + 1e-12) is 1 in float32
 
 
 class FrozenBatchNorm2d(nn.Cell):
@@ -26,10 +27,17 @@ class FrozenBatchNorm2d(nn.Cell):
                                      requires_grad=False)
         self.moving_variance = Parameter(Tensor(np.ones(num_features, np.float32)), name="moving_variance",
                                          requires_grad=False)
+        self.zero_mean = Tensor(np.zeros(num_features, np.float32))
+        self.unit_variance = Tensor(np.ones(num_features, np.float32))
 
     def construct(self, x):
-        return ops.batch_norm(x, self.moving_mean, self.moving_variance, self.gamma, self.beta,
-                              training=False, eps=self.eps)
+        # y = x * scale + shift, computed by the batch-norm kernel with zero mean and unit
+        # variance (bit-identical to the affine form, as torchvision and detectron2 compute it):
+        # a broadcasting multiply keeps ~4x the map alive in CPU GRAPH mode (platform notes)
+        scale = self.gamma * ops.rsqrt(self.moving_variance + self.eps)
+        shift = self.beta - self.moving_mean * scale
+        return ops.batch_norm(x, self.zero_mean, self.unit_variance, scale, shift, training=False,
+                              eps=_TINY_EPS)
 
     def extend_repr(self):
         return f"num_features={self.num_features}, eps={self.eps}"
