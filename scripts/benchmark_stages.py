@@ -116,6 +116,17 @@ def host_postprocess_stage(outputs):
     return run
 
 
+def _backbone_and_fpn(net):
+    @stage("backbone", "image", "c")
+    def backbone(image):
+        return net.backbone(image)
+
+    @stage("fpn", "c", "features")
+    def fpn(c):
+        return net.fpn(c)
+    return [backbone, fpn]
+
+
 # ------------------------------------------------------------------------------------ Mask R-CNN
 
 def mask_rcnn_stages(net, training):
@@ -124,14 +135,6 @@ def mask_rcnn_stages(net, training):
     pre_k = rpn.pre_nms_topk[int(training)]
     post_k = rpn.post_nms_topk[int(training)]
     num_levels = len(rpn.level_anchors)
-
-    @stage("backbone", "image", "c")
-    def backbone(image):
-        return net.backbone(image)
-
-    @stage("fpn", "c", "features")
-    def fpn(c):
-        return net.fpn(c)
 
     @stage("rpn head", "features", "rpn_logits rpn_deltas")
     def rpn_head(features):
@@ -164,7 +167,7 @@ def mask_rcnn_stages(net, training):
                                                rpn.nms_thresh, post_k)
         return gather_rows(ops.concat(cand_boxes, 1), keep_idx), keep_valid
 
-    head = [backbone, fpn, rpn_head] + ([] if training else [rpn_topk]) + [rpn_candidates, rpn_nms]
+    head = _backbone_and_fpn(net) + [rpn_head] + ([] if training else [rpn_topk]) + [rpn_candidates, rpn_nms]
     if training:
         return head + _mask_rcnn_train_tail(net), tuple(net.loss_names)
 
@@ -236,14 +239,6 @@ def centermask_stages(net, training):
     test = net.fcos_test
     res = net.mask_resolution
 
-    @stage("backbone", "image", "c")
-    def backbone(image):
-        return net.backbone(image)
-
-    @stage("fpn", "c", "features")
-    def fpn(c):
-        return net.fpn(c)
-
     @stage("fcos head", "features", "cls_logits pred_ltrb ctr_logits")
     def head(features):
         return net.fcos_head(features)
@@ -264,7 +259,7 @@ def centermask_stages(net, training):
                 gather_rows(cand_classes, keep) * keep_valid.astype(ms.int32), keep_valid)
 
     if training:
-        return [backbone, fpn, head] + _centermask_train_tail(net), tuple(net.loss_names)
+        return _backbone_and_fpn(net) + [head] + _centermask_train_tail(net), tuple(net.loss_names)
 
     @stage("mask pooler + head", "features boxes classes image_size", "roi_features flat_mask_probs mask_probs")
     def mask_branch(features, boxes, classes, image_size):
@@ -280,8 +275,8 @@ def centermask_stages(net, training):
         return mask_scores(pred, classes.reshape(-1), scores.reshape(-1)).reshape(scores.shape)
 
     outputs = ("boxes", "scores", "classes", "valid", "mask_probs", "mask_scores")
-    return ([backbone, fpn, head, candidates, fcos_nms, mask_branch, maskiou, host_postprocess_stage(outputs)],
-            outputs)
+    return (_backbone_and_fpn(net) + [head, candidates, fcos_nms, mask_branch, maskiou,
+                                      host_postprocess_stage(outputs)], outputs)
 
 
 def _centermask_train_tail(net):
