@@ -176,7 +176,7 @@ def test_wheel_in_a_fresh_venv_runs_mindseg_infer_outside_the_repo(source_copy, 
                    "--input", synthetic["images"], "--output", out, "--score_thresh", "0.0"]
                   + SMALL, cwd)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 image(s), 10 detection(s) with score >= 0.0" in result.stdout
+    assert "1 images, 0 skipped; 10 detection(s) with score >= 0.0" in result.stdout
     assert (out / "sample.png").is_file()
     results = json.loads((out / "sample.json").read_text())
     # the repository's Predictor on the same image gives the installed script's detections

@@ -206,8 +206,9 @@ SEED_DRIVER = textwrap.dedent('''
 
 def _ckpt_weights(path):
     import mindspore as ms
+    from mindseg.engine.checkpoint import META_KEY
     return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items()
-            if k not in ("learning_rate",)}
+            if k not in ("learning_rate", META_KEY)}
 
 
 def test_seed_commands_with_mix_resume_eval_modelarts_and_float16_export(quickstart):
