@@ -17,7 +17,6 @@ box (px, resized image), FCOS score and MaskIoU-rescored segm score differences,
 used. Target: every detection matched, boxes within 0.01 px, both scores within 1e-4, mask IoU
 >= 0.99: PARITY OK, else PARITY FAILED (exit 2).
 """
-import os
 import sys
 
 import numpy as np
@@ -59,25 +58,13 @@ def _box_sizes_and_ious(model, generator):
 def source_side(model_name, seed, image_npy, size_npy, pth_path, out_path):
     """Build the seeded centermask2 model, save its state dict, run it on the saved image."""
     import torch
-    import centermask  # noqa: F401  (registers the backbones, FCOS and CenterROIHeads)
+    import centermask  # registers the backbones, FCOS and CenterROIHeads
     from centermask.config import get_cfg
     from centermask.modeling.centermask.pooler import assign_boxes_to_levels_by_ratio
-    from detectron2.modeling import build_model
     from detectron2.structures import ImageList
 
-    torch.manual_seed(seed)
-    cfg = get_cfg()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(centermask.__file__)))
-    cfg.merge_from_file(os.path.join(root, "configs", "centermask", model_name + ".yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    model = build_model(cfg).eval()
-    generator = torch.Generator().manual_seed(seed)
-    common.perturb_norms(model, generator)
-    _perturb_group_norms(model, generator)
-    image = torch.from_numpy(np.load(image_npy))[None]
-    common.tame_input_scale(model.backbone.bottom_up)
-    common.unit_pyramid(model, image)
+    model, generator, image = common.seeded_source_model(get_cfg, centermask, "centermask", model_name, seed,
+                                                         image_npy, extra_perturb=_perturb_group_norms)
     # FCOS logits are per-class sigmoids: the other classes go under the 0.05 threshold
     common.make_confident(model.proposal_generator.fcos_head.cls_logits, generator, NUM_CLASSES, low=-5.0)
     _box_sizes_and_ious(model, generator)

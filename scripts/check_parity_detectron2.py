@@ -16,7 +16,6 @@ matched-detection count, the max box (px, resized image) and score differences, 
 used, against the config's ``model.roi_heads.pooler_max_samples``. Target: every detection matched,
 boxes within 0.01 px, scores within 1e-4, mask IoU >= 0.99: PARITY OK, else PARITY FAILED (exit 2).
 """
-import os
 import pickle
 import sys
 
@@ -36,22 +35,11 @@ def source_side(model_name, seed, image_npy, size_npy, pkl_path, out_path):
     import torch
     import detectron2
     from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
     from detectron2.modeling.poolers import assign_boxes_to_levels
     from detectron2.structures import Boxes, ImageList
 
-    torch.manual_seed(seed)
-    cfg = get_cfg()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(detectron2.__file__)))
-    cfg.merge_from_file(os.path.join(root, "configs", "COCO-InstanceSegmentation", model_name + ".yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    model = build_model(cfg).eval()
-    generator = torch.Generator().manual_seed(seed)
-    common.perturb_norms(model, generator)
-    image = torch.from_numpy(np.load(image_npy))[None]
-    common.tame_input_scale(model.backbone.bottom_up)
-    common.unit_pyramid(model, image)
+    model, generator, image = common.seeded_source_model(get_cfg, detectron2, "COCO-InstanceSegmentation",
+                                                         model_name, seed, image_npy)
     # background is detectron2's last class row
     common.make_confident(model.roi_heads.box_predictor.cls_score, generator, NUM_CLASSES,
                           background=NUM_CLASSES, weight_std=0.2)

@@ -208,6 +208,29 @@ def unit_pyramid(model, image):
                 conv.bias.div_(scale)
 
 
+def seeded_source_model(get_cfg, package, config_subdir, model_name, seed, image_npy, extra_perturb=None):
+    """A detectron2-built source model from ``package``'s ``configs/<config_subdir>/<model_name>.yaml``
+    on the CPU with random weights: seeded, norms perturbed (then ``extra_perturb(model, generator)``),
+    input scale tamed and pyramid levels at unit std on the image. Returns (model, generator, image)."""
+    import torch
+    from detectron2.modeling import build_model
+    torch.manual_seed(seed)
+    cfg = get_cfg()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(package.__file__)))
+    cfg.merge_from_file(os.path.join(root, "configs", config_subdir, model_name + ".yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    model = build_model(cfg).eval()
+    generator = torch.Generator().manual_seed(seed)
+    perturb_norms(model, generator)
+    if extra_perturb is not None:
+        extra_perturb(model, generator)
+    image = torch.from_numpy(np.load(image_npy))[None]
+    tame_input_scale(model.backbone.bottom_up)
+    unit_pyramid(model, image)
+    return model, generator, image
+
+
 def make_confident(layer, generator, num_classes, background=None, low=-2.0, high=6.0, weight_std=None):
     """Class logits of ``layer`` (Linear or Conv): bias ``low`` except three random classes at
     ``high`` (and ``background``, an index, at 0), so that the test score threshold keeps
