@@ -39,7 +39,17 @@ def test_lr_decay_inside_warmup_multiplies():
     np.testing.assert_allclose(lr, [0.0, 0.0025, 0.5 * 0.005, 0.5 * 0.0075, 0.005], rtol=1e-6)
 
 
+def test_cosine_lr_schedule_hand_computed():
+    # peak 0.01; warmup over 2 steps from 0.5x; cosine (1 + cos(pi i / 4)) / 2 = 1, .8536, .5, .1464
+    lr = build_lr_schedule(0.01, 16, 16, warmup_iters=2, warmup_factor=0.5, steps=[1], gamma=0.1,
+                           max_steps=4, schedule="cosine")
+    np.testing.assert_allclose(lr, [0.005, 0.01 * 0.75 * 0.853553, 0.005, 0.01 * 0.146447],
+                               rtol=1e-5)
+
+
 def test_lr_schedule_rejects_bad_input():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        build_lr_schedule(0.01, 2, 16, 0, 1.0, [], 0.1, 10, schedule="poly")
     with pytest.raises(ValueError, match="increasing"):
         build_lr_schedule(0.01, 2, 16, 0, 1.0, [8, 4], 0.1, 10)
     with pytest.raises(ValueError, match="max_steps"):

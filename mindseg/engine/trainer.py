@@ -77,7 +77,7 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, stop_after=None,
     images_per_step = cfg.data.batch_size * runtime.world
     lr = build_lr_schedule(tcfg.base_lr, images_per_step, tcfg.reference_batch_size,
                            tcfg.warmup_iters, tcfg.warmup_factor, tcfg.lr_steps, tcfg.gamma,
-                           total_steps)
+                           total_steps, tcfg.lr_schedule)
     if tcfg.mix:
         net = apply_mixed_precision(net, tcfg.amp_level)
     net.set_train(True)
