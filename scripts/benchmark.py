@@ -1,7 +1,8 @@
-"""Time inference of one image, or one training step at batch 1, after warm-up.
+"""Time inference of one image, or one training step at the config's batch, after warm-up.
 
     python scripts/benchmark.py --config CFG --task infer|train [--height H --width W]
                                 [--iters N] [--mode graph|pynative] [--num_classes K]
+                                [--breakdown] [--profile DIR]
 
 Prints one JSON line per measurement with the keys config, task, mode, height, width, median_s,
 peak_rss_mb (and min_s, iters, threads). The image is random noise on an H x W canvas (multiples
@@ -37,8 +38,37 @@ def parse_args(argv=None):
                         help="images per step (0: the config's data.batch_size for train, 1 for infer)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time each stage on its own (and forward / backward / optimizer)")
+    parser.add_argument("--profile", default="",
+                        help="also run the timed calls under MindSpore's profiler, writing to this "
+                             "folder, and print the kernel time per op type")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser.parse_args(argv)
+
+
+def profile_op_types(run, iters, folder, top=15):
+    """Run ``run()`` ``iters`` times under MindSpore's profiler; print and return the kernel
+    milliseconds per call of the ``top`` op types (forward and backward kernels apart)."""
+    import csv
+    import glob
+    import mindspore as ms
+
+    profiler = ms.Profiler(output_path=folder)
+    for _ in range(iters):
+        run()
+    profiler.stop()
+    profiler.analyse()
+    tables = sorted(glob.glob(os.path.join(folder, "*", "FRAMEWORK", "cpu_op_type_info_*.csv")),
+                    key=os.path.getmtime)
+    if not tables:
+        sys.exit(f"benchmark.py: the profiler wrote no CPU op table under {folder}")
+    with open(tables[-1], newline="") as f:
+        rows = [(r["op_type"], float(r["total_compute_time"]) / iters) for r in csv.DictReader(f)]
+    rows.sort(key=lambda r: -r[1])
+    total = sum(ms_ for _, ms_ in rows)
+    print(f"kernel time per call: {total:.1f} ms over {len(rows)} op types", file=sys.stderr)
+    for op_type, ms_ in rows[:top]:
+        print(f"  {op_type:32s} {ms_:8.1f} ms  {100 * ms_ / total:5.1f}%", file=sys.stderr)
+    return {op_type: round(ms_, 2) for op_type, ms_ in rows[:top]}
 
 
 def synthetic_batch(height, width, num_gt, mask_crop, max_instances, rng, batch=1):
@@ -129,7 +159,7 @@ def main(argv=None):
             outputs[0].asnumpy()
     else:
         net.set_train(True)
-        total = args.warmup + args.iters
+        total = args.warmup + 2 * args.iters  # the profiled calls step the optimizer too
         lr = build_lr_schedule(1e-4, 1, 1, 0, 1.0, [], 0.1, total)
         step = TrainStep(net, build_optimizer(net, lr), jit=args.mode == "graph")
 
@@ -139,6 +169,8 @@ def main(argv=None):
 
     median_s, min_s = timed(run, args.iters, args.warmup)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if args.profile:
+        extra["op_types_ms"] = profile_op_types(run, args.iters, args.profile)
     if args.breakdown:
         if args.task == "train":
             extra["train"] = train_phases(net, batch, args, median_s)
