@@ -38,6 +38,8 @@ def parse_args(argv=None):
                         help="images per step (0: the config's data.batch_size for train, 1 for infer)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time each stage on its own (and forward / backward / optimizer)")
+    parser.add_argument("--jit_level", choices=("", "O0", "O1", "O2"), default="",
+                        help="GRAPH mode: MindSpore's compilation level (default: MindSpore's)")
     parser.add_argument("--profile", default="",
                         help="also run the timed calls under MindSpore's profiler, writing to this "
                              "folder, and print the kernel time per op type")
@@ -144,6 +146,8 @@ def main(argv=None):
     cfg = load_config(args.config, overrides)
     height, width = cfg.data.canvas
     ms.set_context(mode=ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE)
+    if args.jit_level:
+        ms.set_context(jit_config={"jit_level": args.jit_level})
     ms.set_seed(0)
     net = build_model(cfg, num_classes=args.num_classes)
     batch_size = args.batch or (cfg.data.batch_size if args.task == "train" else 1)
