@@ -14,7 +14,8 @@ import mindspore as ms
 from mindspore import nn
 
 from mindseg.config import load_config
-from mindseg.dataset.pipeline import create_dataset, sample_spec
+from mindseg.dataset.pipeline import create_dataset
+from mindseg.dataset.sample import sample_spec
 from mindseg.dataset.synthetic import make_synthetic_coco
 from mindseg.engine.checkpoint import save_train_state
 from mindseg.engine.exporter import (OUTPUT_NAMES, ExportError, check_file_format, export_paths,

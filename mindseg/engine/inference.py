@@ -1,8 +1,8 @@
 """What eval.py, export.py and infer.py share: the class count, a network with its trained
 weights, raw images through the eval preprocessing, and per-image COCO-style results.
 
-Raw images go through :func:`mindseg.dataset.pipeline.build_sample` with the eval
-:class:`~mindseg.dataset.pipeline.SampleSpec`, the very function the evaluation pipeline uses, so
+Raw images go through :func:`mindseg.dataset.sample.build_sample` with the eval
+:class:`~mindseg.dataset.sample.SampleSpec`, the very function the evaluation pipeline uses, so
 infer.py sees exactly what eval.py sees. What a user got wrong (no checkpoint, one of another
 model) raises ``ValueError`` naming it; :func:`mindseg.cli.script_errors` prints it in one line.
 """
@@ -99,7 +99,7 @@ def build_runner(cfg, checkpoint=None, mindir=None):
         model = ExportedModel(mindir)
         return (model, spec_from_export(model.spec["preprocess"]), model.spec["class_names"],
                 model.spec["category_ids"])
-    from mindseg.dataset.pipeline import sample_spec
+    from mindseg.dataset.sample import sample_spec
     from mindseg.engine import precision
     ckpt, info, num_classes = checkpoint_classes(cfg, checkpoint)
     net = build_network(cfg, num_classes)
@@ -112,7 +112,7 @@ def build_runner(cfg, checkpoint=None, mindir=None):
 
 def spec_from_export(preprocess, max_instances=1, mask_size=1):
     """The eval :class:`SampleSpec` that an export JSON's ``preprocess`` section describes."""
-    from mindseg.dataset.pipeline import SampleSpec
+    from mindseg.dataset.sample import SampleSpec
     return SampleSpec(min_sizes=(int(preprocess["min_size"]),), max_size=int(preprocess["max_size"]),
                       canvas=tuple(int(v) for v in preprocess["canvas"]), flip_prob=0.0,
                       mean=tuple(float(v) for v in preprocess["mean"]),
@@ -124,7 +124,7 @@ def spec_from_export(preprocess, max_instances=1, mask_size=1):
 def preprocess_image(image_bytes, spec, name=""):
     """Encoded image -> ``(image (3, H, W) float32, size_hw (2,), scale_hw (2,), original
     (h, w, 3) uint8 BGR)`` through the evaluation pipeline's ``build_sample``."""
-    from mindseg.dataset.pipeline import build_sample
+    from mindseg.dataset.sample import build_sample
     from mindseg.dataset.transforms import decode_image
     original = decode_image(image_bytes, name=name)
     record = {"image_id": 0, "file_name": name, "height": original.shape[0],
