@@ -1,5 +1,6 @@
 """The input pipeline on a tiny synthetic COCO: sample geometry, determinism, JSON == MindRecord,
 sharding and bad images."""
+import dataclasses
 import shutil
 
 import numpy as np
@@ -121,6 +122,91 @@ def test_flip_in_sample_mirrors_image_boxes_and_masks(coco_dir):
                                T.hflip_boxes(plain[COLUMN["gt_boxes"]][valid], width), rtol=1e-6)
     np.testing.assert_array_equal(flipped[COLUMN["gt_masks"]],
                                   plain[COLUMN["gt_masks"]][..., ::-1])
+
+
+def fixed_sequence_sample(record, spec, rng=None):
+    """The sample as build_sample made it before ``data.transforms``: decode, draw scale and
+    flip, crop masks, then resize, flip, normalize, pad in that fixed order."""
+    height, width = int(record["height"]), int(record["width"])
+    image = T.decode_image(record["image_bytes"], height, width)
+    if rng is None:
+        min_size, flip = spec.min_sizes[0], False
+    else:
+        min_size = spec.min_sizes[int(rng.integers(len(spec.min_sizes)))]
+        flip = bool(rng.random() < spec.flip_prob)
+    boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
+    labels = np.asarray(record["labels"], np.int32).reshape(-1)
+    crowd = np.asarray(record.get("iscrowd", np.zeros(len(boxes))), np.bool_).reshape(-1)
+    keep = T.keep_largest(boxes, spec.max_instances)
+    crops = np.zeros((len(keep), spec.mask_size, spec.mask_size), np.uint8)
+    for row, k in enumerate(keep):
+        crops[row] = T.mask_crop(record["segms"][k], boxes[k], height, width, spec.mask_size)
+    scale = T.choose_scale(height, width, min_size, spec.max_size, spec.canvas)
+    size_hw = T.resized_size(height, width, scale, spec.canvas)
+    scale_hw = (size_hw[0] / height, size_hw[1] / width)
+    image = T.resize_image(image, size_hw)
+    boxes = T.scale_boxes(boxes[keep], scale_hw)
+    if flip:
+        image, boxes = T.hflip_image(image), T.hflip_boxes(boxes, size_hw[1])
+        crops = T.hflip_crops(crops)
+    image = T.normalize_image(image, spec.mean, spec.std, spec.channel_order)
+    image = T.pad_image(image, spec.canvas)
+    gt = T.pad_instances(boxes, labels[keep], crowd[keep], crops, spec.max_instances)
+    return (image, np.array(size_hw, np.float32), np.array(scale_hw, np.float32),
+            np.array(record["image_id"], np.int32)) + gt
+
+
+@pytest.mark.parametrize("config", [BASE, "config/shapes/mask_rcnn_shapes.yml"])
+def test_default_transforms_give_the_fixed_sequence_samples_bit_exactly(coco_dir, config):
+    """resize, flip, normalize, pad from data.transforms == the fixed sequence they replaced, on
+    every training image of the shapes data, in training (multi-scale, flip) and evaluation."""
+    cfg = make_cfg(coco_dir) if config == BASE else \
+        load_config(config, [f"data.dataset_dir={coco_dir}", "data.min_size=[64,96,128]"])
+    assert tuple(cfg.data.transforms) == ("resize", "flip", "normalize", "pad")
+    coco = sources.open_coco(cfg, "train")
+    loader = sources.CocoLoader(coco)
+    train_spec, eval_spec = S.sample_spec(cfg, training=True), S.sample_spec(cfg, training=False)
+    flips = 0
+    for index, record in enumerate(coco.records):
+        record = loader((index,))
+        assert_samples_equal(S.build_sample(record, eval_spec),
+                             fixed_sequence_sample(record, eval_spec))
+        for epoch in range(2):
+            rng = lambda: S.sample_rng(cfg.seed, epoch, record["image_id"])  # noqa: E731
+            got = S.build_sample(record, train_spec, rng())
+            assert_samples_equal(got, fixed_sequence_sample(record, train_spec, rng()))
+            flips += not np.array_equal(got[COLUMN["image"]], fixed_sequence_sample(
+                record, dataclasses.replace(train_spec, flip_prob=0.0), rng())[COLUMN["image"]])
+    assert 0 < flips < 2 * len(coco.records)  # both branches of the flip were compared
+
+
+def test_a_transform_added_through_the_config_changes_the_sample(coco_dir, monkeypatch):
+    """A new augmentation is one function in SAMPLE_TRANSFORMS and its name in data.transforms."""
+    def invert(sample, spec, rng):
+        sample["image"] = 255 - sample["image"]
+        return sample
+
+    monkeypatch.setitem(T.SAMPLE_TRANSFORMS, "invert", invert)
+    plain_cfg = make_cfg(coco_dir)
+    cfg = make_cfg(coco_dir, "data.transforms=[resize,invert,flip,normalize,pad]")
+    record = first_record(cfg, min_instances=2)
+    plain = S.build_sample(record, S.sample_spec(plain_cfg, training=False))
+    inverted = S.build_sample(record, S.sample_spec(cfg, training=False))
+    height, width = (int(v) for v in plain[COLUMN["image_size"]])
+    resized = T.resize_image(T.decode_image(record["image_bytes"]), (height, width))
+    expected = T.pad_image(T.normalize_image(255 - resized, cfg.data.mean, cfg.data.std, "BGR"),
+                           cfg.data.canvas)
+    np.testing.assert_array_equal(inverted[COLUMN["image"]], expected)
+    assert not np.array_equal(inverted[COLUMN["image"]], plain[COLUMN["image"]])
+    for name in S.SAMPLE_COLUMNS[1:]:  # the gt and sizes are untouched
+        np.testing.assert_array_equal(inverted[COLUMN[name]], plain[COLUMN[name]], err_msg=name)
+
+
+def test_transform_list_errors_name_the_key(coco_dir):
+    with pytest.raises(ValueError, match=r"data.transforms: unknown transform\(s\) \['blur'\]"):
+        S.sample_spec(make_cfg(coco_dir, "data.transforms=[resize,blur,normalize,pad]"), True)
+    with pytest.raises(ValueError, match="must have 'normalize' and, after it, 'pad'"):
+        S.sample_spec(make_cfg(coco_dir, "data.transforms=[resize,pad,normalize]"), True)
 
 
 def test_truncation_keeps_largest_and_is_counted(coco_dir):

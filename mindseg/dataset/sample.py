@@ -1,6 +1,6 @@
 """One image's sample: what it is made of (:class:`SampleSpec`, from ``cfg.data``), its
-randomness, and :func:`build_sample`, a record into the arrays of ``SAMPLE_COLUMNS``
-(docs/contracts.md).
+randomness, and :func:`build_sample`, a record through the ``data.transforms`` list into the
+arrays of ``SAMPLE_COLUMNS`` (docs/contracts.md).
 
 Shape shorthand: N instances of the record, G padded gt (``max_instances``), M mask crop size,
 H W the canvas.
@@ -18,7 +18,8 @@ SAMPLE_COLUMNS = ("image", "image_size", "scale", "image_id", "gt_boxes", "gt_la
 
 @dataclasses.dataclass(frozen=True)
 class SampleSpec:
-    """What a sample is made of: scales, canvas, normalization, gt padding (from ``cfg.data``)."""
+    """What a sample is made of: scales, canvas, normalization, gt padding and the sample
+    transforms applied in order (names of :data:`mindseg.dataset.transforms.SAMPLE_TRANSFORMS`)."""
     min_sizes: tuple
     max_size: int
     canvas: tuple
@@ -28,6 +29,21 @@ class SampleSpec:
     channel_order: str
     max_instances: int
     mask_size: int
+    transforms: tuple = T.DEFAULT_TRANSFORMS
+
+
+def check_transforms(names):
+    """``names`` as a tuple; unknown names, or no "normalize" before "pad", are an error."""
+    names = tuple(names)
+    unknown = [n for n in names if n not in T.SAMPLE_TRANSFORMS]
+    if unknown:
+        raise ValueError(f"data.transforms: unknown transform(s) {unknown}; known: "
+                         f"{sorted(T.SAMPLE_TRANSFORMS)}")
+    if "normalize" not in names or "pad" not in names or \
+            names.index("normalize") > names.index("pad"):
+        raise ValueError(f"data.transforms {list(names)} must have 'normalize' and, after it, "
+                         f"'pad': the network takes a normalized image on the canvas")
+    return names
 
 
 def sample_spec(cfg, training):
@@ -46,7 +62,7 @@ def sample_spec(cfg, training):
                       mean=tuple(float(v) for v in data.mean),
                       std=tuple(float(v) for v in data.std),
                       channel_order=data.channel_order, max_instances=int(data.max_instances),
-                      mask_size=int(data.mask_crop))
+                      mask_size=int(data.mask_crop), transforms=check_transforms(data.transforms))
 
 
 def sample_rng(seed, epoch, image_id):
@@ -60,15 +76,10 @@ def record_name(record):
 
 def build_sample(record, spec, rng=None):
     """One record -> the tuple of ``SAMPLE_COLUMNS`` arrays of one image (not batched).
-    ``rng`` None means evaluation: first min size, no flip."""
+    At most G gt are kept (the largest), their masks cropped over their boxes in the original
+    image; then ``spec.transforms`` run in order. ``rng`` None means evaluation."""
     height, width = int(record["height"]), int(record["width"])
     image = T.decode_image(record["image_bytes"], height, width, name=record_name(record))
-    if rng is None:
-        min_size, flip = spec.min_sizes[0], False
-    else:
-        min_size = spec.min_sizes[int(rng.integers(len(spec.min_sizes)))]
-        flip = bool(rng.random() < spec.flip_prob)
-
     boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
     labels = np.asarray(record["labels"], np.int32).reshape(-1)
     crowd = np.asarray(record.get("iscrowd", np.zeros(len(boxes))), np.bool_).reshape(-1)
@@ -80,20 +91,14 @@ def build_sample(record, spec, rng=None):
     for row, k in enumerate(keep):
         crops[row] = T.mask_crop(segms[k], boxes[k], height, width, spec.mask_size)
 
-    scale = T.choose_scale(height, width, min_size, spec.max_size, spec.canvas)
-    size_hw = T.resized_size(height, width, scale, spec.canvas)
-    scale_hw = (size_hw[0] / height, size_hw[1] / width)
-    image = T.resize_image(image, size_hw)
-    boxes = T.scale_boxes(boxes[keep], scale_hw)
-    if flip:
-        image = T.hflip_image(image)
-        boxes = T.hflip_boxes(boxes, size_hw[1])
-        crops = T.hflip_crops(crops)
-    image = T.pad_image(T.normalize_image(image, spec.mean, spec.std, spec.channel_order),
-                        spec.canvas)
-    gt = T.pad_instances(boxes, labels[keep], crowd[keep], crops, spec.max_instances)
-    return (image, np.array(size_hw, np.float32), np.array(scale_hw, np.float32),
-            np.array(record["image_id"], np.int32)) + gt
+    sample = {"image": image, "size_hw": (height, width), "scale_hw": (1.0, 1.0),
+              "boxes": boxes[keep], "masks": crops, "labels": labels[keep], "crowd": crowd[keep]}
+    for name in spec.transforms:
+        sample = T.SAMPLE_TRANSFORMS[name](sample, spec, rng)
+    gt = T.pad_instances(sample["boxes"], sample["labels"], sample["crowd"], sample["masks"],
+                         spec.max_instances)
+    return (sample["image"], np.array(sample["size_hw"], np.float32),
+            np.array(sample["scale_hw"], np.float32), np.array(record["image_id"], np.int32)) + gt
 
 
 def dummy_sample(spec, image_id=-1):
