@@ -1,6 +1,7 @@
 """The layering of docs/ARCHITECTURE.md, read from the source: each layer imports only the layers
 below it, every module of the package is reached from the library's entry points (no test fixture
-lives in the package) and only mindseg/cli.py turns errors into exit statuses."""
+lives in the package), only mindseg/cli.py turns errors into exit statuses, and no file of the
+package is over 400 lines."""
 import ast
 import glob
 import os
@@ -90,3 +91,9 @@ def test_only_the_cli_exits():
                     and node.func.attr == "exit" and module != "mindseg.cli":
                 exits.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
     assert exits == []
+
+
+def test_no_package_file_is_over_400_lines():
+    lengths = {os.path.relpath(p, ROOT): sum(1 for _ in open(p, encoding="utf-8"))
+               for p in _package_modules().values()}
+    assert {path: n for path, n in lengths.items() if n > 400} == {}
