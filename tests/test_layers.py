@@ -14,8 +14,8 @@ ALLOWED = {
     "runtime": {"config"},
     "models": {"config"},
     "dataset": {"config"},
-    "engine": {"config", "runtime", "models", "dataset"},
     "utils": {"config", "runtime", "models"},
+    "engine": {"config", "runtime", "models", "dataset", "utils"},
 }
 
 
