@@ -24,10 +24,11 @@ and its last batch is filled with dummy rows whose ``image_id`` is -1 (ranks may
 batch).
 
 Bad samples: an image that cannot be read or decoded, or a record whose transform fails, is
-logged with its image id and file and counted (``bad_sample_count()``, shared with the forked
-workers). In training it is replaced by the next good record (JSON source) or, without random
-access (MindRecord, whose conversion already drops undecodable images), by another image of the
-same batch, else a dummy row; an evaluation batch gets a dummy row (image_id -1) in its place.
+logged with its image id and file and counted (:func:`mindseg.dataset.counters.bad_sample_count`,
+shared with the forked workers). In training it is replaced by the next good record (JSON
+source) or, without random access (MindRecord, whose conversion already drops undecodable
+images), by another image of the same batch, else a dummy row; an evaluation batch gets a dummy
+row (image_id -1) in its place.
 """
 from mindseg.dataset.batching import BatchBuilder
 from mindseg.dataset.sample import SAMPLE_COLUMNS, sample_spec
