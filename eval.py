@@ -11,9 +11,8 @@ that cannot be read is named and its ground truth left out of COCOeval.
 import sys
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
-from mindseg.cli import parse
-from mindseg.engine.inference import (build_network, checkpoint_classes, coco_results_fn,
-                                      load_weights, script_errors, with_progress)
+from mindseg.cli import parse, script_errors, with_progress
+from mindseg.engine.inference import build_network, checkpoint_classes, coco_results_fn, load_weights
 
 
 def main(argv=None):

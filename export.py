@@ -13,8 +13,8 @@ box arithmetic stays float32; its top detections match the float32 graph's withi
 import os
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
-from mindseg.cli import build_parser, config_from_args
-from mindseg.engine.inference import build_network, checkpoint_classes, load_weights, script_errors
+from mindseg.cli import build_parser, config_from_args, script_errors
+from mindseg.engine.inference import build_network, checkpoint_classes, load_weights
 
 
 def main(argv=None):

@@ -16,8 +16,7 @@ import os
 import sys
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
-from mindseg.cli import build_parser, config_from_args
-from mindseg.engine.inference import ScriptError, script_errors
+from mindseg.cli import ScriptError, build_parser, config_from_args, list_images, script_errors
 
 
 def main(argv=None):
@@ -37,7 +36,7 @@ def main(argv=None):
         if bool(args.mindir) == bool(cfg.eval.ckpt_path):
             raise ScriptError("give exactly one of --ckpt_path (a checkpoint) and --mindir (an "
                               "exported graph)")
-        paths = inference.list_images(args.input)
+        paths = list_images(args.input)
         set_device_and_mode(cfg.device_target, cfg.mode)
         runner, spec, class_names, category_ids = inference.build_runner(cfg, cfg.eval.ckpt_path,
                                                                          args.mindir)

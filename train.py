@@ -12,8 +12,8 @@ moves them aside. Each checkpoint carries the model and class names, so export.p
 need no dataset.
 """
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
-from mindseg.cli import parse
-from mindseg.engine.inference import build_network, resolve_num_classes, script_errors
+from mindseg.cli import parse, script_errors
+from mindseg.engine.inference import build_network, resolve_num_classes
 
 
 def main(argv=None):

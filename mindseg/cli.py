@@ -1,4 +1,4 @@
-"""Command-line flags shared by train.py, eval.py, export.py and infer.py.
+"""Command-line flags and error reporting shared by train.py, eval.py, export.py and infer.py.
 
 Each flag is a shortcut for a config key (``--mix True`` is ``train.mix=True``); anything else is
 given as trailing ``key=value`` overrides. Flags keep the names users of MindSpore model zoos type.
@@ -6,6 +6,8 @@ Every script accepts every flag, as the model zoos' scripts do: one that means n
 script (``--resume_ckpt`` to eval.py, the ModelArts flags to export.py) is ignored with one line.
 """
 import argparse
+import contextlib
+import os
 import sys
 
 from mindseg.config import ConfigError, apply_overrides, load_yaml_with_base, to_config
@@ -82,3 +84,65 @@ def parse(script, description, argv=None):
     except ConfigError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     return args, cfg
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ScriptError(RuntimeError):
+    """A condition that stops an entry script with a message and a non-zero status."""
+
+
+@contextlib.contextmanager
+def script_errors(script):
+    """Turn the errors a user can cause (bad paths, configs, unknown models) into one line
+    ``<script>: error: ...`` and exit status 1; ``MINDSEG_DEBUG=1`` keeps the traceback.
+    Also silences the tracebacks each Cell's ``__del__`` prints at interpreter exit (MindSpore 2.10)."""
+    from mindseg.engine.exporter import ExportError
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    except (ScriptError, ConfigError, ExportError, FileNotFoundError, ValueError, KeyError) as err:
+        if os.environ.get("MINDSEG_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{script}: error: {message}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+class _ProgressDataset:
+    """A dataset whose dict iterator shows a tqdm bar (batches) on a terminal."""
+
+    def __init__(self, dataset, enabled, desc):
+        self.dataset = dataset
+        self.enabled = enabled
+        self.desc = desc
+
+    def create_dict_iterator(self, *args, **kwargs):
+        iterator = self.dataset.create_dict_iterator(*args, **kwargs)
+        if not self.enabled:
+            return iterator
+        from tqdm import tqdm
+        return tqdm(iterator, total=self.dataset.get_dataset_size(), desc=self.desc, unit="batch",
+                    dynamic_ncols=True, file=sys.stderr)
+
+    def get_dataset_size(self):
+        return self.dataset.get_dataset_size()
+
+
+def with_progress(dataset, enabled=True, desc="inference"):
+    return _ProgressDataset(dataset, enabled, desc)
+
+
+def list_images(input_path):
+    """An image file, or the image files of a folder (sorted by name)."""
+    if os.path.isfile(input_path):
+        return [input_path]
+    if not os.path.isdir(input_path):
+        raise FileNotFoundError(f"--input {input_path}: no such file or folder")
+    paths = sorted(os.path.join(input_path, name) for name in os.listdir(input_path)
+                   if name.lower().endswith(IMAGE_EXTENSIONS))
+    if not paths:
+        raise ScriptError(f"--input {input_path}: the folder holds no images "
+                          f"({', '.join(IMAGE_EXTENSIONS)})")
+    return paths

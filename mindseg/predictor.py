@@ -39,7 +39,7 @@ class Predictor:
 
     def __init__(self, config=None, checkpoint=None, mindir=None, *, class_names=None,
                  format="BGR", score_thresh=0.5, mask_format="bitmask", overrides=()):
-        from mindseg.dataset.pipeline import sample_spec
+        from mindseg.dataset.sample import sample_spec
         from mindseg.engine import inference, precision
         from mindseg.engine.checkpoint import resolve_checkpoint
         from mindseg.model_zoo import _as_config

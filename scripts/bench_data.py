@@ -24,6 +24,8 @@ sys.path.insert(0, ROOT)
 import mindseg  # noqa: E402  (before mindspore)
 from mindseg.config import load_config  # noqa: E402
 from mindseg.dataset import pipeline as P  # noqa: E402
+from mindseg.dataset import sample as S  # noqa: E402
+from mindseg.dataset import sources  # noqa: E402
 
 TARGET_CONVERT = 100.0      # images/s per core
 TARGET_SHARD_RATIO = 1.3    # shard bytes / JPEG bytes
@@ -86,14 +88,14 @@ def bench_pipeline(out_dir, data_format, workers):
 def bench_sample_function(out_dir, num_images):
     """Images/s of the per-sample work (read, decode, transforms, crops) on one core."""
     cfg = load_config(os.path.join(ROOT, "config", "base.yml"), [f"data.dataset_dir={out_dir}"])
-    coco = P.open_coco(cfg, "train")
-    loader = P.CocoLoader(coco)
-    spec = P.sample_spec(cfg, training=True)
+    coco = sources.open_coco(cfg, "train")
+    loader = sources.CocoLoader(coco)
+    spec = S.sample_spec(cfg, training=True)
     count = min(num_images, len(coco.records), 50)
     start = time.process_time()
     for index in range(count):
         record = loader((index,))
-        P.build_sample(record, spec, P.sample_rng(0, 0, record["image_id"]))
+        S.build_sample(record, spec, S.sample_rng(0, 0, record["image_id"]))
     return count / max(time.process_time() - start, 1e-9)
 
 

@@ -14,10 +14,10 @@ import mindspore as ms
 
 from mindseg.engine.checkpoint import (CheckpointManager, LATEST, load_train_state,
                                        resolve_checkpoint)
-from mindseg.engine.toy import ToyNet, net_weights, toy_config, toy_dataset
 from mindseg.engine.train_step import build_optimizer
 from mindseg.engine.trainer import train
 from mindseg.runtime import init_runtime, seed_everything
+from toy import ToyNet, net_weights, toy_config, toy_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

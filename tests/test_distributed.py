@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOY = os.path.join(ROOT, "mindseg", "engine", "toy.py")
+TOY = os.path.join(ROOT, "tests", "toy.py")
 NUM_IMAGES = 16
 
 

@@ -1,5 +1,5 @@
 """LR schedule, optimizer groups, train step (SGD maths, overflow skip, mixed precision),
-runtime detection and the trainer's outputs, on the toy network of mindseg.engine.toy."""
+runtime detection and the trainer's outputs, on the toy network of tests/toy.py."""
 import os
 
 import numpy as np
@@ -10,10 +10,10 @@ from mindspore import nn, ops
 
 from mindseg.engine.logger import format_train_line
 from mindseg.engine.lr_schedule import build_lr_schedule, schedule_length
-from mindseg.engine.toy import ToyNet, ToySource, toy_config, toy_dataset
 from mindseg.engine.precision import apply_mixed_precision
 from mindseg.engine.train_step import TrainStep, build_optimizer, param_groups
 from mindseg.runtime import detect_launcher, init_runtime
+from toy import ToyNet, ToySource, toy_config, toy_dataset
 
 
 @pytest.fixture(autouse=True)

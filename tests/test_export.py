@@ -14,14 +14,15 @@ import mindspore as ms
 from mindspore import nn
 
 from mindseg.config import load_config
-from mindseg.dataset.pipeline import create_dataset, sample_spec
+from mindseg.dataset.pipeline import create_dataset
+from mindseg.dataset.sample import sample_spec
 from mindseg.dataset.synthetic import make_synthetic_coco
 from mindseg.engine.checkpoint import save_train_state
 from mindseg.engine.exporter import (OUTPUT_NAMES, ExportError, check_file_format, export_paths,
                                      load_export_spec)
 from mindseg.engine.inference import (load_weights, preprocess_image, run_batched,
                                       spec_from_export)
-from mindseg.engine.toy import ToyNet, net_weights
+from toy import ToyNet, net_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES_CFG = os.path.join(ROOT, "config", "shapes", "mask_rcnn_shapes.yml")
@@ -78,7 +79,7 @@ def test_file_format_checks():
 
 def test_both_checkpoint_kinds_load(tmp_path):
     """A training checkpoint (weights + momentum + step) and a weights-only one give the same
-    weights; a checkpoint missing parameters is refused."""
+    weights; a checkpoint missing parameters, or none, is refused."""
     trained = ToyNet()
     for p in trained.trainable_params():
         p.set_data(ms.Tensor(np.random.default_rng(1).standard_normal(p.shape).astype(np.float32)))
@@ -97,6 +98,8 @@ def test_both_checkpoint_kinds_load(tmp_path):
         load_weights(ToyNet(), str(tmp_path / "other.ckpt"))
     with pytest.raises(FileNotFoundError):
         load_weights(ToyNet(), str(tmp_path / "missing.ckpt"))
+    with pytest.raises(ValueError, match="no checkpoint given"):  # a library error, not a CLI one
+        load_weights(ToyNet(), "")
 
 
 def test_raw_image_preprocessing_is_the_eval_pipelines(shapes_data):

@@ -9,6 +9,7 @@ import mindspore.dataset as ds
 from mindspore.mindrecord import FileWriter
 
 from mindseg.dataset import mindrecord as mr
+from mindseg.dataset.mindrecord import pages
 from mindseg.dataset.coco import CocoDataset, DataError, coco_paths
 from test_coco import BAD_KINDS, jpeg_bytes, make_coco
 
@@ -158,7 +159,7 @@ def test_failed_reconversion_keeps_previous_result(tmp_path, monkeypatch):
     root, split = make_coco(tmp_path / "coco")
     convert(root, tmp_path, num_shards=2)
     before = files_in(tmp_path / "mr")
-    monkeypatch.setattr(mr, "_prepare_row", lambda record: 1 / 0)
+    monkeypatch.setattr("mindseg.dataset.mindrecord.convert._prepare_row", lambda record: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         convert(root, tmp_path, num_shards=3)
     assert files_in(tmp_path / "mr") == before
@@ -198,20 +199,20 @@ def test_script_prints_rate_size_and_skips(tmp_path, capsys):
 
 def test_page_sizing_pads_little_and_header_holds_many_pages(tmp_path, monkeypatch):
     rows = [30_000 + 1000 * (i % 7) for i in range(50)]
-    page, header = mr._page_and_header_size(rows, num_shards=2, batch=64)
-    shards = mr._rows_of_shards(rows, 2, 64)
+    page, header = pages.page_and_header_size(rows, num_shards=2, batch=64)
+    shards = pages.rows_of_shards(rows, 2, 64)
     assert [len(s) for s in shards] == [25, 25]
-    padded = sum(mr._padded_bytes(s, page) for s in shards)
+    padded = sum(pages.padded_bytes(s, page) for s in shards)
     assert padded <= 1.05 * sum(rows)  # a fixed 32 MB page would be ~40x the data
-    assert mr._padded_bytes([10, 10], 25) == 25  # one page: the raw page ends the file
-    assert mr._padded_bytes([10, 10, 10], 25) == 75  # pages [10, 10] [10] and the raw page
+    assert pages.padded_bytes([10, 10], 25) == 25  # one page: the raw page ends the file
+    assert pages.padded_bytes([10, 10, 10], 25) == 75  # pages [10, 10] [10] and the raw page
     # many small pages: the header must list them all, or FileWriter fails at commit
-    monkeypatch.setattr(mr, "_MAX_PAGE", 1 << 15)
+    monkeypatch.setattr(pages, "_MAX_PAGE", 1 << 15)
     record = {"image_id": 0, "file_name": "x.jpg", "height": 4, "width": 4,
               "boxes": np.zeros((3, 4), np.float32), "labels": np.zeros(3, np.int32),
               "iscrowd": np.zeros(3, np.uint8), "segms": [[[1.0] * 6]] * 3}
     rows = [dict(mr.record_to_row(record, b"x" * 3000), image_id=i) for i in range(3000)]
-    page, header = mr._page_and_header_size([3300] * 3000, num_shards=1, batch=64)
+    page, header = pages.page_and_header_size([3300] * 3000, num_shards=1, batch=64)
     assert page == 1 << 15
     writer = FileWriter(str(tmp_path / "x.mindrecord"), shard_num=1, overwrite=True)
     writer.set_page_size(page)

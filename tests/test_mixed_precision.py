@@ -9,11 +9,11 @@ from mindspore import nn
 
 from mindseg.config import load_config
 from mindseg.engine.precision import FLOAT16_LAYERS, apply_mixed_precision, float16_layers
-from mindseg.engine.toy import net_weights
 from mindseg.engine.train_step import TrainStep, build_optimizer
 from mindseg.models import build_model
 from test_centermask import TINY as CENTERMASK_TINY
 from test_centermask import tiny_batch
+from toy import net_weights
 
 MASK_RCNN_TINY = ["model.num_classes=5", "data.canvas=[128,128]", "data.max_instances=4",
                   "model.rpn.pre_nms_topk_train=200", "model.rpn.post_nms_topk_train=64",

@@ -1,17 +1,20 @@
 """The input pipeline on a tiny synthetic COCO: sample geometry, determinism, JSON == MindRecord,
 sharding and bad images."""
+import dataclasses
 import shutil
 
 import numpy as np
 import pytest
 
 from mindseg.config import load_config
+from mindseg.dataset import batching, counters, sources
 from mindseg.dataset import pipeline as P
+from mindseg.dataset import sample as S
 from mindseg.dataset import transforms as T
 from mindseg.dataset.synthetic import make_synthetic_coco
 
 BASE = "config/base.yml"
-COLUMN = {name: k for k, name in enumerate(P.SAMPLE_COLUMNS)}
+COLUMN = {name: k for k, name in enumerate(S.SAMPLE_COLUMNS)}
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +61,14 @@ def by_image(samples):
 
 
 def assert_samples_equal(left, right):
-    for name, a, b in zip(P.SAMPLE_COLUMNS, left, right):
+    for name, a, b in zip(S.SAMPLE_COLUMNS, left, right):
         assert a.dtype == b.dtype and a.shape == b.shape, name
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 def first_record(cfg, min_instances=1):
-    coco = P.open_coco(cfg, "train")
-    loader = P.CocoLoader(coco)
+    coco = sources.open_coco(cfg, "train")
+    loader = sources.CocoLoader(coco)
     for index, record in enumerate(coco.records):
         if len(record["boxes"]) >= min_instances:
             return loader((index,))
@@ -76,9 +79,9 @@ def first_record(cfg, min_instances=1):
 
 def test_eval_sample_geometry(coco_dir):
     cfg = make_cfg(coco_dir)
-    spec = P.sample_spec(cfg, training=False)
+    spec = S.sample_spec(cfg, training=False)
     record = first_record(cfg, min_instances=2)
-    sample = P.build_sample(record, spec)
+    sample = S.build_sample(record, spec)
     height, width = record["height"], record["width"]
     size_hw = T.resized_size(height, width, T.choose_scale(height, width, 96, 150, (128, 160)),
                              (128, 160))
@@ -106,9 +109,9 @@ def test_flip_in_sample_mirrors_image_boxes_and_masks(coco_dir):
     cfg = make_cfg(coco_dir, "data.min_size=[80]")
     record = first_record(cfg, min_instances=2)
     rng = np.random.default_rng(0)
-    plain = P.build_sample(record, P.sample_spec(make_cfg(coco_dir, "data.min_size=[80]",
+    plain = S.build_sample(record, S.sample_spec(make_cfg(coco_dir, "data.min_size=[80]",
                                                           "data.flip_prob=0.0"), True), rng)
-    flipped = P.build_sample(record, P.sample_spec(make_cfg(coco_dir, "data.min_size=[80]",
+    flipped = S.build_sample(record, S.sample_spec(make_cfg(coco_dir, "data.min_size=[80]",
                                                             "data.flip_prob=1.0"), True), rng)
     height, width = (int(v) for v in plain[COLUMN["image_size"]])
     np.testing.assert_array_equal(flipped[COLUMN["image"]][:, :height, :width],
@@ -121,12 +124,97 @@ def test_flip_in_sample_mirrors_image_boxes_and_masks(coco_dir):
                                   plain[COLUMN["gt_masks"]][..., ::-1])
 
 
+def fixed_sequence_sample(record, spec, rng=None):
+    """The sample as build_sample made it before ``data.transforms``: decode, draw scale and
+    flip, crop masks, then resize, flip, normalize, pad in that fixed order."""
+    height, width = int(record["height"]), int(record["width"])
+    image = T.decode_image(record["image_bytes"], height, width)
+    if rng is None:
+        min_size, flip = spec.min_sizes[0], False
+    else:
+        min_size = spec.min_sizes[int(rng.integers(len(spec.min_sizes)))]
+        flip = bool(rng.random() < spec.flip_prob)
+    boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
+    labels = np.asarray(record["labels"], np.int32).reshape(-1)
+    crowd = np.asarray(record.get("iscrowd", np.zeros(len(boxes))), np.bool_).reshape(-1)
+    keep = T.keep_largest(boxes, spec.max_instances)
+    crops = np.zeros((len(keep), spec.mask_size, spec.mask_size), np.uint8)
+    for row, k in enumerate(keep):
+        crops[row] = T.mask_crop(record["segms"][k], boxes[k], height, width, spec.mask_size)
+    scale = T.choose_scale(height, width, min_size, spec.max_size, spec.canvas)
+    size_hw = T.resized_size(height, width, scale, spec.canvas)
+    scale_hw = (size_hw[0] / height, size_hw[1] / width)
+    image = T.resize_image(image, size_hw)
+    boxes = T.scale_boxes(boxes[keep], scale_hw)
+    if flip:
+        image, boxes = T.hflip_image(image), T.hflip_boxes(boxes, size_hw[1])
+        crops = T.hflip_crops(crops)
+    image = T.normalize_image(image, spec.mean, spec.std, spec.channel_order)
+    image = T.pad_image(image, spec.canvas)
+    gt = T.pad_instances(boxes, labels[keep], crowd[keep], crops, spec.max_instances)
+    return (image, np.array(size_hw, np.float32), np.array(scale_hw, np.float32),
+            np.array(record["image_id"], np.int32)) + gt
+
+
+@pytest.mark.parametrize("config", [BASE, "config/shapes/mask_rcnn_shapes.yml"])
+def test_default_transforms_give_the_fixed_sequence_samples_bit_exactly(coco_dir, config):
+    """resize, flip, normalize, pad from data.transforms == the fixed sequence they replaced, on
+    every training image of the shapes data, in training (multi-scale, flip) and evaluation."""
+    cfg = make_cfg(coco_dir) if config == BASE else \
+        load_config(config, [f"data.dataset_dir={coco_dir}", "data.min_size=[64,96,128]"])
+    assert tuple(cfg.data.transforms) == ("resize", "flip", "normalize", "pad")
+    coco = sources.open_coco(cfg, "train")
+    loader = sources.CocoLoader(coco)
+    train_spec, eval_spec = S.sample_spec(cfg, training=True), S.sample_spec(cfg, training=False)
+    flips = 0
+    for index, record in enumerate(coco.records):
+        record = loader((index,))
+        assert_samples_equal(S.build_sample(record, eval_spec),
+                             fixed_sequence_sample(record, eval_spec))
+        for epoch in range(2):
+            rng = lambda: S.sample_rng(cfg.seed, epoch, record["image_id"])  # noqa: E731
+            got = S.build_sample(record, train_spec, rng())
+            assert_samples_equal(got, fixed_sequence_sample(record, train_spec, rng()))
+            flips += not np.array_equal(got[COLUMN["image"]], fixed_sequence_sample(
+                record, dataclasses.replace(train_spec, flip_prob=0.0), rng())[COLUMN["image"]])
+    assert 0 < flips < 2 * len(coco.records)  # both branches of the flip were compared
+
+
+def test_a_transform_added_through_the_config_changes_the_sample(coco_dir, monkeypatch):
+    """A new augmentation is one function in SAMPLE_TRANSFORMS and its name in data.transforms."""
+    def invert(sample, spec, rng):
+        sample["image"] = 255 - sample["image"]
+        return sample
+
+    monkeypatch.setitem(T.SAMPLE_TRANSFORMS, "invert", invert)
+    plain_cfg = make_cfg(coco_dir)
+    cfg = make_cfg(coco_dir, "data.transforms=[resize,invert,flip,normalize,pad]")
+    record = first_record(cfg, min_instances=2)
+    plain = S.build_sample(record, S.sample_spec(plain_cfg, training=False))
+    inverted = S.build_sample(record, S.sample_spec(cfg, training=False))
+    height, width = (int(v) for v in plain[COLUMN["image_size"]])
+    resized = T.resize_image(T.decode_image(record["image_bytes"]), (height, width))
+    expected = T.pad_image(T.normalize_image(255 - resized, cfg.data.mean, cfg.data.std, "BGR"),
+                           cfg.data.canvas)
+    np.testing.assert_array_equal(inverted[COLUMN["image"]], expected)
+    assert not np.array_equal(inverted[COLUMN["image"]], plain[COLUMN["image"]])
+    for name in S.SAMPLE_COLUMNS[1:]:  # the gt and sizes are untouched
+        np.testing.assert_array_equal(inverted[COLUMN[name]], plain[COLUMN[name]], err_msg=name)
+
+
+def test_transform_list_errors_name_the_key(coco_dir):
+    with pytest.raises(ValueError, match=r"data.transforms: unknown transform\(s\) \['blur'\]"):
+        S.sample_spec(make_cfg(coco_dir, "data.transforms=[resize,blur,normalize,pad]"), True)
+    with pytest.raises(ValueError, match="must have 'normalize' and, after it, 'pad'"):
+        S.sample_spec(make_cfg(coco_dir, "data.transforms=[resize,pad,normalize]"), True)
+
+
 def test_truncation_keeps_largest_and_is_counted(coco_dir):
     cfg = make_cfg(coco_dir, "data.max_instances=2")
     record = first_record(cfg, min_instances=3)
-    before = P.truncated_image_count()
-    sample = P.build_sample(record, P.sample_spec(cfg, training=False))
-    assert P.truncated_image_count() == before + 1
+    before = counters.truncated_image_count()
+    sample = S.build_sample(record, S.sample_spec(cfg, training=False))
+    assert counters.truncated_image_count() == before + 1
     areas = T.box_areas(record["boxes"])
     largest = np.sort(np.argsort(-areas, kind="stable")[:2])
     scale_hw = sample[COLUMN["scale"]]
@@ -136,7 +224,7 @@ def test_truncation_keeps_largest_and_is_counted(coco_dir):
 
 
 def test_sample_rng_depends_only_on_seed_epoch_image():
-    draw = lambda *key: P.sample_rng(*key).random(3)
+    draw = lambda *key: S.sample_rng(*key).random(3)
     np.testing.assert_array_equal(draw(0, 1, 5), draw(0, 1, 5))
     assert not np.array_equal(draw(0, 1, 5), draw(0, 2, 5))
     assert not np.array_equal(draw(0, 1, 5), draw(1, 1, 5))
@@ -154,7 +242,7 @@ def test_batches_have_static_shapes_and_dtypes(coco_dir):
                 "gt_boxes": ("float32", (2, 12, 4)), "gt_labels": ("int32", (2, 12)),
                 "gt_valid": ("bool", (2, 12)), "gt_crowd": ("bool", (2, 12)),
                 "gt_masks": ("uint8", (2, 12, 28, 28))}
-    for name, column in zip(P.SAMPLE_COLUMNS, batch):
+    for name, column in zip(S.SAMPLE_COLUMNS, batch):
         assert (str(column.dtype), column.shape) == expected[name], name
     assert batch[COLUMN["gt_valid"]].any(axis=1).all()       # filter_empty: every image has gt
 
@@ -232,17 +320,17 @@ def test_bad_image_is_skipped_and_counted(coco_dir, tmp_path):
     shutil.copytree(coco_dir, broken, ignore=shutil.ignore_patterns("mindrecord"))
     (broken / "train2017" / "000000000002.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
     (broken / "val2017" / "000000100003.jpg").write_bytes(b"")
-    before = P.bad_sample_count()
+    before = counters.bad_sample_count()
     cfg = make_cfg(str(broken), "data.batch_size=1")
     for samples in run_epochs(P.create_dataset(cfg, "train"), epochs=2):
         ids = [int(s[COLUMN["image_id"]]) for s in samples]
         assert len(ids) == 11 and 2 not in ids and -1 not in ids
         assert ids.count(3) == 2                                  # image 2 replaced by the next
-    assert P.bad_sample_count() == before + 2                     # once per epoch
+    assert counters.bad_sample_count() == before + 2                     # once per epoch
     samples = run_epochs(P.create_dataset(cfg, "val"))[0]
     ids = [int(s[COLUMN["image_id"]]) for s in samples]
     assert 100003 not in ids and ids.count(-1) == 2              # the bad one + the padding
-    assert P.bad_sample_count() == before + 3
+    assert counters.bad_sample_count() == before + 3
 
 
 class FakeBatchInfo:
@@ -270,18 +358,18 @@ class NoRandomAccessLoader:
 
 def test_batch_builder_replacement_without_random_access_and_start_epoch(coco_dir):
     cfg = make_cfg(coco_dir)
-    loader = NoRandomAccessLoader(P.CocoLoader(P.open_coco(cfg, "train")))
-    spec = P.sample_spec(cfg, training=True)
-    builder = P.BatchBuilder(loader, 1, spec, True, seed=0, batch_size=2)
-    before = P.bad_sample_count()
+    loader = NoRandomAccessLoader(sources.CocoLoader(sources.open_coco(cfg, "train")))
+    spec = S.sample_spec(cfg, training=True)
+    builder = batching.BatchBuilder(loader, 1, spec, True, seed=0, batch_size=2)
+    before = counters.bad_sample_count()
     batch = builder([np.array(0), np.array(-1)], FakeBatchInfo(0))
     first_id = loader((0,))["image_id"]
     np.testing.assert_array_equal(batch[COLUMN["image_id"]], [first_id, first_id])
     alone = builder([np.array(-1), np.array(-1)], FakeBatchInfo(0))
     np.testing.assert_array_equal(alone[COLUMN["image_id"]], [-1, -1])
     assert not alone[COLUMN["gt_valid"]].any()
-    assert P.bad_sample_count() == before + 3
-    shifted = P.BatchBuilder(loader, 1, spec, True, seed=0, batch_size=2, start_epoch=1)
+    assert counters.bad_sample_count() == before + 3
+    shifted = batching.BatchBuilder(loader, 1, spec, True, seed=0, batch_size=2, start_epoch=1)
     rows = [np.array(0), np.array(1)]
     for a, b in zip(shifted(rows, FakeBatchInfo(2)), builder(rows, FakeBatchInfo(3))):
         np.testing.assert_array_equal(a, b)

@@ -13,10 +13,10 @@ import mindspore as ms
 from mindseg.config import load_config
 from mindseg.dataset.pipeline import create_dataset
 from mindseg.dataset.synthetic import make_synthetic_coco
-from mindseg.engine.toy import net_weights
 from mindseg.engine.trainer import train
 from mindseg.models import build_model
 from mindseg.runtime import init_runtime
+from toy import net_weights
 
 SMALL = ["data.canvas=[128,128]", "data.min_size=[128]", "data.max_size=128", "data.num_workers=0",
          "data.max_instances=4", "model.num_classes=5", "train.max_steps=2", "train.ckpt_interval=1",

@@ -1,5 +1,6 @@
 """Per-image transforms on host numpy arrays: decode, keep-ratio resize, horizontal flip,
-normalization, padding to the canvas, gt padding to a fixed count and box-relative mask crops.
+normalization, padding to the canvas, gt padding to a fixed count and box-relative mask crops;
+and the sample transforms that ``data.transforms`` lists (:data:`SAMPLE_TRANSFORMS`).
 
 Shape shorthand: N instances of one image, G padded gt (``max_instances``), M mask crop size,
 h w an image's own size, H W the padded canvas. Boxes are float32 xyxy in continuous pixel
@@ -208,3 +209,57 @@ def mask_crop(segm, box_xyxy, height, width, size):
             segm = dict(segm, size=[height, width])
         return rle_crop(segm, box_xyxy, size)
     return polygon_crop(segm, box_xyxy, size)
+
+
+# ------------------------------------------------------------------ sample transforms
+# :func:`mindseg.dataset.sample.build_sample` applies the ``data.transforms`` names of
+# SAMPLE_TRANSFORMS in order, each ``transform(sample, spec, rng) -> sample`` on the dict of the
+# image being built: "image" ((h, w, 3) uint8 BGR, (3, h, w) float32 after "normalize", (3, H, W)
+# after "pad"), "size_hw" (its size before padding), "scale_hw" (that size over the original),
+# "boxes" (N, 4) xyxy in its pixels, "masks" (N, M, M) crops over the boxes, "labels" (N,),
+# "crowd" (N,). ``spec`` is the SampleSpec; ``rng`` the sample's generator, None at evaluation,
+# where a random transform does nothing (flip) or its deterministic part (resize: first min size).
+# A new augmentation is a function here, an entry in SAMPLE_TRANSFORMS and its name in the list.
+
+def resize_sample(sample, spec, rng):
+    """Keep-ratio resize to a min size drawn from ``spec.min_sizes`` (the first at evaluation)."""
+    min_size = spec.min_sizes[0] if rng is None else \
+        spec.min_sizes[int(rng.integers(len(spec.min_sizes)))]
+    height, width = sample["size_hw"]
+    scale = choose_scale(height, width, min_size, spec.max_size, spec.canvas)
+    size_hw = resized_size(height, width, scale, spec.canvas)
+    factor_hw = (size_hw[0] / height, size_hw[1] / width)
+    sample["image"] = resize_image(sample["image"], size_hw)
+    sample["boxes"] = scale_boxes(sample["boxes"], factor_hw)
+    sample["size_hw"] = size_hw
+    scale_hw = sample["scale_hw"]
+    sample["scale_hw"] = (scale_hw[0] * factor_hw[0], scale_hw[1] * factor_hw[1])
+    return sample
+
+
+def flip_sample(sample, spec, rng):
+    """Horizontal flip of image, boxes and mask crops with probability ``spec.flip_prob``
+    (training only)."""
+    if rng is None or not rng.random() < spec.flip_prob:
+        return sample
+    sample["image"] = hflip_image(sample["image"])
+    sample["boxes"] = hflip_boxes(sample["boxes"], sample["size_hw"][1])
+    sample["masks"] = hflip_crops(sample["masks"])
+    return sample
+
+
+def normalize_sample(sample, spec, rng):
+    """uint8 BGR (h, w, 3) -> normalized float32 (3, h, w) in ``spec.channel_order``."""
+    sample["image"] = normalize_image(sample["image"], spec.mean, spec.std, spec.channel_order)
+    return sample
+
+
+def pad_sample(sample, spec, rng):
+    """Zero-pad the (3, h, w) image to the canvas (bottom and right)."""
+    sample["image"] = pad_image(sample["image"], spec.canvas)
+    return sample
+
+
+SAMPLE_TRANSFORMS = {"resize": resize_sample, "flip": flip_sample, "normalize": normalize_sample,
+                     "pad": pad_sample}
+DEFAULT_TRANSFORMS = ("resize", "flip", "normalize", "pad")

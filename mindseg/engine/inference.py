@@ -1,47 +1,20 @@
 """What eval.py, export.py and infer.py share: the class count, a network with its trained
 weights, raw images through the eval preprocessing, and per-image COCO-style results.
 
-Raw images go through :func:`mindseg.dataset.pipeline.build_sample` with the eval
-:class:`~mindseg.dataset.pipeline.SampleSpec`, the very function the evaluation pipeline uses, so
-infer.py sees exactly what eval.py sees.
+Raw images go through :func:`mindseg.dataset.sample.build_sample` with the eval
+:class:`~mindseg.dataset.sample.SampleSpec`, the very function the evaluation pipeline uses, so
+infer.py sees exactly what eval.py sees. What a user got wrong (no checkpoint, one of another
+model) raises ``ValueError`` naming it; :func:`mindseg.cli.script_errors` prints it in one line.
 """
-import contextlib
-import os
-import sys
-
 import numpy as np
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class ScriptError(RuntimeError):
-    """A condition that stops an entry script with a message and a non-zero status."""
-
-
-@contextlib.contextmanager
-def script_errors(script):
-    """Turn the errors a user can cause (bad paths, configs, unknown models) into one line
-    ``<script>: error: ...`` and exit status 1; ``MINDSEG_DEBUG=1`` keeps the traceback.
-    Also silences the tracebacks each Cell's ``__del__`` prints at interpreter exit (PLATFORM.md)."""
-    from mindseg.config import ConfigError
-    from mindseg.engine.exporter import ExportError
-    sys.unraisablehook = lambda unraisable: None
-    try:
-        yield
-    except (ScriptError, ConfigError, ExportError, FileNotFoundError, ValueError, KeyError) as err:
-        if os.environ.get("MINDSEG_DEBUG"):
-            raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"{script}: error: {message}", file=sys.stderr, flush=True)
-        sys.exit(1)
 
 
 def resolve_num_classes(cfg, info):
     """Foreground classes from the dataset; a config that names another count is an error."""
     found = int(info["num_classes"])
     if cfg.model.num_classes and int(cfg.model.num_classes) != found:
-        raise ScriptError(f"model.num_classes is {cfg.model.num_classes} but the annotations of "
-                          f"{cfg.data.dataset_dir} have {found} categories")
+        raise ValueError(f"model.num_classes is {cfg.model.num_classes} but the annotations of "
+                         f"{cfg.data.dataset_dir} have {found} categories")
     return found
 
 
@@ -51,7 +24,7 @@ def build_network(cfg, num_classes):
     try:
         return build_model(cfg, num_classes=num_classes)
     except ImportError as err:
-        raise ScriptError(f"model '{cfg.model.name}' cannot be built: {err}") from None
+        raise ValueError(f"model '{cfg.model.name}' cannot be built: {err}") from None
 
 
 def _describe(model, backbone, num_classes):
@@ -69,8 +42,8 @@ def checkpoint_classes(cfg, ckpt_path, info=None):
     from mindseg.dataset.pipeline import dataset_info
     from mindseg.engine.checkpoint import read_checkpoint_meta, resolve_checkpoint
     if not ckpt_path:
-        raise ScriptError("no checkpoint given: pass --ckpt_path PATH (a .ckpt file or the "
-                          "checkpoints folder of a training run)")
+        raise ValueError("no checkpoint given: pass --ckpt_path PATH (a .ckpt file or the "
+                         "checkpoints folder of a training run)")
     path = resolve_checkpoint(ckpt_path)
     meta = read_checkpoint_meta(path)
     if meta is None:  # converted or older checkpoints: the classes come from the dataset
@@ -81,11 +54,11 @@ def checkpoint_classes(cfg, ckpt_path, info=None):
     ours = _describe(cfg.model.name, cfg.model.backbone.name, wanted)
     if (meta["model"], meta["backbone"], int(meta["num_classes"])) != \
             (cfg.model.name, cfg.model.backbone.name, wanted):
-        raise ScriptError(f"{path}: the checkpoint holds {theirs}; the config builds {ours}")
+        raise ValueError(f"{path}: the checkpoint holds {theirs}; the config builds {ours}")
     if info is not None and [int(c) for c in info["category_ids"]] != meta["category_ids"]:
-        raise ScriptError(f"{path}: the checkpoint was trained on category ids "
-                          f"{meta['category_ids']}, the annotations of {cfg.data.dataset_dir} have "
-                          f"{list(info['category_ids'])}")
+        raise ValueError(f"{path}: the checkpoint was trained on category ids "
+                         f"{meta['category_ids']}, the annotations of {cfg.data.dataset_dir} have "
+                         f"{list(info['category_ids'])}")
     return path, info or meta, wanted
 
 
@@ -94,8 +67,8 @@ def load_weights(net, ckpt_path):
     a folder means its ``latest`` checkpoint. Returns the file used."""
     from mindseg.engine.checkpoint import load_train_state, resolve_checkpoint
     if not ckpt_path:
-        raise ScriptError("no checkpoint given: pass --ckpt_path PATH (a .ckpt file or the "
-                          "checkpoints folder of a training run)")
+        raise ValueError("no checkpoint given: pass --ckpt_path PATH (a .ckpt file or the "
+                         "checkpoints folder of a training run)")
     path = resolve_checkpoint(ckpt_path)
     load_train_state(path, net)
     net.set_train(False)
@@ -126,7 +99,7 @@ def build_runner(cfg, checkpoint=None, mindir=None):
         model = ExportedModel(mindir)
         return (model, spec_from_export(model.spec["preprocess"]), model.spec["class_names"],
                 model.spec["category_ids"])
-    from mindseg.dataset.pipeline import sample_spec
+    from mindseg.dataset.sample import sample_spec
     from mindseg.engine import precision
     ckpt, info, num_classes = checkpoint_classes(cfg, checkpoint)
     net = build_network(cfg, num_classes)
@@ -135,49 +108,11 @@ def build_runner(cfg, checkpoint=None, mindir=None):
     return NetworkRunner(net), sample_spec(cfg, training=False), info["class_names"], info["category_ids"]
 
 
-class _ProgressDataset:
-    """A dataset whose dict iterator shows a tqdm bar (batches) on a terminal."""
-
-    def __init__(self, dataset, enabled, desc):
-        self.dataset = dataset
-        self.enabled = enabled
-        self.desc = desc
-
-    def create_dict_iterator(self, *args, **kwargs):
-        iterator = self.dataset.create_dict_iterator(*args, **kwargs)
-        if not self.enabled:
-            return iterator
-        from tqdm import tqdm
-        return tqdm(iterator, total=self.dataset.get_dataset_size(), desc=self.desc, unit="batch",
-                    dynamic_ncols=True, file=sys.stderr)
-
-    def get_dataset_size(self):
-        return self.dataset.get_dataset_size()
-
-
-def with_progress(dataset, enabled=True, desc="inference"):
-    return _ProgressDataset(dataset, enabled, desc)
-
-
 # ------------------------------------------------------------------ raw images
-
-def list_images(input_path):
-    """An image file, or the image files of a folder (sorted by name)."""
-    if os.path.isfile(input_path):
-        return [input_path]
-    if not os.path.isdir(input_path):
-        raise FileNotFoundError(f"--input {input_path}: no such file or folder")
-    paths = sorted(os.path.join(input_path, name) for name in os.listdir(input_path)
-                   if name.lower().endswith(IMAGE_EXTENSIONS))
-    if not paths:
-        raise ScriptError(f"--input {input_path}: the folder holds no images "
-                          f"({', '.join(IMAGE_EXTENSIONS)})")
-    return paths
-
 
 def spec_from_export(preprocess, max_instances=1, mask_size=1):
     """The eval :class:`SampleSpec` that an export JSON's ``preprocess`` section describes."""
-    from mindseg.dataset.pipeline import SampleSpec
+    from mindseg.dataset.sample import SampleSpec
     return SampleSpec(min_sizes=(int(preprocess["min_size"]),), max_size=int(preprocess["max_size"]),
                       canvas=tuple(int(v) for v in preprocess["canvas"]), flip_prob=0.0,
                       mean=tuple(float(v) for v in preprocess["mean"]),
@@ -189,7 +124,7 @@ def spec_from_export(preprocess, max_instances=1, mask_size=1):
 def preprocess_image(image_bytes, spec, name=""):
     """Encoded image -> ``(image (3, H, W) float32, size_hw (2,), scale_hw (2,), original
     (h, w, 3) uint8 BGR)`` through the evaluation pipeline's ``build_sample``."""
-    from mindseg.dataset.pipeline import build_sample
+    from mindseg.dataset.sample import build_sample
     from mindseg.dataset.transforms import decode_image
     original = decode_image(image_bytes, name=name)
     record = {"image_id": 0, "file_name": name, "height": original.shape[0],

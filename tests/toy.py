@@ -1,5 +1,5 @@
 """A toy network and dataset that follow docs/contracts.md, for testing the engine without the
-real models: ``python -m mindseg.engine.toy --output_dir DIR [key=value ...]`` trains it (also
+real models: ``PYTHONPATH=. python tests/toy.py output_dir=DIR [key=value ...]`` trains it (also
 under msrun / mpirun) and writes each rank's final weights and the image ids it was fed."""
 import argparse
 import json
@@ -94,7 +94,7 @@ def toy_dataset(batch_size=2, rank=0, world=1, num_images=16, shuffle=False, see
 def toy_config(overrides=()):
     """config/base.yml with the toy's sizes and ``key=value`` overrides applied."""
     from mindseg.config import load_config
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     toy = ["device_target=CPU", "data.batch_size=2", "train.base_lr=0.01",
            "train.reference_batch_size=2", "train.warmup_iters=2", "train.lr_steps=[6]",
            "train.max_steps=8", "train.ckpt_interval=4", "train.log_interval=2"]
