@@ -17,17 +17,16 @@ import numpy as np
 import mindspore as ms
 import mindspore.ops as ops
 
-from mindseg.models import box_ops, mask_ops
+from mindseg.models import box_ops
 from mindseg.models.fcos import fcos_candidates, fcos_inference, fcos_losses
 from mindseg.models.fcos_targets import fcos_targets
 from mindseg.models.layers import nms
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.postprocess import detections_to_coco
 from mindseg.models.roi_heads.box_head import box_head_inference, box_head_losses
-from mindseg.models.roi_heads.mask_head import mask_head_loss, select_class_masks
+from mindseg.models.roi_heads.mask_head import fg_slots, mask_branch_inference, mask_branch_loss
 from mindseg.models.roi_heads.maskiou_head import (gt_mask_areas, mask_scores, maskiou_loss,
                                                    maskiou_targets)
-from mindseg.models.roi_heads.sag_mask import sag_mask_loss
 from mindseg.models.roi_heads.sampling import label_and_sample_proposals
 from mindseg.models.rpn import rpn_losses
 
@@ -183,9 +182,7 @@ def mask_rcnn_stages(net, training):
 
     @stage("mask pooler + head", "features boxes classes", "mask_probs")
     def mask_branch(features, boxes, classes):
-        probs = ops.sigmoid(select_class_masks(net.mask_head(net.mask_pooler(features[:4], boxes)),
-                                               classes.reshape(-1)))
-        return probs.reshape(boxes.shape[:2] + probs.shape[1:])
+        return mask_branch_inference(net.mask_head(net.mask_pooler(features[:4], boxes)), classes)
 
     outputs = ("boxes", "scores", "classes", "valid", "mask_probs")
     return head + [box_branch, box_post, mask_branch, host_postprocess_stage(outputs)], outputs
@@ -193,7 +190,7 @@ def mask_rcnn_stages(net, training):
 
 def _mask_rcnn_train_tail(net):
     rpn = net.rpn
-    f, res = net.num_mask_rois, net.mask_resolution
+    f = net.num_mask_rois
 
     @stage("rpn losses", "rpn_logits rpn_deltas gt_boxes gt_valid_nc key", "loss_rpn_cls loss_rpn_loc")
     def rpn_loss(rpn_logits, rpn_deltas, gt_boxes, gt_valid_nc, key):
@@ -217,10 +214,9 @@ def _mask_rcnn_train_tail(net):
     @stage("mask pooler + head + targets + loss", "features rois roi_is_fg roi_gt_classes roi_gt_idx gt_boxes gt_masks",
            "loss_mask")
     def mask_loss(features, rois, roi_is_fg, roi_gt_classes, roi_gt_idx, gt_boxes, gt_masks):
-        logits = net.mask_head(net.mask_pooler(features[:4], rois[:, :f]))
-        targets = mask_ops.mask_targets_from_crops(gt_masks, gt_boxes, roi_gt_idx[:, :f], rois[:, :f], size=res)
-        return mask_head_loss(logits, roi_gt_classes[:, :f].reshape(-1), roi_is_fg[:, :f].reshape(-1),
-                              targets.reshape(-1, res, res))
+        fg_rois, fg_gt_idx, fg_classes, fg = fg_slots(f, rois, roi_gt_idx, roi_gt_classes, roi_is_fg)
+        logits = net.mask_head(net.mask_pooler(features[:4], fg_rois))
+        return mask_branch_loss(logits, fg_rois, fg_gt_idx, fg_classes, fg, gt_masks, gt_boxes)[0]
 
     return [_step_key(net), rpn_loss, sampling, box_loss, mask_loss]
 
@@ -237,7 +233,6 @@ def _step_key(net):
 def centermask_stages(net, training):
     """Stages of ``CenterMask.construct``; inputs are the batch columns by name."""
     test = net.fcos_test
-    res = net.mask_resolution
 
     @stage("fcos head", "features", "cls_logits pred_ltrb ctr_logits")
     def head(features):
@@ -264,8 +259,8 @@ def centermask_stages(net, training):
     @stage("mask pooler + head", "features boxes classes image_size", "roi_features flat_mask_probs mask_probs")
     def mask_branch(features, boxes, classes, image_size):
         roi_features = net.mask_pooler(features[:3], boxes, image_size[:, 0] * image_size[:, 1])
-        probs = ops.sigmoid(select_class_masks(net.mask_head(roi_features), classes.reshape(-1)))
-        return roi_features, probs, probs.reshape(boxes.shape[:2] + probs.shape[1:])
+        probs = mask_branch_inference(net.mask_head(roi_features), classes)
+        return roi_features, probs.reshape((-1,) + probs.shape[2:]), probs
 
     @stage("maskiou head", "roi_features flat_mask_probs classes scores", "mask_scores")
     def maskiou(roi_features, flat_mask_probs, classes, scores):
@@ -280,7 +275,7 @@ def centermask_stages(net, training):
 
 
 def _centermask_train_tail(net):
-    f, res = net.num_mask_rois, net.mask_resolution
+    f = net.num_mask_rois
 
     @stage("fcos targets + losses", "cls_logits pred_ltrb ctr_logits gt_boxes gt_labels gt_valid_nc",
            "loss_fcos_cls loss_fcos_loc loss_fcos_ctr")
@@ -308,16 +303,12 @@ def _centermask_train_tail(net):
     @stage("mask pooler + head + loss, maskiou", "features rois roi_is_fg roi_gt_classes roi_gt_idx gt_boxes "
            "gt_masks image_size", "loss_mask loss_maskiou")
     def mask_loss(features, rois, roi_is_fg, roi_gt_classes, roi_gt_idx, gt_boxes, gt_masks, image_size):
-        fg_rois, fg_gt_idx = rois[:, :f], roi_gt_idx[:, :f]
-        fg_classes, fg = roi_gt_classes[:, :f].reshape(-1), roi_is_fg[:, :f].reshape(-1)
+        fg_rois, fg_gt_idx, fg_classes, fg = fg_slots(f, rois, roi_gt_idx, roi_gt_classes, roi_is_fg)
         roi_features = net.mask_pooler(features[:3], fg_rois, image_size[:, 0] * image_size[:, 1])
-        logits = net.mask_head(roi_features)
-        targets = mask_ops.mask_targets_from_crops(gt_masks, gt_boxes, fg_gt_idx, fg_rois, size=res)
-        targets = targets.reshape(-1, res, res)
-        loss_mask = sag_mask_loss(logits, fg_classes, fg, targets)
+        loss_mask, class_logits, targets = mask_branch_loss(net.mask_head(roi_features), fg_rois, fg_gt_idx,
+                                                            fg_classes, fg, gt_masks, gt_boxes)
         if net.maskiou_head is None:
             return loss_mask, ops.zeros((), ms.float32)
-        class_logits = select_class_masks(logits, ops.clip(fg_classes, 0, net.num_classes - 1))
         gt_areas = gather_rows(gt_mask_areas(gt_masks, gt_boxes), fg_gt_idx).reshape(-1)
         iou_targets = maskiou_targets(class_logits, targets, fg_rois.reshape(-1, 4), gt_areas)
         pred = net.maskiou_head(roi_features, ops.sigmoid(class_logits))

@@ -3,7 +3,8 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from mindseg.models.rpn import RPN, RPNHead, level_shapes, rpn_losses, smooth_l1
+from mindseg.models.losses import smooth_l1
+from mindseg.models.rpn import RPN, RPNHead, level_shapes, rpn_losses
 
 
 def test_level_shapes_hand_computed():

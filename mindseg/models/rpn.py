@@ -14,14 +14,7 @@ from mindseg.models import anchors as anchor_lib
 from mindseg.models import box_ops, matcher
 from mindseg.models.layers import nms, step_random
 from mindseg.models.layers.gather import gather_rows
-
-
-def smooth_l1(diff, beta):
-    """Elementwise smooth L1; beta < 1e-5 is plain L1 (detectron2's convention)."""
-    abs_diff = ops.abs(diff)
-    if beta < 1e-5:
-        return abs_diff
-    return ops.where(abs_diff < beta, 0.5 * abs_diff * abs_diff / beta, abs_diff - 0.5 * beta)
+from mindseg.models.losses import smooth_l1
 
 
 def level_shapes(canvas, strides):

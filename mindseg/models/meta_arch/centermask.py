@@ -18,7 +18,7 @@ import mindspore as ms
 import mindspore.nn as nn
 import mindspore.ops as ops
 
-from mindseg.models import box_ops, mask_ops
+from mindseg.models import box_ops
 from mindseg.models.backbones import build_backbone
 from mindseg.models.backbones import vovnet
 from mindseg.models.backbones.resnet import NORMS
@@ -32,7 +32,7 @@ from mindseg.models.layers.step_random import StepRandom
 from mindseg.models.necks.fpn import FPN
 from mindseg.models.roi_heads.maskiou_head import MaskIoUHead, gt_mask_areas, mask_scores, maskiou_loss, \
     maskiou_targets
-from mindseg.models.roi_heads.sag_mask import SAGMaskHead, sag_mask_loss, select_class_masks
+from mindseg.models.roi_heads.mask_head import MaskHead, fg_slots, mask_branch_inference, mask_branch_loss
 from mindseg.models.roi_heads.sampling import label_and_sample_proposals
 
 MASK_LEVELS = 3  # mask RoIs are pooled from P3..P5
@@ -115,7 +115,7 @@ class CenterMask(nn.Cell):
 
     def __init__(self, *, backbone, fpn, fcos_head, mask_pooler, mask_head, maskiou_head, num_classes, canvas,
                  fcos_target, fcos_loss, fcos_test, post_nms_topk_train, post_nms_topk_test, sampling, num_mask_rois,
-                 maskiou_loss_weight=1.0, mask_resolution=28, seed=0):
+                 maskiou_loss_weight=1.0, seed=0):
         super().__init__()
         self.backbone = backbone
         self.fpn = fpn
@@ -140,7 +140,6 @@ class CenterMask(nn.Cell):
         self.sampling = sampling
         self.num_mask_rois = num_mask_rois
         self.maskiou_loss_weight = maskiou_loss_weight
-        self.mask_resolution = mask_resolution
         # FCOS normalisers over the whole job, as centermask2; the mask and MaskIoU losses stay
         # per-device means, as there
         self.rank_mean = data_parallel_mean()
@@ -167,21 +166,14 @@ class CenterMask(nn.Cell):
         rois, _, roi_is_fg, roi_gt_classes, roi_gt_idx = label_and_sample_proposals(
             proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, num_classes=self.num_classes,
             key=self.step_random(), **self.sampling)
-        # the sampler puts fg RoIs first, so the first F slots hold every fg RoI; only they feed the losses
-        fg_rois = rois[:, :self.num_mask_rois]
-        fg_gt_idx = roi_gt_idx[:, :self.num_mask_rois]
-        fg_classes = roi_gt_classes[:, :self.num_mask_rois].reshape(-1)
-        fg = roi_is_fg[:, :self.num_mask_rois].reshape(-1)
+        fg_rois, fg_gt_idx, fg_classes, fg = fg_slots(self.num_mask_rois, rois, roi_gt_idx, roi_gt_classes,
+                                                      roi_is_fg)
         roi_features = self.mask_pooler(features[:MASK_LEVELS], fg_rois, image_area)
-        mask_logits = self.mask_head(roi_features)
-        mask_targets = mask_ops.mask_targets_from_crops(gt_masks, gt_boxes, fg_gt_idx, fg_rois,
-                                                        size=self.mask_resolution)
-        mask_targets = mask_targets.reshape(-1, self.mask_resolution, self.mask_resolution)
-        loss_mask = sag_mask_loss(mask_logits, fg_classes, fg, mask_targets)
+        loss_mask, class_logits, mask_targets = mask_branch_loss(self.mask_head(roi_features), fg_rois, fg_gt_idx,
+                                                                 fg_classes, fg, gt_masks, gt_boxes)
 
         if self.maskiou_head is None:
             return loss_cls, loss_loc, loss_ctr, loss_mask, ops.zeros((), ms.float32)
-        class_logits = select_class_masks(mask_logits, ops.clip(fg_classes, 0, self.num_classes - 1))
         gt_areas = gather_rows(gt_mask_areas(gt_masks, gt_boxes), fg_gt_idx).reshape(-1)
         iou_targets = maskiou_targets(class_logits, mask_targets, fg_rois.reshape(-1, 4), gt_areas)
         pred_maskiou = self.maskiou_head(roi_features, ops.sigmoid(class_logits))
@@ -194,13 +186,12 @@ class CenterMask(nn.Cell):
                                                        **self.fcos_test)
         flat_classes = classes.reshape(-1)
         roi_features = self.mask_pooler(mask_features, boxes, image_area)
-        mask_probs = ops.sigmoid(select_class_masks(self.mask_head(roi_features), flat_classes))
+        mask_probs = mask_branch_inference(self.mask_head(roi_features), classes)
         if self.maskiou_head is None:
             segm_scores = scores
         else:
-            pred_maskiou = self.maskiou_head(roi_features, mask_probs)
+            pred_maskiou = self.maskiou_head(roi_features, mask_probs.reshape((-1,) + mask_probs.shape[2:]))
             segm_scores = mask_scores(pred_maskiou, flat_classes, scores.reshape(-1)).reshape(scores.shape)
-        mask_probs = mask_probs.reshape(boxes.shape[:2] + mask_probs.shape[1:])
         if not self.clip_before_nms:
             # centermask2: the heads saw the unclipped boxes; clip now and drop the empty ones
             boxes = box_ops.clip_boxes(boxes, image_size)
@@ -229,8 +220,8 @@ def build_centermask(cfg, num_classes):
     mask_pooler = poolers.RoIPooler(center.mask_pooler_resolution, scales, roi.pooler_sampling_ratio,
                                     roi.pooler_aligned, poolers.centermask_level,
                                     adaptive_max_samples=roi.pooler_max_samples)
-    mask_head = SAGMaskHead(in_channels=channels, num_classes=num_classes, conv_dims=center.mask_head_conv_dim,
-                            num_convs=center.mask_head_num_conv)
+    mask_head = MaskHead(in_channels=channels, num_classes=num_classes, conv_dims=center.mask_head_conv_dim,
+                         num_convs=center.mask_head_num_conv, spatial_attention=True)
     maskiou_head = None
     if center.maskiou_on:
         maskiou_head = MaskIoUHead(in_channels=channels, num_classes=num_classes, conv_dims=center.maskiou_conv_dim,
@@ -252,5 +243,4 @@ def build_centermask(cfg, num_classes):
         post_nms_topk_train=fcos.post_nms_topk_train, post_nms_topk_test=fcos.post_nms_topk_test,
         sampling=dict(iou_threshold=roi.iou_threshold, batch_size_per_image=num_samples,
                       positive_fraction=num_fg / num_samples, append_gt=roi.proposal_append_gt),
-        num_mask_rois=num_fg, maskiou_loss_weight=center.maskiou_loss_weight,
-        mask_resolution=2 * center.mask_pooler_resolution, seed=cfg.seed)
+        num_mask_rois=num_fg, maskiou_loss_weight=center.maskiou_loss_weight, seed=cfg.seed)
