@@ -131,8 +131,8 @@ def _backbone_and_fpn(net):
 def mask_rcnn_stages(net, training):
     """Stages of ``MaskRCNN.construct``; inputs are the batch columns by name."""
     rpn = net.rpn
-    pre_k = rpn.pre_nms_topk[int(training)]
-    post_k = rpn.post_nms_topk[int(training)]
+    settings = rpn.train_settings if training else rpn.test_settings
+    pre_k, post_k = settings.pre_nms_topk, settings.post_nms_topk
     num_levels = len(rpn.level_anchors)
 
     @stage("rpn head", "features", "rpn_logits rpn_deltas")
@@ -151,19 +151,19 @@ def mask_rcnn_stages(net, training):
             logits, deltas = rpn_logits[level], rpn_deltas[level]
             top_logits, top_idx = ops.topk(logits, min(pre_k, logits.shape[1]))
             top_idx = top_idx.astype(ms.int32)
-            level_boxes = box_ops.decode_boxes(ops.gather(rpn.level_anchors[level], top_idx, 0),
-                                               gather_rows(deltas, top_idx), rpn.bbox_reg_weights, rpn.scale_clamp)
+            level_boxes = rpn.box_coder.decode(ops.gather(rpn.level_anchors[level], top_idx, 0),
+                                               gather_rows(deltas, top_idx))
             level_boxes = box_ops.clip_boxes(level_boxes, image_size)
             boxes.append(level_boxes)
             scores.append(top_logits)
-            valid.append(box_ops.nonempty(level_boxes, rpn.min_box_size) & ops.isfinite(top_logits)
+            valid.append(box_ops.nonempty(level_boxes, settings.min_box_size) & ops.isfinite(top_logits)
                          & ops.isfinite(level_boxes).all(-1))
         return tuple(boxes), tuple(scores), tuple(valid)
 
     @stage("rpn nms", "cand_boxes cand_scores cand_valid", "proposals proposal_valid")
     def rpn_nms(cand_boxes, cand_scores, cand_valid):
         keep_idx, keep_valid = nms.grouped_nms(list(cand_boxes), list(cand_scores), list(cand_valid),
-                                               rpn.nms_thresh, post_k)
+                                               settings.nms_thresh, post_k)
         return gather_rows(ops.concat(cand_boxes, 1), keep_idx), keep_valid
 
     head = _backbone_and_fpn(net) + [rpn_head] + ([] if training else [rpn_topk]) + [rpn_candidates, rpn_nms]
@@ -195,8 +195,10 @@ def _mask_rcnn_train_tail(net):
     @stage("rpn losses", "rpn_logits rpn_deltas gt_boxes gt_valid_nc key", "loss_rpn_cls loss_rpn_loc")
     def rpn_loss(rpn_logits, rpn_deltas, gt_boxes, gt_valid_nc, key):
         loss_cls, loss_loc = rpn_losses(ops.concat(rpn_logits, 1), ops.concat(rpn_deltas, 1), rpn.anchors,
-                                        gt_boxes, gt_valid_nc, key=key, **rpn.loss_args)
-        return loss_cls * rpn.loss_weight, loss_loc * rpn.loss_weight
+                                        gt_boxes, gt_valid_nc, anchor_matcher=rpn.anchor_matcher,
+                                        box_coder=rpn.box_coder, settings=rpn.train_settings, key=key)
+        weight = rpn.train_settings.loss_weight
+        return loss_cls * weight, loss_loc * weight
 
     @stage("roi sampling", "proposals proposal_valid gt_boxes gt_labels gt_valid_nc key",
            "rois roi_valid roi_is_fg roi_gt_classes roi_gt_idx")

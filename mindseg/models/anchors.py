@@ -6,6 +6,7 @@ ratio r (= h / w) has w = sqrt(s^2 / r), h = r * w, centred on (col * stride + o
 row * stride + offset * stride).
 """
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,3 +71,26 @@ def generate_anchors(feature_shapes, strides, sizes, aspect_ratios, offset=0.0,
         shifts = np.stack([grid_x, grid_y, grid_x, grid_y], axis=-1).reshape(-1, 1, 4)
         anchors.append((shifts + base[None]).reshape(-1, 4).astype(np.float32))
     return anchors
+
+
+@dataclass(frozen=True)
+class AnchorGenerator:
+    """The anchors of a model: one size per level (detectron2's [[32], [64], ...] flattened), the
+    aspect ratios of every cell, the cell-centre offset and torchvision's rounding."""
+    sizes: tuple
+    aspect_ratios: tuple
+    offset: float = 0.0
+    round_anchors: bool = False
+
+    @property
+    def num_cell_anchors(self):
+        """Anchors per location (A): one per aspect ratio."""
+        return len(self.aspect_ratios)
+
+    def per_level(self, feature_shapes, strides):
+        """float32 arrays (h * w * A, 4) per level, as :func:`generate_anchors`."""
+        if len(self.sizes) != len(strides):
+            raise ValueError(f"model.anchor.sizes: {len(self.sizes)} sizes for {len(strides)} levels "
+                             f"(one per level, strides {list(strides)})")
+        return generate_anchors(feature_shapes, list(strides), [[s] for s in self.sizes], list(self.aspect_ratios),
+                                offset=self.offset, round_anchors=self.round_anchors)

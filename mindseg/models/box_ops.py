@@ -5,7 +5,9 @@ width is ``x1 - x0`` and a centre ``x0 + 0.5 * width`` (detectron2's Box2BoxTran
 function takes leading batch dims (``...``) and works in GRAPH and PYNATIVE mode.
 """
 import math
+from dataclasses import dataclass
 
+import mindspore as ms
 import mindspore.ops as ops
 
 DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
@@ -121,6 +123,21 @@ def decode_boxes(ref_boxes, deltas, weights=(1.0, 1.0, 1.0, 1.0), scale_clamp=DE
     half_h = 0.5 * ops.exp(dh) * ref_h
     return ops.stack((centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h),
                      axis=-1)
+
+
+@ms.jit_class
+@dataclass(frozen=True)
+class BoxCoder:
+    """:func:`encode_boxes` / :func:`decode_boxes` with their delta weights and dw/dh clamp bound
+    (detectron2's Box2BoxTransform); usable inside GRAPH-mode cells."""
+    weights: tuple = (1.0, 1.0, 1.0, 1.0)
+    scale_clamp: float = DEFAULT_SCALE_CLAMP
+
+    def encode(self, ref_boxes, target_boxes):
+        return encode_boxes(ref_boxes, target_boxes, self.weights)
+
+    def decode(self, ref_boxes, deltas):
+        return decode_boxes(ref_boxes, deltas, self.weights, self.scale_clamp)
 
 
 def clip_boxes(boxes, image_size):

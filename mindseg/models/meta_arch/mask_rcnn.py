@@ -7,7 +7,9 @@ to the mask head in training (R * positive fraction: the fg slots), K classes, D
 import mindspore.nn as nn
 import mindspore.ops as ops
 
+from mindseg.models.anchors import AnchorGenerator
 from mindseg.models.backbones import build_backbone
+from mindseg.models.box_ops import BoxCoder
 from mindseg.models.layers import poolers
 from mindseg.models.layers.step_random import StepRandom
 from mindseg.models.layers.gather import gather_rows
@@ -15,7 +17,8 @@ from mindseg.models.necks.fpn import FPN
 from mindseg.models.roi_heads.box_head import BoxHead, box_head_inference, box_head_losses
 from mindseg.models.roi_heads.mask_head import MaskHead, fg_slots, mask_branch_inference, mask_branch_loss
 from mindseg.models.roi_heads.sampling import label_and_sample_proposals
-from mindseg.models.rpn import RPN
+from mindseg.models.matcher import Matcher
+from mindseg.models.rpn import RPN, RPNSettings, RPNTrainSettings
 
 FPN_STRIDES = (4, 8, 16, 32, 64)
 POOLER_LEVELS = 4  # RoIs are pooled from P2..P5; P6 only feeds the RPN
@@ -88,17 +91,18 @@ def build_mask_rcnn(cfg, num_classes):
                               stride_in_1x1=model.backbone.stride_in_1x1, stem_pool=model.backbone.stem_pool)
     channels = model.fpn.out_channels
     fpn = FPN(in_channels=backbone.out_channels, out_channels=channels, top_block=model.fpn.top_block)
-    rpn_cfg, roi = model.rpn, model.roi_heads
-    rpn = RPN(in_channels=channels, canvas=tuple(data.canvas), strides=FPN_STRIDES,
-              anchor_sizes=model.anchor.sizes, aspect_ratios=model.anchor.aspect_ratios,
-              anchor_offset=model.anchor.offset, round_anchors=model.anchor.round, conv_dims=rpn_cfg.conv_dims,
-              iou_thresholds=rpn_cfg.iou_thresholds, allow_low_quality_matches=rpn_cfg.allow_low_quality_matches,
-              batch_size_per_image=rpn_cfg.batch_size_per_image, positive_fraction=rpn_cfg.positive_fraction,
-              pre_nms_topk_train=rpn_cfg.pre_nms_topk_train, pre_nms_topk_test=rpn_cfg.pre_nms_topk_test,
-              post_nms_topk_train=rpn_cfg.post_nms_topk_train, post_nms_topk_test=rpn_cfg.post_nms_topk_test,
-              nms_thresh=rpn_cfg.nms_thresh, min_box_size=rpn_cfg.min_box_size,
-              bbox_reg_weights=rpn_cfg.bbox_reg_weights, scale_clamp=roi.bbox_clip,
-              smooth_l1_beta=rpn_cfg.smooth_l1_beta, loss_weight=rpn_cfg.loss_weight)
+    rpn_cfg, roi, anchor = model.rpn, model.roi_heads, model.anchor
+    proposals = dict(nms_thresh=rpn_cfg.nms_thresh, min_box_size=rpn_cfg.min_box_size)
+    rpn = RPN(in_channels=channels, canvas=tuple(data.canvas), strides=FPN_STRIDES, conv_dims=rpn_cfg.conv_dims,
+              anchor_generator=AnchorGenerator(tuple(anchor.sizes), tuple(anchor.aspect_ratios), anchor.offset,
+                                               anchor.round),
+              anchor_matcher=Matcher(tuple(rpn_cfg.iou_thresholds), rpn_cfg.allow_low_quality_matches),
+              box_coder=BoxCoder(tuple(rpn_cfg.bbox_reg_weights), rpn_cfg.bbox_clip),
+              train=RPNTrainSettings(rpn_cfg.pre_nms_topk_train, rpn_cfg.post_nms_topk_train, **proposals,
+                                     batch_size_per_image=rpn_cfg.batch_size_per_image,
+                                     positive_fraction=rpn_cfg.positive_fraction,
+                                     smooth_l1_beta=rpn_cfg.smooth_l1_beta, loss_weight=rpn_cfg.loss_weight),
+              test=RPNSettings(rpn_cfg.pre_nms_topk_test, rpn_cfg.post_nms_topk_test, **proposals))
     scales = [1.0 / s for s in FPN_STRIDES[:POOLER_LEVELS]]
     box_pooler = poolers.RoIPooler(roi.box_pooler_resolution, scales, roi.pooler_sampling_ratio,
                                    roi.pooler_aligned, poolers.fpn_level,
