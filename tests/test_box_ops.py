@@ -101,17 +101,6 @@ def test_clip_and_nonempty(mode):
     np.testing.assert_array_equal(keep, [[True, True], [False, True]])
 
 
-def test_giou_loss(mode):
-    pred = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
-    target = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [5, 0, 15, 10]], np.float32)
-    got = run(box_ops.giou_loss, pred, target)
-    # identical: 0; disjoint, hull 30x10 = 300, union 200: 1 - (0 - 100/300); half overlap: 1 - (50/150 - 0)
-    np.testing.assert_allclose(got, [0.0, 1 + 1 / 3, 1 - 1 / 3], atol=1e-5)
-    rng = np.random.default_rng(3)
-    a, b = random_boxes(rng, (4, 6)), random_boxes(rng, (4, 6))
-    np.testing.assert_allclose(run(box_ops.giou_loss, a, b).reshape(-1), ref.giou_loss(a, b), atol=1e-5)
-
-
 def test_iou_native_equals_elementwise_at_canvas_scale():
     rng = np.random.default_rng(4)
     a = random_boxes(rng, (2, 40), degenerate=0.1) * 12 - 50  # coordinates up to ~1300, some < 1

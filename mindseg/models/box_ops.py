@@ -1,4 +1,4 @@
-"""Box geometry on xyxy boxes: areas, IoU, the detectron2 box coder, clipping, GIoU loss.
+"""Box geometry on xyxy boxes: areas, IoU, the detectron2 box coder, clipping.
 
 Boxes are float32 ``(x0, y0, x1, y1)`` in continuous pixel coordinates (docs/contracts.md); a
 width is ``x1 - x0`` and a centre ``x0 + 0.5 * width`` (detectron2's Box2BoxTransform). Every
@@ -156,26 +156,4 @@ def nonempty(boxes, min_size=0.0):
     """boxes (..., 4) -> bool (...): width and height both greater than min_size."""
     return ops.logical_and(boxes[..., 2] - boxes[..., 0] > min_size,
                            boxes[..., 3] - boxes[..., 1] > min_size)
-
-
-def giou_loss(pred, target, eps=1e-7):
-    """pred (..., 4), target (..., 4), both xyxy -> (...) per-element 1 - GIoU, no reduction.
-
-    FCOS predicts (l, t, r, b) distances from a location; the caller turns them into xyxy boxes
-    around the location first (any common origin gives the same GIoU).
-    """
-    pred_area = box_area(pred)
-    target_area = box_area(target)
-    inter_w = ops.relu(ops.minimum(pred[..., 2], target[..., 2])
-                       - ops.maximum(pred[..., 0], target[..., 0]))
-    inter_h = ops.relu(ops.minimum(pred[..., 3], target[..., 3])
-                       - ops.maximum(pred[..., 1], target[..., 1]))
-    inter = inter_w * inter_h
-    union = pred_area + target_area - inter
-    iou = inter / (union + eps)
-    hull_w = ops.maximum(pred[..., 2], target[..., 2]) - ops.minimum(pred[..., 0], target[..., 0])
-    hull_h = ops.maximum(pred[..., 3], target[..., 3]) - ops.minimum(pred[..., 1], target[..., 1])
-    hull = ops.relu(hull_w) * ops.relu(hull_h)
-    giou = iou - (hull - union) / (hull + eps)
-    return 1.0 - giou
 
