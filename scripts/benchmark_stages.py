@@ -18,8 +18,7 @@ import mindspore as ms
 import mindspore.ops as ops
 
 from mindseg.models import box_ops
-from mindseg.models.fcos import fcos_candidates, fcos_inference, fcos_losses
-from mindseg.models.fcos_targets import fcos_targets
+from mindseg.models.fcos import fcos_candidates
 from mindseg.models.layers import nms
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.postprocess import detections_to_coco
@@ -234,7 +233,8 @@ def _step_key(net):
 
 def centermask_stages(net, training):
     """Stages of ``CenterMask.construct``; inputs are the batch columns by name."""
-    test = net.fcos_test
+    fcos = net.fcos
+    test = fcos.test_settings
 
     @stage("fcos head", "features", "cls_logits pred_ltrb ctr_logits")
     def head(features):
@@ -243,13 +243,13 @@ def centermask_stages(net, training):
     @stage("fcos top-k + decode", "cls_logits pred_ltrb ctr_logits image_size",
            "cand_boxes cand_scores cand_classes cand_valid")
     def candidates(cls_logits, pred_ltrb, ctr_logits, image_size):
-        return fcos_candidates(cls_logits, pred_ltrb, ctr_logits, net.locations, net.level_sizes, image_size,
-                               test["score_thresh"], test["pre_nms_topk"])
+        return fcos_candidates(cls_logits, pred_ltrb, ctr_logits, fcos.locations, fcos.level_sizes, image_size,
+                               test.score_thresh, test.pre_nms_topk, test.clip)
 
     @stage("fcos nms", "cand_boxes cand_scores cand_classes cand_valid", "boxes scores classes valid")
     def fcos_nms(cand_boxes, cand_scores, cand_classes, cand_valid):
-        keep, keep_valid = nms.batched_nms(cand_boxes, cand_scores, cand_valid, test["nms_thresh"],
-                                           net.post_nms_topk_test, classes=cand_classes)
+        keep, keep_valid = nms.batched_nms(cand_boxes, cand_scores, cand_valid, test.nms_thresh,
+                                           test.post_nms_topk, classes=cand_classes)
         keep = keep.astype(ms.int32)
         keep_float = keep_valid.astype(ms.float32)
         return (gather_rows(cand_boxes, keep) * keep_float[..., None], gather_rows(cand_scores, keep) * keep_float,
@@ -282,16 +282,12 @@ def _centermask_train_tail(net):
     @stage("fcos targets + losses", "cls_logits pred_ltrb ctr_logits gt_boxes gt_labels gt_valid_nc",
            "loss_fcos_cls loss_fcos_loc loss_fcos_ctr")
     def losses(cls_logits, pred_ltrb, ctr_logits, gt_boxes, gt_labels, gt_valid_nc):
-        labels, reg, ctr = fcos_targets(net.locations, net.location_levels, gt_boxes, gt_labels, gt_valid_nc,
-                                        num_classes=net.num_classes, **net.fcos_target)
-        return fcos_losses(cls_logits, pred_ltrb, ctr_logits, labels, reg, ctr, net.location_strides,
-                           net.num_classes, reduce_mean=net.rank_mean, **net.fcos_loss)
+        return net.fcos.losses(cls_logits, pred_ltrb, ctr_logits, gt_boxes, gt_labels, gt_valid_nc)
 
     @stage("fcos proposals (top-k, decode, nms)", "cls_logits pred_ltrb ctr_logits image_size",
            "proposals proposal_valid")
     def proposals(cls_logits, pred_ltrb, ctr_logits, image_size):
-        boxes, _, _, valid = fcos_inference(cls_logits, pred_ltrb, ctr_logits, net.locations, net.level_sizes,
-                                            image_size, max_detections=net.post_nms_topk_train, **net.fcos_test)
+        boxes, _, _, valid = net.fcos.detections(cls_logits, pred_ltrb, ctr_logits, image_size)
         return boxes, valid
 
     @stage("roi sampling", "proposals proposal_valid gt_boxes gt_labels gt_valid_nc key",

@@ -579,7 +579,7 @@ def test_centermask_lite_config_clips_boxes_at_the_end():
     """With unclipped FCOS boxes, the model still returns boxes inside the image, empty ones
     invalid (centermask2 clips and drops them in its postprocessing)."""
     net = _build("config/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yml", canvas=(128, 128))
-    assert net.clip_before_nms is False
+    assert net.fcos.test_settings.clip is False
     head = net.fcos_head
     for layer, bias in ((head.cls_logits, 3.0), (head.bbox_pred, 1.0), (head.ctrness, 0.0)):
         # every location a confident class-0 box reaching one stride to each side

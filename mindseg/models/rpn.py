@@ -13,11 +13,12 @@ import mindspore.ops as ops
 from mindspore.common import initializer as init
 
 from mindseg.models import box_ops, matcher
+from mindseg.models.anchors import level_shapes
 from mindseg.models.layers import nms, step_random
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.losses import smooth_l1
 
-__all__ = ["RPNSettings", "RPNTrainSettings", "RPNHead", "rpn_losses", "RPN", "level_shapes"]
+__all__ = ["RPNSettings", "RPNTrainSettings", "RPNHead", "rpn_losses", "RPN"]
 
 
 @dataclass(frozen=True)
@@ -40,19 +41,6 @@ class RPNTrainSettings(RPNSettings):
     positive_fraction: float = 0.5
     smooth_l1_beta: float = 0.0
     loss_weight: float = 1.0
-
-
-def level_shapes(canvas, strides):
-    """Feature sizes (h, w) of each level on a (H, W) canvas: each level halves the previous one,
-    rounding up, as stride-2 convs and the P6 max-pool do."""
-    shapes = []
-    height, width = canvas
-    current = 1
-    for stride in strides:
-        while current < stride:
-            height, width, current = -(-height // 2), -(-width // 2), current * 2
-        shapes.append((height, width))
-    return shapes
 
 
 class RPNHead(nn.Cell):

@@ -22,12 +22,11 @@ from mindseg.models import box_ops
 from mindseg.models.backbones import build_backbone
 from mindseg.models.backbones import vovnet
 from mindseg.models.backbones.resnet import NORMS
-from mindseg.models.fcos import FCOSHead, fcos_inference, fcos_losses
-from mindseg.models.fcos_targets import compute_locations, fcos_targets, location_levels, per_location
+from mindseg.models.fcos import FCOS, FCOSHead, FCOSSettings, FCOSTrainSettings
+from mindseg.models.fcos_targets import LocationMatcher
 from mindseg.models.layers import poolers
 from mindseg.models.layers.frozen_bn import freeze_batchnorm
 from mindseg.models.layers.gather import gather_rows
-from mindseg.models.layers.reduce import data_parallel_mean
 from mindseg.models.layers.step_random import StepRandom
 from mindseg.models.necks.fpn import FPN
 from mindseg.models.roi_heads.maskiou_head import MaskIoUHead, gt_mask_areas, mask_scores, maskiou_loss, \
@@ -113,36 +112,20 @@ class CenterMask(nn.Cell):
 
     loss_names = ("loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "loss_mask", "loss_maskiou")
 
-    def __init__(self, *, backbone, fpn, fcos_head, mask_pooler, mask_head, maskiou_head, num_classes, canvas,
-                 fcos_target, fcos_loss, fcos_test, post_nms_topk_train, post_nms_topk_test, sampling, num_mask_rois,
-                 maskiou_loss_weight=1.0, seed=0):
+    def __init__(self, *, backbone, fpn, fcos_head, fcos, mask_pooler, mask_head, maskiou_head, num_classes, sampling,
+                 num_mask_rois, maskiou_loss_weight=1.0, seed=0):
         super().__init__()
         self.backbone = backbone
         self.fpn = fpn
         self.fcos_head = fcos_head
+        self.fcos = fcos
         self.mask_pooler = mask_pooler
         self.mask_head = mask_head
         self.maskiou_head = maskiou_head
         self.num_classes = num_classes
-        strides = fcos_target["strides"]
-        shapes = pyramid_shapes(canvas, strides)
-        levels = location_levels(shapes)
-        self.level_sizes = [h * w for h, w in shapes]
-        self.locations = ms.Tensor(compute_locations(shapes, strides))
-        self.location_levels = ms.Tensor(levels)
-        self.location_strides = ms.Tensor(per_location(levels, strides))
-        self.fcos_target = fcos_target
-        self.fcos_loss = fcos_loss
-        self.fcos_test = fcos_test
-        self.clip_before_nms = fcos_test["clip"]
-        self.post_nms_topk_train = post_nms_topk_train
-        self.post_nms_topk_test = post_nms_topk_test
         self.sampling = sampling
         self.num_mask_rois = num_mask_rois
         self.maskiou_loss_weight = maskiou_loss_weight
-        # FCOS normalisers over the whole job, as centermask2; the mask and MaskIoU losses stay
-        # per-device means, as there
-        self.rank_mean = data_parallel_mean()
         self.step_random = StepRandom(seed)  # the sampler's random state, saved in checkpoints
 
     def construct(self, image, image_size, gt_boxes=None, gt_labels=None, gt_valid=None, gt_crowd=None,
@@ -153,16 +136,12 @@ class CenterMask(nn.Cell):
         if not self.training:
             return self.inference(features[:MASK_LEVELS], cls_logits, pred_ltrb, ctr_logits, image_size, image_area)
         gt_valid = ops.logical_and(gt_valid, ops.logical_not(gt_crowd))
-        labels, reg_targets, ctr_targets = fcos_targets(self.locations, self.location_levels, gt_boxes, gt_labels,
-                                                        gt_valid, num_classes=self.num_classes, **self.fcos_target)
-        loss_cls, loss_loc, loss_ctr = fcos_losses(cls_logits, pred_ltrb, ctr_logits, labels, reg_targets,
-                                                   ctr_targets, self.location_strides, self.num_classes,
-                                                   reduce_mean=self.rank_mean, **self.fcos_loss)
+        loss_cls, loss_loc, loss_ctr = self.fcos.losses(cls_logits, pred_ltrb, ctr_logits, gt_boxes, gt_labels,
+                                                        gt_valid)
 
         # mask proposals: FCOS detections as at test (top post_nms_topk_train) plus the gt boxes
-        proposals, _, _, proposal_valid = fcos_inference(
-            ops.stop_gradient(cls_logits), ops.stop_gradient(pred_ltrb), ops.stop_gradient(ctr_logits),
-            self.locations, self.level_sizes, image_size, max_detections=self.post_nms_topk_train, **self.fcos_test)
+        proposals, _, _, proposal_valid = self.fcos.detections(
+            ops.stop_gradient(cls_logits), ops.stop_gradient(pred_ltrb), ops.stop_gradient(ctr_logits), image_size)
         rois, _, roi_is_fg, roi_gt_classes, roi_gt_idx = label_and_sample_proposals(
             proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, num_classes=self.num_classes,
             key=self.step_random(), **self.sampling)
@@ -181,9 +160,7 @@ class CenterMask(nn.Cell):
         return loss_cls, loss_loc, loss_ctr, loss_mask, loss_maskiou
 
     def inference(self, mask_features, cls_logits, pred_ltrb, ctr_logits, image_size, image_area):
-        boxes, scores, classes, valid = fcos_inference(cls_logits, pred_ltrb, ctr_logits, self.locations,
-                                                       self.level_sizes, image_size, max_detections=self.post_nms_topk_test,
-                                                       **self.fcos_test)
+        boxes, scores, classes, valid = self.fcos.detections(cls_logits, pred_ltrb, ctr_logits, image_size)
         flat_classes = classes.reshape(-1)
         roi_features = self.mask_pooler(mask_features, boxes, image_area)
         mask_probs = mask_branch_inference(self.mask_head(roi_features), classes)
@@ -192,7 +169,7 @@ class CenterMask(nn.Cell):
         else:
             pred_maskiou = self.maskiou_head(roi_features, mask_probs.reshape((-1,) + mask_probs.shape[2:]))
             segm_scores = mask_scores(pred_maskiou, flat_classes, scores.reshape(-1)).reshape(scores.shape)
-        if not self.clip_before_nms:
+        if not self.fcos.test_settings.clip:
             # centermask2: the heads saw the unclipped boxes; clip now and drop the empty ones
             boxes = box_ops.clip_boxes(boxes, image_size)
             valid = ops.logical_and(valid, box_ops.nonempty(boxes))
@@ -232,15 +209,17 @@ def build_centermask(cfg, num_classes):
     num_proposals = fcos.post_nms_topk_train + (data.max_instances if roi.proposal_append_gt else 0)
     num_samples = min(roi.batch_size_per_image, num_proposals)
     num_fg = max(1, min(int(round(roi.batch_size_per_image * roi.positive_fraction)), num_samples))
+    # the mask proposals in training are the detections as at test, more of them
+    detect = dict(score_thresh=fcos.score_thresh, pre_nms_topk=fcos.pre_nms_topk, nms_thresh=fcos.nms_thresh,
+                  clip=fcos.clip_before_nms)
+    detector = FCOS(canvas=tuple(data.canvas), strides=tuple(fcos.strides), num_classes=num_classes,
+                    location_matcher=LocationMatcher(tuple(tuple(r) for r in fcos.size_ranges), fcos.center_radius),
+                    train=FCOSTrainSettings(post_nms_topk=fcos.post_nms_topk_train, **detect,
+                                            focal_alpha=fcos.focal_alpha, focal_gamma=fcos.focal_gamma),
+                    test=FCOSSettings(post_nms_topk=fcos.post_nms_topk_test, **detect))
     return CenterMask(
-        backbone=backbone, fpn=fpn, fcos_head=fcos_head, mask_pooler=mask_pooler, mask_head=mask_head,
-        maskiou_head=maskiou_head, num_classes=num_classes, canvas=tuple(data.canvas),
-        fcos_target=dict(strides=tuple(fcos.strides), size_ranges=tuple(tuple(r) for r in fcos.size_ranges),
-                         center_radius=fcos.center_radius),
-        fcos_loss=dict(focal_alpha=fcos.focal_alpha, focal_gamma=fcos.focal_gamma),
-        fcos_test=dict(score_thresh=fcos.score_thresh, pre_nms_topk=fcos.pre_nms_topk, nms_thresh=fcos.nms_thresh,
-                       clip=fcos.clip_before_nms),
-        post_nms_topk_train=fcos.post_nms_topk_train, post_nms_topk_test=fcos.post_nms_topk_test,
+        backbone=backbone, fpn=fpn, fcos_head=fcos_head, fcos=detector, mask_pooler=mask_pooler, mask_head=mask_head,
+        maskiou_head=maskiou_head, num_classes=num_classes,
         sampling=dict(iou_threshold=roi.iou_threshold, batch_size_per_image=num_samples,
                       positive_fraction=num_fg / num_samples, append_gt=roi.proposal_append_gt),
         num_mask_rois=num_fg, maskiou_loss_weight=center.maskiou_loss_weight, seed=cfg.seed)
