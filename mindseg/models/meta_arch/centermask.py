@@ -10,7 +10,6 @@ Inference returns the model contract's five outputs plus ``mask_scores`` (B, D):
 (box score x predicted mask IoU of the predicted class, or the box score without MaskIoU), which
 ``mindseg.models.postprocess`` uses for segm results; box results keep the FCOS score.
 """
-import math
 import os
 
 import mindcv
@@ -91,17 +90,6 @@ def build_centermask_backbone(backbone_cfg):
                           out_levels=(3, 4, 5), pretrained=backbone_cfg.pretrained,
                           checkpoint_path=backbone_cfg.checkpoint_path, stride_in_1x1=backbone_cfg.stride_in_1x1,
                           stem_pool=backbone_cfg.stem_pool)
-
-
-def pyramid_shapes(canvas, strides):
-    """(Hi, Wi) of P3.. for a canvas: ceil(H / first stride), then halved (ceil) per level, as
-    stride-2 convs and ceil-mode pools give."""
-    height, width = math.ceil(canvas[0] / strides[0]), math.ceil(canvas[1] / strides[0])
-    shapes = []
-    for _ in strides:
-        shapes.append((height, width))
-        height, width = math.ceil(height / 2), math.ceil(width / 2)
-    return shapes
 
 
 class CenterMask(nn.Cell):
