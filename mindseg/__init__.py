@@ -10,7 +10,7 @@ The public names (``Predictor``, ``model_zoo``, ``build_model``, ``load_config``
 ``create_dataset``) are imported on first use, so ``import mindseg`` stays cheap and imports no
 MindSpore. Importing mindseg before mindspore lets it choose oneDNN's fast CPU kernels: on
 AVX-512 machines oneDNN otherwise picks a reference convolution that is ~60x slower (see
-PLATFORM.md). The entry scripts and the tests import mindseg first; library users should do the
+docs/platform_notes.md). The entry scripts and the tests import mindseg first; library users should do the
 same.
 """
 

@@ -5,10 +5,10 @@ Launchers are recognised from the environment they leave behind:
 - msrun (MindSpore's dynamic cluster): ``MS_ROLE`` and ``MS_WORKER_NUM``;
 - ``mpirun`` (``OMPI_COMM_WORLD_SIZE`` and no ``MS_ROLE``): each rank joins the dynamic cluster
   itself (:func:`mpirun_cluster_env`), world rank 0 also starting the scheduler, because
-  MindSpore cannot initialise its CPU backend from OpenMPI alone (PLATFORM.md);
+  MindSpore cannot initialise its CPU backend from OpenMPI alone (docs/platform_notes.md);
 - an Ascend rank table launch: ``RANK_SIZE`` (with ``RANK_ID``).
 
-Initial weights are not broadcast between ranks (PLATFORM.md), so every rank is seeded the same.
+Initial weights are not broadcast between ranks (docs/platform_notes.md), so every rank is seeded the same.
 """
 import os
 import random

@@ -17,17 +17,15 @@ import numpy as np
 import mindspore as ms
 import mindspore.ops as ops
 
-from mindseg.models import box_ops, mask_ops
-from mindseg.models.fcos import fcos_candidates, fcos_inference, fcos_losses
-from mindseg.models.fcos_targets import fcos_targets
+from mindseg.models import box_ops
+from mindseg.models.fcos import fcos_candidates
 from mindseg.models.layers import nms
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.postprocess import detections_to_coco
 from mindseg.models.roi_heads.box_head import box_head_inference, box_head_losses
-from mindseg.models.roi_heads.mask_head import mask_head_loss, select_class_masks
+from mindseg.models.roi_heads.mask_head import fg_slots, mask_branch_inference, mask_branch_loss
 from mindseg.models.roi_heads.maskiou_head import (gt_mask_areas, mask_scores, maskiou_loss,
                                                    maskiou_targets)
-from mindseg.models.roi_heads.sag_mask import sag_mask_loss
 from mindseg.models.roi_heads.sampling import label_and_sample_proposals
 from mindseg.models.rpn import rpn_losses
 
@@ -132,8 +130,8 @@ def _backbone_and_fpn(net):
 def mask_rcnn_stages(net, training):
     """Stages of ``MaskRCNN.construct``; inputs are the batch columns by name."""
     rpn = net.rpn
-    pre_k = rpn.pre_nms_topk[int(training)]
-    post_k = rpn.post_nms_topk[int(training)]
+    settings = rpn.train_settings if training else rpn.test_settings
+    pre_k, post_k = settings.pre_nms_topk, settings.post_nms_topk
     num_levels = len(rpn.level_anchors)
 
     @stage("rpn head", "features", "rpn_logits rpn_deltas")
@@ -152,19 +150,19 @@ def mask_rcnn_stages(net, training):
             logits, deltas = rpn_logits[level], rpn_deltas[level]
             top_logits, top_idx = ops.topk(logits, min(pre_k, logits.shape[1]))
             top_idx = top_idx.astype(ms.int32)
-            level_boxes = box_ops.decode_boxes(ops.gather(rpn.level_anchors[level], top_idx, 0),
-                                               gather_rows(deltas, top_idx), rpn.bbox_reg_weights, rpn.scale_clamp)
+            level_boxes = rpn.box_coder.decode(ops.gather(rpn.level_anchors[level], top_idx, 0),
+                                               gather_rows(deltas, top_idx))
             level_boxes = box_ops.clip_boxes(level_boxes, image_size)
             boxes.append(level_boxes)
             scores.append(top_logits)
-            valid.append(box_ops.nonempty(level_boxes, rpn.min_box_size) & ops.isfinite(top_logits)
+            valid.append(box_ops.nonempty(level_boxes, settings.min_box_size) & ops.isfinite(top_logits)
                          & ops.isfinite(level_boxes).all(-1))
         return tuple(boxes), tuple(scores), tuple(valid)
 
     @stage("rpn nms", "cand_boxes cand_scores cand_valid", "proposals proposal_valid")
     def rpn_nms(cand_boxes, cand_scores, cand_valid):
         keep_idx, keep_valid = nms.grouped_nms(list(cand_boxes), list(cand_scores), list(cand_valid),
-                                               rpn.nms_thresh, post_k)
+                                               settings.nms_thresh, post_k)
         return gather_rows(ops.concat(cand_boxes, 1), keep_idx), keep_valid
 
     head = _backbone_and_fpn(net) + [rpn_head] + ([] if training else [rpn_topk]) + [rpn_candidates, rpn_nms]
@@ -183,9 +181,7 @@ def mask_rcnn_stages(net, training):
 
     @stage("mask pooler + head", "features boxes classes", "mask_probs")
     def mask_branch(features, boxes, classes):
-        probs = ops.sigmoid(select_class_masks(net.mask_head(net.mask_pooler(features[:4], boxes)),
-                                               classes.reshape(-1)))
-        return probs.reshape(boxes.shape[:2] + probs.shape[1:])
+        return mask_branch_inference(net.mask_head(net.mask_pooler(features[:4], boxes)), classes)
 
     outputs = ("boxes", "scores", "classes", "valid", "mask_probs")
     return head + [box_branch, box_post, mask_branch, host_postprocess_stage(outputs)], outputs
@@ -193,13 +189,15 @@ def mask_rcnn_stages(net, training):
 
 def _mask_rcnn_train_tail(net):
     rpn = net.rpn
-    f, res = net.num_mask_rois, net.mask_resolution
+    f = net.num_mask_rois
 
     @stage("rpn losses", "rpn_logits rpn_deltas gt_boxes gt_valid_nc key", "loss_rpn_cls loss_rpn_loc")
     def rpn_loss(rpn_logits, rpn_deltas, gt_boxes, gt_valid_nc, key):
         loss_cls, loss_loc = rpn_losses(ops.concat(rpn_logits, 1), ops.concat(rpn_deltas, 1), rpn.anchors,
-                                        gt_boxes, gt_valid_nc, key=key, **rpn.loss_args)
-        return loss_cls * rpn.loss_weight, loss_loc * rpn.loss_weight
+                                        gt_boxes, gt_valid_nc, anchor_matcher=rpn.anchor_matcher,
+                                        box_coder=rpn.box_coder, settings=rpn.train_settings, key=key)
+        weight = rpn.train_settings.loss_weight
+        return loss_cls * weight, loss_loc * weight
 
     @stage("roi sampling", "proposals proposal_valid gt_boxes gt_labels gt_valid_nc key",
            "rois roi_valid roi_is_fg roi_gt_classes roi_gt_idx")
@@ -217,10 +215,9 @@ def _mask_rcnn_train_tail(net):
     @stage("mask pooler + head + targets + loss", "features rois roi_is_fg roi_gt_classes roi_gt_idx gt_boxes gt_masks",
            "loss_mask")
     def mask_loss(features, rois, roi_is_fg, roi_gt_classes, roi_gt_idx, gt_boxes, gt_masks):
-        logits = net.mask_head(net.mask_pooler(features[:4], rois[:, :f]))
-        targets = mask_ops.mask_targets_from_crops(gt_masks, gt_boxes, roi_gt_idx[:, :f], rois[:, :f], size=res)
-        return mask_head_loss(logits, roi_gt_classes[:, :f].reshape(-1), roi_is_fg[:, :f].reshape(-1),
-                              targets.reshape(-1, res, res))
+        fg_rois, fg_gt_idx, fg_classes, fg = fg_slots(f, rois, roi_gt_idx, roi_gt_classes, roi_is_fg)
+        logits = net.mask_head(net.mask_pooler(features[:4], fg_rois))
+        return mask_branch_loss(logits, fg_rois, fg_gt_idx, fg_classes, fg, gt_masks, gt_boxes)[0]
 
     return [_step_key(net), rpn_loss, sampling, box_loss, mask_loss]
 
@@ -236,8 +233,8 @@ def _step_key(net):
 
 def centermask_stages(net, training):
     """Stages of ``CenterMask.construct``; inputs are the batch columns by name."""
-    test = net.fcos_test
-    res = net.mask_resolution
+    fcos = net.fcos
+    test = fcos.test_settings
 
     @stage("fcos head", "features", "cls_logits pred_ltrb ctr_logits")
     def head(features):
@@ -246,13 +243,13 @@ def centermask_stages(net, training):
     @stage("fcos top-k + decode", "cls_logits pred_ltrb ctr_logits image_size",
            "cand_boxes cand_scores cand_classes cand_valid")
     def candidates(cls_logits, pred_ltrb, ctr_logits, image_size):
-        return fcos_candidates(cls_logits, pred_ltrb, ctr_logits, net.locations, net.level_sizes, image_size,
-                               test["score_thresh"], test["pre_nms_topk"])
+        return fcos_candidates(cls_logits, pred_ltrb, ctr_logits, fcos.locations, fcos.level_sizes, image_size,
+                               test.score_thresh, test.pre_nms_topk, test.clip)
 
     @stage("fcos nms", "cand_boxes cand_scores cand_classes cand_valid", "boxes scores classes valid")
     def fcos_nms(cand_boxes, cand_scores, cand_classes, cand_valid):
-        keep, keep_valid = nms.batched_nms(cand_boxes, cand_scores, cand_valid, test["nms_thresh"],
-                                           net.post_nms_topk_test, classes=cand_classes)
+        keep, keep_valid = nms.batched_nms(cand_boxes, cand_scores, cand_valid, test.nms_thresh,
+                                           test.post_nms_topk, classes=cand_classes)
         keep = keep.astype(ms.int32)
         keep_float = keep_valid.astype(ms.float32)
         return (gather_rows(cand_boxes, keep) * keep_float[..., None], gather_rows(cand_scores, keep) * keep_float,
@@ -264,8 +261,8 @@ def centermask_stages(net, training):
     @stage("mask pooler + head", "features boxes classes image_size", "roi_features flat_mask_probs mask_probs")
     def mask_branch(features, boxes, classes, image_size):
         roi_features = net.mask_pooler(features[:3], boxes, image_size[:, 0] * image_size[:, 1])
-        probs = ops.sigmoid(select_class_masks(net.mask_head(roi_features), classes.reshape(-1)))
-        return roi_features, probs, probs.reshape(boxes.shape[:2] + probs.shape[1:])
+        probs = mask_branch_inference(net.mask_head(roi_features), classes)
+        return roi_features, probs.reshape((-1,) + probs.shape[2:]), probs
 
     @stage("maskiou head", "roi_features flat_mask_probs classes scores", "mask_scores")
     def maskiou(roi_features, flat_mask_probs, classes, scores):
@@ -280,21 +277,17 @@ def centermask_stages(net, training):
 
 
 def _centermask_train_tail(net):
-    f, res = net.num_mask_rois, net.mask_resolution
+    f = net.num_mask_rois
 
     @stage("fcos targets + losses", "cls_logits pred_ltrb ctr_logits gt_boxes gt_labels gt_valid_nc",
            "loss_fcos_cls loss_fcos_loc loss_fcos_ctr")
     def losses(cls_logits, pred_ltrb, ctr_logits, gt_boxes, gt_labels, gt_valid_nc):
-        labels, reg, ctr = fcos_targets(net.locations, net.location_levels, gt_boxes, gt_labels, gt_valid_nc,
-                                        num_classes=net.num_classes, **net.fcos_target)
-        return fcos_losses(cls_logits, pred_ltrb, ctr_logits, labels, reg, ctr, net.location_strides,
-                           net.num_classes, reduce_mean=net.rank_mean, **net.fcos_loss)
+        return net.fcos.losses(cls_logits, pred_ltrb, ctr_logits, gt_boxes, gt_labels, gt_valid_nc)
 
     @stage("fcos proposals (top-k, decode, nms)", "cls_logits pred_ltrb ctr_logits image_size",
            "proposals proposal_valid")
     def proposals(cls_logits, pred_ltrb, ctr_logits, image_size):
-        boxes, _, _, valid = fcos_inference(cls_logits, pred_ltrb, ctr_logits, net.locations, net.level_sizes,
-                                            image_size, max_detections=net.post_nms_topk_train, **net.fcos_test)
+        boxes, _, _, valid = net.fcos.detections(cls_logits, pred_ltrb, ctr_logits, image_size)
         return boxes, valid
 
     @stage("roi sampling", "proposals proposal_valid gt_boxes gt_labels gt_valid_nc key",
@@ -308,16 +301,12 @@ def _centermask_train_tail(net):
     @stage("mask pooler + head + loss, maskiou", "features rois roi_is_fg roi_gt_classes roi_gt_idx gt_boxes "
            "gt_masks image_size", "loss_mask loss_maskiou")
     def mask_loss(features, rois, roi_is_fg, roi_gt_classes, roi_gt_idx, gt_boxes, gt_masks, image_size):
-        fg_rois, fg_gt_idx = rois[:, :f], roi_gt_idx[:, :f]
-        fg_classes, fg = roi_gt_classes[:, :f].reshape(-1), roi_is_fg[:, :f].reshape(-1)
+        fg_rois, fg_gt_idx, fg_classes, fg = fg_slots(f, rois, roi_gt_idx, roi_gt_classes, roi_is_fg)
         roi_features = net.mask_pooler(features[:3], fg_rois, image_size[:, 0] * image_size[:, 1])
-        logits = net.mask_head(roi_features)
-        targets = mask_ops.mask_targets_from_crops(gt_masks, gt_boxes, fg_gt_idx, fg_rois, size=res)
-        targets = targets.reshape(-1, res, res)
-        loss_mask = sag_mask_loss(logits, fg_classes, fg, targets)
+        loss_mask, class_logits, targets = mask_branch_loss(net.mask_head(roi_features), fg_rois, fg_gt_idx,
+                                                            fg_classes, fg, gt_masks, gt_boxes)
         if net.maskiou_head is None:
             return loss_mask, ops.zeros((), ms.float32)
-        class_logits = select_class_masks(logits, ops.clip(fg_classes, 0, net.num_classes - 1))
         gt_areas = gather_rows(gt_mask_areas(gt_masks, gt_boxes), fg_gt_idx).reshape(-1)
         iou_targets = maskiou_targets(class_logits, targets, fg_rois.reshape(-1, 4), gt_areas)
         pred = net.maskiou_head(roi_features, ops.sigmoid(class_logits))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import np_reference as ref
-from mindseg.models.anchors import generate_anchors
+from mindseg.models.anchors import AnchorGenerator, generate_anchors
 
 
 def test_hand_table_detectron2():
@@ -45,3 +45,16 @@ def test_mask_rcnn_canvas_count():
 def test_bad_input_names_the_file():
     with pytest.raises(ValueError, match="anchors.py: sizes has 2 entries for 3"):
         generate_anchors([(2, 2)] * 3, [4, 8, 16], [32, 64], [1.0])
+
+
+def test_anchor_generator_one_size_per_level():
+    """``AnchorGenerator`` (what the RPN takes): one size per level, the ratios at every cell."""
+    generator = AnchorGenerator((32, 64), (0.5, 1.0, 2.0), offset=0.5, round_anchors=True)
+    assert generator.num_cell_anchors == 3
+    shapes = [(4, 6), (2, 3)]
+    got = generator.per_level(shapes, (8, 16))
+    want = generate_anchors(shapes, [8, 16], [[32], [64]], [0.5, 1.0, 2.0], offset=0.5, round_anchors=True)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    with pytest.raises(ValueError, match="model.anchor.sizes: 2 sizes for 3 levels"):
+        generator.per_level(shapes + [(1, 2)], (8, 16, 32))

@@ -101,17 +101,6 @@ def test_clip_and_nonempty(mode):
     np.testing.assert_array_equal(keep, [[True, True], [False, True]])
 
 
-def test_giou_loss(mode):
-    pred = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
-    target = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [5, 0, 15, 10]], np.float32)
-    got = run(box_ops.giou_loss, pred, target)
-    # identical: 0; disjoint, hull 30x10 = 300, union 200: 1 - (0 - 100/300); half overlap: 1 - (50/150 - 0)
-    np.testing.assert_allclose(got, [0.0, 1 + 1 / 3, 1 - 1 / 3], atol=1e-5)
-    rng = np.random.default_rng(3)
-    a, b = random_boxes(rng, (4, 6)), random_boxes(rng, (4, 6))
-    np.testing.assert_allclose(run(box_ops.giou_loss, a, b).reshape(-1), ref.giou_loss(a, b), atol=1e-5)
-
-
 def test_iou_native_equals_elementwise_at_canvas_scale():
     rng = np.random.default_rng(4)
     a = random_boxes(rng, (2, 40), degenerate=0.1) * 12 - 50  # coordinates up to ~1300, some < 1
@@ -121,3 +110,26 @@ def test_iou_native_equals_elementwise_at_canvas_scale():
     np.testing.assert_allclose(native, plain, atol=2e-6)
     for i in range(2):
         np.testing.assert_allclose(native[i], ref.pairwise_iou(a[i], b[i]), atol=2e-6)
+
+
+def test_box_coder_binds_weights_and_clamp(mode):
+    """``BoxCoder`` (what the RPN takes) is encode_boxes / decode_boxes with its weights and dw/dh
+    clamp, also inside a jitted graph."""
+    coder = box_ops.BoxCoder((10.0, 10.0, 5.0, 5.0), scale_clamp=0.5)
+    ref_boxes = np.array([[0, 0, 10, 20], [5, 5, 25, 15]], np.float32)
+    deltas = np.array([[1.0, -2.0, 30.0, 0.1], [0.0, 0.0, -1.0, 40.0]], np.float32)
+
+    def decode(r, d):
+        return coder.decode(r, d)
+
+    def encode(r, t):
+        return coder.encode(r, t)
+
+    def encode_by_function(r, t):
+        return box_ops.encode_boxes(r, t, (10.0, 10.0, 5.0, 5.0))
+    decoded = run(decode, ref_boxes, deltas)
+    np.testing.assert_allclose(decoded, ref.decode_boxes(ref_boxes, deltas, (10.0, 10.0, 5.0, 5.0), 0.5),
+                               rtol=1e-5, atol=1e-4)
+    assert decoded[0, 2] - decoded[0, 0] == pytest.approx(10 * math.exp(0.5), rel=1e-5)  # clamped dw
+    targets = np.array([[1, 2, 11, 18], [6, 4, 20, 18]], np.float32)
+    np.testing.assert_allclose(run(encode, ref_boxes, targets), run(encode_by_function, ref_boxes, targets))

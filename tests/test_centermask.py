@@ -10,7 +10,8 @@ import pytest
 
 from mindseg.config import load_config
 from mindseg.models import build_model
-from mindseg.models.meta_arch.centermask import pyramid_shapes
+from mindseg.models.anchors import level_shapes
+from mindseg.models.fcos import FCOSSettings, FCOSTrainSettings
 from mindseg.models.postprocess import detections_to_coco
 
 CANVAS = 128
@@ -103,13 +104,13 @@ def test_gradients_are_finite_on_an_empty_batch():
     assert all(np.isfinite(g.asnumpy()).all() for g in grads)
 
 
-def test_pyramid_shapes_by_hand_and_against_the_network():
-    assert pyramid_shapes((800, 1344), (8, 16, 32, 64, 128)) == [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)]
-    assert pyramid_shapes((608, 1024), (8, 16, 32, 64, 128)) == [(76, 128), (38, 64), (19, 32), (10, 16), (5, 8)]
+def test_level_shapes_by_hand_and_against_the_network():
+    assert level_shapes((800, 1344), (8, 16, 32, 64, 128)) == [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)]
+    assert level_shapes((608, 1024), (8, 16, 32, 64, 128)) == [(76, 128), (38, 64), (19, 32), (10, 16), (5, 8)]
     net = tiny_net()
     features = net.fpn(net.backbone(tiny_batch()[0]))
-    assert [tuple(f.shape[2:]) for f in features] == pyramid_shapes((CANVAS, CANVAS), (8, 16, 32, 64, 128))
-    assert net.level_sizes == [256, 64, 16, 4, 1]
+    assert [tuple(f.shape[2:]) for f in features] == level_shapes((CANVAS, CANVAS), (8, 16, 32, 64, 128))
+    assert net.fcos.level_sizes == [256, 64, 16, 4, 1]
 
 
 def test_mask_rois_use_the_centermask_level_rule_on_the_unpadded_image_area():
@@ -140,13 +141,17 @@ def test_proposal_sampling_numbers_follow_the_config():
         centermask.build_centermask(cfg, 3)
     finally:
         centermask.CenterMask = original
-    assert built["num_mask_rois"] == 128 and built["post_nms_topk_train"] == 100
+    assert built["num_mask_rois"] == 128
     assert built["sampling"]["batch_size_per_image"] == 200
     assert round(200 * built["sampling"]["positive_fraction"]) == 128
     assert built["sampling"]["iou_threshold"] == 0.5 and built["sampling"]["append_gt"]
-    # centermask2 runs NMS and the mask heads on unclipped boxes (model.fcos.clip_before_nms)
-    assert built["fcos_test"] == dict(score_thresh=0.05, pre_nms_topk=1000, nms_thresh=0.6, clip=False)
-    assert built["post_nms_topk_test"] == 50
+    # centermask2 runs NMS and the mask heads on unclipped boxes (model.fcos.clip_before_nms); the
+    # mask proposals in training are the detections as at test, 100 of them
+    fcos = built["fcos"]
+    assert fcos.test_settings == FCOSSettings(score_thresh=0.05, pre_nms_topk=1000, nms_thresh=0.6, post_nms_topk=50,
+                                              clip=False)
+    assert fcos.train_settings == FCOSTrainSettings(score_thresh=0.05, pre_nms_topk=1000, nms_thresh=0.6,
+                                                    post_nms_topk=100, clip=False, focal_alpha=0.25, focal_gamma=2.0)
 
 
 def _confident(net):

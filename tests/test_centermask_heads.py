@@ -6,7 +6,9 @@ from mindspore import Tensor
 
 from mindseg.models.roi_heads.maskiou_head import (MaskIoUHead, gt_mask_areas, mask_scores, maskiou_loss,
                                                    maskiou_targets)
-from mindseg.models.roi_heads.sag_mask import SAGMaskHead, SpatialAttention, sag_mask_loss
+from mindseg.models.layers.gather import select_class
+from mindseg.models.losses import mask_bce_loss
+from mindseg.models.roi_heads.mask_head import MaskHead, SpatialAttention
 
 
 def sigmoid(x):
@@ -49,7 +51,7 @@ def test_spatial_attention_by_hand():
 
 
 def test_sag_mask_head_layout_and_attention_placement():
-    head = SAGMaskHead(in_channels=16, num_classes=3, conv_dims=8, num_convs=2)
+    head = MaskHead(in_channels=16, num_classes=3, conv_dims=8, num_convs=2, spatial_attention=True)
     expected = (_conv_params(16, 8, 3) + _conv_params(8, 8, 3) + _conv_params(2, 1, 3, bias=False)
                 + _conv_params(8, 8, 2) + _conv_params(8, 3, 1))
     assert sum(p.size for p in head.trainable_params()) == expected
@@ -70,11 +72,12 @@ def test_sag_mask_loss_matches_numpy_and_is_zero_without_positives():
     classes = np.array([2, 0, 1, 1, 0], np.int32)
     positive = np.array([True, False, True, True, False])
     targets = (rng.rand(5, 28, 28) > 0.5).astype(np.float32)
-    got = sag_mask_loss(Tensor(logits), Tensor(classes), Tensor(positive), Tensor(targets)).asnumpy()
+    class_logits = select_class(Tensor(logits), Tensor(classes))
+    got = mask_bce_loss(class_logits, Tensor(positive), Tensor(targets)).asnumpy()
     picked = logits[np.arange(5), classes]
     expected = bce_np(picked[positive], targets[positive]).mean()
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    none = sag_mask_loss(Tensor(logits), Tensor(classes), Tensor(np.zeros(5, bool)), Tensor(targets))
+    none = mask_bce_loss(class_logits, Tensor(np.zeros(5, bool)), Tensor(targets))
     assert none.asnumpy() == 0.0
 
 

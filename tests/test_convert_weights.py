@@ -380,7 +380,7 @@ class _CenterMaskParts(nn.Cell):
         from mindseg.models.layers.frozen_bn import FrozenBatchNorm2d
         from mindseg.models.necks.fpn import FPN
         from mindseg.models.roi_heads.maskiou_head import MaskIoUHead
-        from mindseg.models.roi_heads.sag_mask import SAGMaskHead
+        from mindseg.models.roi_heads.mask_head import MaskHead
         if backbone.startswith("resnet"):
             self.backbone = ResNetBackbone(backbone, out_levels=(3, 4, 5), stride_in_1x1=True, stem_pool="torch")
         else:
@@ -391,8 +391,8 @@ class _CenterMaskParts(nn.Cell):
             self.backbone.out_channels = list(self.backbone.body.out_channels)
         self.fpn = FPN(in_channels=self.backbone.out_channels, out_channels=channels, top_block="p6p7")
         self.fcos_head = FCOSHead(in_channels=channels, num_classes=num_classes, num_convs=num_convs)
-        self.mask_head = SAGMaskHead(in_channels=channels, num_classes=num_classes, conv_dims=channels,
-                                     num_convs=mask_convs)
+        self.mask_head = MaskHead(in_channels=channels, num_classes=num_classes, conv_dims=channels,
+                                  num_convs=mask_convs, spatial_attention=True)
         self.maskiou_head = MaskIoUHead(in_channels=channels, num_classes=num_classes, conv_dims=channels,
                                         num_convs=mask_convs)
 
@@ -579,7 +579,7 @@ def test_centermask_lite_config_clips_boxes_at_the_end():
     """With unclipped FCOS boxes, the model still returns boxes inside the image, empty ones
     invalid (centermask2 clips and drops them in its postprocessing)."""
     net = _build("config/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yml", canvas=(128, 128))
-    assert net.clip_before_nms is False
+    assert net.fcos.test_settings.clip is False
     head = net.fcos_head
     for layer, bias in ((head.cls_logits, 3.0), (head.bbox_pred, 1.0), (head.ctrness, 0.0)):
         # every location a confident class-0 box reaching one stride to each side

@@ -7,8 +7,9 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor
 
-from mindseg.models import box_ops, fcos
-from mindseg.models.fcos_targets import (INF, SIZE_RANGES, compute_locations, fcos_targets,
+import np_reference
+from mindseg.models import fcos
+from mindseg.models.fcos_targets import (INF, SIZE_RANGES, LocationMatcher, compute_locations, fcos_targets,
                                          location_levels, per_location)
 
 
@@ -214,7 +215,7 @@ def test_sigmoid_focal_loss_matches_numpy_and_a_hand_value():
     assert abs(got[0, 1] - 0.25 * 0.25 * math.log(2)) < 1e-6
 
 
-def test_ltrb_giou_loss_matches_numpy_and_box_ops_on_large_boxes():
+def test_ltrb_giou_loss_matches_numpy_and_the_box_giou_on_large_boxes():
     rng = np.random.RandomState(1)
     pred = rng.uniform(0.1, 10, size=(50, 4)).astype(np.float32)
     target = rng.uniform(0.1, 10, size=(50, 4)).astype(np.float32)
@@ -224,7 +225,7 @@ def test_ltrb_giou_loss_matches_numpy_and_box_ops_on_large_boxes():
     # Without the +1 smoothing this is 1 - GIoU of the boxes (-l, -t, r, b): large boxes agree.
     big_pred, big_target = pred * 1000, target * 1000
     as_boxes = lambda d: np.stack([-d[:, 0], -d[:, 1], d[:, 2], d[:, 3]], axis=1)
-    shared = box_ops.giou_loss(Tensor(as_boxes(big_pred)), Tensor(as_boxes(big_target))).asnumpy()
+    shared = np_reference.giou_loss(as_boxes(big_pred), as_boxes(big_target))
     np.testing.assert_allclose(fcos.ltrb_giou_loss(Tensor(big_pred), Tensor(big_target)).asnumpy(), shared,
                                atol=1e-4)
 
@@ -455,3 +456,41 @@ def test_inference_without_clipping_suppresses_and_returns_the_unclipped_boxes()
     np.testing.assert_array_equal(classes.asnumpy()[0, :5], [1, 1, 1, 1, 2])
     np.testing.assert_allclose(boxes.asnumpy()[0, :5], [[0, 0, 8, 8], [6, 0, 16, 8], [0, 0, 16, 16],
                                                         [1, 1, 52, 16], [0, 0, 16, 16]], atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- FCOS of a canvas
+
+def test_fcos_object_targets_losses_and_detections_per_mode():
+    """``FCOS`` (what CenterMask takes): the locations of its canvas, its LocationMatcher's targets
+    in the losses (against the NumPy references), and the detections with the settings of the
+    current mode (training: the mask proposals, more of them)."""
+    size_ranges = ((0.0, 20.0), (20.0, INF))
+    detector = fcos.FCOS(canvas=(64, 64), strides=TINY_STRIDES, num_classes=K,
+                         location_matcher=LocationMatcher(size_ranges, 1.5),
+                         train=fcos.FCOSTrainSettings(score_thresh=0.05, pre_nms_topk=30, nms_thresh=0.6,
+                                                      post_nms_topk=12, focal_alpha=0.5, focal_gamma=1.0),
+                         test=fcos.FCOSSettings(score_thresh=0.05, pre_nms_topk=30, nms_thresh=0.6, post_nms_topk=5))
+    locations, levels = compute_locations(TINY_SHAPES, TINY_STRIDES), location_levels(TINY_SHAPES)
+    np.testing.assert_array_equal(detector.locations.asnumpy(), locations)
+    assert detector.level_sizes == [64, 16]
+    gt_boxes = np.array([[[8, 8, 40, 24], [0, 0, 60, 60]]], np.float32)
+    gt_labels, gt_valid = np.array([[2, 0]], np.int32), np.ones((1, 2), bool)
+    labels, reg, ctr = fcos_targets_np(locations, levels, gt_boxes, gt_labels, gt_valid, TINY_STRIDES, K,
+                                       size_ranges, 1.5)
+    assert (labels != K).sum() >= 2
+    rng = np.random.RandomState(4)
+    cls_logits, pred_ltrb, ctr_logits, _, _ = _loss_inputs(rng, labels)
+    head = [Tensor(x) for x in (cls_logits, pred_ltrb, ctr_logits)]
+    got = detector.losses(*head, Tensor(gt_boxes), Tensor(gt_labels), Tensor(gt_valid))
+    want = fcos.fcos_losses(*head, Tensor(labels), Tensor(reg), Tensor(ctr), Tensor(per_location(levels, TINY_STRIDES)),
+                            K, focal_alpha=0.5, focal_gamma=1.0)
+    np.testing.assert_allclose([g.asnumpy() for g in got], [w.asnumpy() for w in want], rtol=1e-6)
+
+    image_size = Tensor(np.array([[64.0, 64.0]], np.float32))
+    detector.set_train(True)
+    train_boxes, _, _, train_valid = detector.detections(*head, image_size)
+    detector.set_train(False)
+    test_boxes, _, _, test_valid = detector.detections(*head, image_size)
+    assert train_boxes.shape == (1, 12, 4) and test_boxes.shape == (1, 5, 4)
+    assert test_valid.asnumpy().all()
+    np.testing.assert_array_equal(train_boxes.asnumpy()[0, :5], test_boxes.asnumpy()[0])

@@ -62,6 +62,26 @@ def test_no_gt_gives_exact_zero_box_and_mask_losses():
     assert np.isfinite(sum(losses.values())) and losses["loss_cls"] > 0
 
 
+def test_rpn_delta_clamp_is_its_own_config_key():
+    """model.rpn.bbox_clip clamps the anchors' dw, dh; model.roi_heads.bbox_clip only the box head's."""
+    net = tiny_net(["model.rpn.bbox_clip=0.5", "model.roi_heads.bbox_clip=3.0"])
+    net.set_train(False)
+    rpn = net.rpn
+    logits = [np.full((1, len(a)), -5.0, np.float32) for a in rpn.level_anchors]
+    deltas = [np.zeros((1, len(a), 4), np.float32) for a in rpn.level_anchors]
+    confident = (16 * 32 + 16) * 3 + 1  # P2 cell (16, 16), aspect ratio 1: a 16 px anchor at (64, 64)
+    logits[0][0, confident] = 5.0
+    deltas[0][0, confident] = [0.0, 0.0, 10.0, 10.0]
+    proposals, valid = rpn.find_top_proposals([ms.Tensor(x) for x in logits], [ms.Tensor(x) for x in deltas],
+                                              ms.Tensor(np.array([[CANVAS, CANVAS]], np.float32)))
+    anchor = rpn.level_anchors[0].asnumpy()[confident]
+    np.testing.assert_allclose(anchor, [56, 56, 72, 72])
+    side = 16 * np.exp(0.5)
+    np.testing.assert_allclose(proposals.asnumpy()[0, 0], [64 - side / 2, 64 - side / 2, 64 + side / 2, 64 + side / 2],
+                               rtol=1e-5)
+    assert valid.asnumpy()[0, 0] and net.box_inference["scale_clamp"] == 3.0
+
+
 def test_huge_deltas_stay_finite_in_inference():
     net = tiny_net()
     net.set_train(False)

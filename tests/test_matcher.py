@@ -111,3 +111,19 @@ def test_sampler_counts_and_randomness(mode):
             assert fg.sum() == min(n_fg, 32)
             assert valid[b].sum() == min(64, fg.sum() + n_bg)
     assert not np.array_equal(first[0], second[0])  # fresh noise each call
+
+
+def test_matcher_object_binds_its_settings(mode):
+    """``Matcher`` (what the RPN takes) is ``match`` with its thresholds, also inside a jitted graph."""
+    rng = np.random.default_rng(5)
+    iou = rng.random((2, 3, 7)).astype(np.float32)
+    valid = np.array([[True, True, False], [True, False, False]])
+    bound = matcher.Matcher((0.4, 0.6), allow_low_quality_matches=False)
+
+    def by_object(i, v):
+        return bound(i, v)
+
+    def by_function(i, v):
+        return matcher.match(i, v, (0.4, 0.6), False)
+    for got, want in zip(run(by_object, iou, valid), run(by_function, iou, valid)):
+        np.testing.assert_array_equal(got, want)

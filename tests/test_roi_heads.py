@@ -1,9 +1,12 @@
-"""RoI heads: sampling hand case, box and mask losses against NumPy, exact zeros without fg."""
+"""RoI heads: sampling hand case, box and mask losses against NumPy, exact zeros without fg, the mask
+branch (fg slots, targets, loss, inference) and the one-hot class selection."""
 import mindspore as ms
 import numpy as np
 
-from mindseg.models.roi_heads.box_head import BoxHead, box_head_losses, select_class_deltas
-from mindseg.models.roi_heads.mask_head import MaskHead, mask_head_loss, select_class_masks
+from mindseg.models.layers.gather import select_class
+from mindseg.models.losses import mask_bce_loss
+from mindseg.models.roi_heads.box_head import BoxHead, box_head_losses
+from mindseg.models.roi_heads.mask_head import MaskHead, fg_slots, mask_branch_inference, mask_branch_loss
 from mindseg.models.roi_heads.sampling import label_and_sample_proposals
 
 T = ms.Tensor
@@ -64,8 +67,8 @@ def test_no_fg_gives_exact_zero_regression_and_mask_loss_and_finite_grads():
     def losses(deltas, mask_logits):
         _, loss_reg = box_head_losses(cls_logits, deltas, rois, T(np.array([[True, True]])),
                                       T(np.array([[2, 2]], np.int32)), gt, bbox_reg_weights=(10.0, 10.0, 5.0, 5.0))
-        loss_mask = mask_head_loss(mask_logits, T(np.array([0, 1], np.int32)), T(np.array([False, False])),
-                                   T(np.zeros((2, 4, 4), np.float32)))
+        loss_mask = mask_bce_loss(select_class(mask_logits, T(np.array([0, 1], np.int32))),
+                                  T(np.array([False, False])), T(np.zeros((2, 4, 4), np.float32)))
         return loss_reg, loss_mask
 
     mask_logits = T(np.full((2, 2, 4, 4), 50.0, np.float32))
@@ -81,19 +84,66 @@ def test_mask_loss_matches_numpy():
     targets = (rng.random((3, 4, 4)) > 0.5).astype(np.float32)
     classes = np.array([1, 0, 1], np.int32)
     is_fg = np.array([True, True, False])
-    loss = mask_head_loss(T(logits), T(classes), T(is_fg), T(targets))
     chosen = logits[np.arange(3), classes]
+    loss = mask_bce_loss(T(np.ascontiguousarray(chosen)), T(is_fg), T(targets))
     bce = np.maximum(chosen, 0) - chosen * targets + np.log1p(np.exp(-np.abs(chosen)))
     np.testing.assert_allclose(float(loss), bce[:2].mean(), rtol=1e-5)
 
 
 def test_select_class_rows():
-    deltas = np.arange(2 * 12, dtype=np.float32).reshape(2, 12)
-    np.testing.assert_array_equal(select_class_deltas(T(deltas), T(np.array([2, 0], np.int32))).asnumpy(),
-                                  [deltas[0, 8:12], deltas[1, 0:4]])
+    """One helper for class scores (N, K), class deltas (N, K, 4) and class masks (N, K, r, r)."""
+    classes = T(np.array([2, 0], np.int32))
+    scores = np.arange(2 * 3, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(select_class(T(scores), classes).asnumpy(), [scores[0, 2], scores[1, 0]])
+    deltas = np.arange(2 * 12, dtype=np.float32).reshape(2, 3, 4)
+    np.testing.assert_array_equal(select_class(T(deltas), classes).asnumpy(), [deltas[0, 2], deltas[1, 0]])
     masks = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
-    np.testing.assert_array_equal(select_class_masks(T(masks), T(np.array([1, 2], np.int32))).asnumpy(),
+    np.testing.assert_array_equal(select_class(T(masks), T(np.array([1, 2], np.int32))).asnumpy(),
                                   [masks[0, 1], masks[1, 2]])
+    grad = ms.grad(lambda m: select_class(m, classes).sum())(T(masks)).asnumpy()
+    assert grad[0, 2].all() and grad[1, 0].all() and grad.sum() == 2 * 4
+
+
+def test_mask_branch_loss_on_fg_slots_and_inference():
+    """Two images, R = 3 sampled slots, F = 2 fg slots; an fg RoI on its gt box reads the whole crop
+    as target; slots past F and non-fg slots never enter the loss."""
+    rng = np.random.default_rng(3)
+    gt_boxes = np.array([[[0, 0, 8, 8], [8, 8, 16, 16]], [[4, 0, 12, 8], [0, 0, 0, 0]]], np.float32)
+    gt_masks = np.zeros((2, 2, 4, 4), np.uint8)
+    gt_masks[0, 1] = 1
+    gt_masks[1, 0, :, :2] = 1
+    rois = np.array([[[8, 8, 16, 16], [0, 0, 8, 8], [0, 0, 1, 1]], [[4, 0, 12, 8], [0, 0, 2, 2], [1, 1, 3, 3]]],
+                    np.float32)
+    roi_gt_idx = np.array([[1, 0, 0], [0, 0, 0]], np.int32)
+    roi_gt_classes = np.array([[2, 1, 3], [0, 3, 3]], np.int32)  # 3 = background
+    roi_is_fg = np.array([[True, True, False], [True, False, False]])
+    fg_rois, fg_gt_idx, fg_classes, fg = fg_slots(2, *(T(x) for x in (rois, roi_gt_idx, roi_gt_classes, roi_is_fg)))
+    assert fg_rois.shape == (2, 2, 4) and fg_classes.shape == (4,)
+    logits = rng.normal(size=(4, 3, 4, 4)).astype(np.float32)
+    loss, class_logits, targets = mask_branch_loss(T(logits), fg_rois, fg_gt_idx, fg_classes, fg, T(gt_masks),
+                                                   T(gt_boxes))
+    expected_targets = np.stack([np.ones((4, 4)), np.zeros((4, 4)), (np.arange(4) < 2) * np.ones((4, 1)),
+                                 np.zeros((4, 4))])
+    np.testing.assert_array_equal(targets.asnumpy()[:3], expected_targets[:3])
+    chosen = logits[np.arange(4), np.minimum([2, 1, 0, 3], 2)]
+    np.testing.assert_array_equal(class_logits.asnumpy(), chosen)
+    bce = np.maximum(chosen, 0) - chosen * expected_targets + np.log1p(np.exp(-np.abs(chosen)))
+    np.testing.assert_allclose(float(loss), bce[:3].mean(), rtol=1e-5)
+
+    classes = np.array([[1, 0], [2, 2]], np.int32)
+    probs = mask_branch_inference(T(logits), T(classes)).asnumpy()
+    assert probs.shape == (2, 2, 4, 4)
+    np.testing.assert_allclose(probs.reshape(4, 4, 4), 1 / (1 + np.exp(-logits[np.arange(4), classes.reshape(-1)])),
+                               rtol=1e-6)
+
+
+def test_spatial_attention_is_a_switch_of_the_one_mask_head():
+    plain = MaskHead(in_channels=4, num_classes=3, conv_dims=8, num_convs=2)
+    sag = MaskHead(in_channels=4, num_classes=3, conv_dims=8, num_convs=2, spatial_attention=True)
+    plain_names = [p.name for p in plain.trainable_params()]
+    sag_names = [p.name for p in sag.trainable_params()]
+    assert sorted(set(sag_names) - set(plain_names)) == ["spatial_attention.conv.weight"]
+    assert set(plain_names) < set(sag_names)
 
 
 def test_head_output_shapes_and_resolution():
@@ -101,5 +151,5 @@ def test_head_output_shapes_and_resolution():
     cls_logits, deltas = box_head(T(np.zeros((5, 4, 7, 7), np.float32)))
     assert cls_logits.shape == (5, 4) and deltas.shape == (5, 12)
     np.testing.assert_array_equal(cls_logits.asnumpy(), np.zeros((5, 4)))  # zero input, zero bias
-    mask_head = MaskHead(in_channels=4, conv_dim=8, num_conv=2, num_classes=3)
+    mask_head = MaskHead(in_channels=4, num_classes=3, conv_dims=8, num_convs=2)
     assert mask_head(T(np.zeros((5, 4, 14, 14), np.float32))).shape == (5, 3, 28, 28)

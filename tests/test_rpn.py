@@ -3,7 +3,13 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from mindseg.models.rpn import RPN, RPNHead, level_shapes, rpn_losses, smooth_l1
+from mindseg.models.anchors import AnchorGenerator, level_shapes
+from mindseg.models.box_ops import BoxCoder
+from mindseg.models.losses import smooth_l1
+from mindseg.models.matcher import Matcher
+from mindseg.models.rpn import RPN, RPNHead, RPNSettings, RPNTrainSettings, rpn_losses
+
+LOSS_PARTS = dict(anchor_matcher=Matcher((0.3, 0.7), True), box_coder=BoxCoder((1.0, 1.0, 1.0, 1.0)))
 
 
 def test_level_shapes_hand_computed():
@@ -46,10 +52,9 @@ def test_losses_match_numpy_when_every_anchor_is_sampled(beta):
     logits = np.array([[1.5, -0.5, 3.0, 0.25]], np.float32)
     deltas = np.random.default_rng(0).normal(size=(1, 4, 4)).astype(np.float32)
     loss_cls, loss_loc = rpn_losses(ms.Tensor(logits), ms.Tensor(deltas), ms.Tensor(anchors), ms.Tensor(gt),
-                                    ms.Tensor(np.ones((1, 1), bool)), iou_thresholds=(0.3, 0.7),
-                                    allow_low_quality_matches=True, batch_size_per_image=4,
-                                    positive_fraction=0.5, bbox_reg_weights=(1.0, 1.0, 1.0, 1.0),
-                                    smooth_l1_beta=beta)
+                                    ms.Tensor(np.ones((1, 1), bool)), **LOSS_PARTS,
+                                    settings=RPNTrainSettings(batch_size_per_image=4, positive_fraction=0.5,
+                                                              smooth_l1_beta=beta))
     expected_cls = (_bce(1.5, 1) + _bce(-0.5, 0) + _bce(0.25, 0)) / 4
     diff = np.abs(deltas[0, 0] - _encode(anchors[0], gt[0, 0]))
     per = diff if beta == 0 else np.where(diff < beta, 0.5 * diff ** 2 / beta, diff - 0.5 * beta)
@@ -62,8 +67,7 @@ def test_no_gt_gives_zero_localization_loss():
     loss_cls, loss_loc = rpn_losses(
         ms.Tensor(np.zeros((1, 2), np.float32)), ms.Tensor(np.full((1, 2, 4), 1e6, np.float32)),
         ms.Tensor(anchors), ms.Tensor(np.zeros((1, 3, 4), np.float32)), ms.Tensor(np.zeros((1, 3), bool)),
-        iou_thresholds=(0.3, 0.7), allow_low_quality_matches=True, batch_size_per_image=2,
-        positive_fraction=0.5, bbox_reg_weights=(1.0, 1.0, 1.0, 1.0), smooth_l1_beta=0.0)
+        **LOSS_PARTS, settings=RPNTrainSettings(batch_size_per_image=2, positive_fraction=0.5))
     assert float(loss_loc) == 0.0
     np.testing.assert_allclose(float(loss_cls), np.log(2.0), rtol=1e-5)
 
@@ -76,8 +80,8 @@ def test_smooth_l1_hand_values():
 
 def test_proposals_recover_a_confident_anchor():
     """A single very confident anchor with zero deltas comes out as the first proposal, clipped."""
-    rpn = RPN(in_channels=4, canvas=(64, 64), strides=(16, 32), anchor_sizes=[32, 64], aspect_ratios=[1.0],
-              pre_nms_topk_test=10, post_nms_topk_test=5)
+    rpn = RPN(in_channels=4, canvas=(64, 64), strides=(16, 32), anchor_generator=AnchorGenerator((32, 64), (1.0,)),
+              **LOSS_PARTS, test=RPNSettings(pre_nms_topk=10, post_nms_topk=5))
     rpn.set_train(False)
     logits = [ms.Tensor(np.full((1, 16), -5.0, np.float32)), ms.Tensor(np.full((1, 4), -5.0, np.float32))]
     logits[0][0, 5] = 4.0

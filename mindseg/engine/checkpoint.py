@@ -272,6 +272,3 @@ class CheckpointManager:
                 os.remove(old)
             self.written.remove(old)
         return path
-
-    def latest(self):
-        return read_latest(self.directory)

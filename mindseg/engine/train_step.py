@@ -3,7 +3,7 @@ gradient mean across ranks, optional dynamic loss scaling that skips overflowed 
 
 The route ``DynamicLossScaler`` + ``all_finite`` + ``value_and_grad`` is the one that works on the
 CPU as well as on Ascend / GPU (``TrainOneStepWithLossScaleCell`` reaches float-status ops that
-the CPU lacks; PLATFORM.md).
+the CPU lacks; docs/platform_notes.md).
 """
 import mindspore as ms
 from mindspore import amp, nn, ops

@@ -1,4 +1,5 @@
-"""Anchors of a static canvas, computed once in NumPy and turned into constants by the caller.
+"""Feature-level shapes and anchors of a static canvas, computed once in NumPy and turned into
+constants by the caller.
 
 Order follows detectron2's DefaultAnchorGenerator: per level, (row, col, anchor) with each cell's
 anchors consecutive, and within a cell sizes outer, aspect ratios inner. The anchor for size s and
@@ -6,8 +7,22 @@ ratio r (= h / w) has w = sqrt(s^2 / r), h = r * w, centred on (col * stride + o
 row * stride + offset * stride).
 """
 import math
+from dataclasses import dataclass
 
 import numpy as np
+
+
+def level_shapes(canvas, strides):
+    """Feature sizes (h, w) of each level on a (H, W) canvas: each level halves the previous one,
+    rounding up, as stride-2 convs and the P6 max-pool do."""
+    shapes = []
+    height, width = canvas
+    current = 1
+    for stride in strides:
+        while current < stride:
+            height, width, current = -(-height // 2), -(-width // 2), current * 2
+        shapes.append((height, width))
+    return shapes
 
 
 def _per_level(values, num_levels, name):
@@ -70,3 +85,26 @@ def generate_anchors(feature_shapes, strides, sizes, aspect_ratios, offset=0.0,
         shifts = np.stack([grid_x, grid_y, grid_x, grid_y], axis=-1).reshape(-1, 1, 4)
         anchors.append((shifts + base[None]).reshape(-1, 4).astype(np.float32))
     return anchors
+
+
+@dataclass(frozen=True)
+class AnchorGenerator:
+    """The anchors of a model: one size per level (detectron2's [[32], [64], ...] flattened), the
+    aspect ratios of every cell, the cell-centre offset and torchvision's rounding."""
+    sizes: tuple
+    aspect_ratios: tuple
+    offset: float = 0.0
+    round_anchors: bool = False
+
+    @property
+    def num_cell_anchors(self):
+        """Anchors per location (A): one per aspect ratio."""
+        return len(self.aspect_ratios)
+
+    def per_level(self, feature_shapes, strides):
+        """float32 arrays (h * w * A, 4) per level, as :func:`generate_anchors`."""
+        if len(self.sizes) != len(strides):
+            raise ValueError(f"model.anchor.sizes: {len(self.sizes)} sizes for {len(strides)} levels "
+                             f"(one per level, strides {list(strides)})")
+        return generate_anchors(feature_shapes, list(strides), [[s] for s in self.sizes], list(self.aspect_ratios),
+                                offset=self.offset, round_anchors=self.round_anchors)

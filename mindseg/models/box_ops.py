@@ -1,11 +1,13 @@
-"""Box geometry on xyxy boxes: areas, IoU, the detectron2 box coder, clipping, GIoU loss.
+"""Box geometry on xyxy boxes: areas, IoU, the detectron2 box coder, clipping.
 
 Boxes are float32 ``(x0, y0, x1, y1)`` in continuous pixel coordinates (docs/contracts.md); a
 width is ``x1 - x0`` and a centre ``x0 + 0.5 * width`` (detectron2's Box2BoxTransform). Every
 function takes leading batch dims (``...``) and works in GRAPH and PYNATIVE mode.
 """
 import math
+from dataclasses import dataclass
 
+import mindspore as ms
 import mindspore.ops as ops
 
 DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
@@ -123,6 +125,21 @@ def decode_boxes(ref_boxes, deltas, weights=(1.0, 1.0, 1.0, 1.0), scale_clamp=DE
                      axis=-1)
 
 
+@ms.jit_class
+@dataclass(frozen=True)
+class BoxCoder:
+    """:func:`encode_boxes` / :func:`decode_boxes` with their delta weights and dw/dh clamp bound
+    (detectron2's Box2BoxTransform); usable inside GRAPH-mode cells."""
+    weights: tuple = (1.0, 1.0, 1.0, 1.0)
+    scale_clamp: float = DEFAULT_SCALE_CLAMP
+
+    def encode(self, ref_boxes, target_boxes):
+        return encode_boxes(ref_boxes, target_boxes, self.weights)
+
+    def decode(self, ref_boxes, deltas):
+        return decode_boxes(ref_boxes, deltas, self.weights, self.scale_clamp)
+
+
 def clip_boxes(boxes, image_size):
     """boxes (B, N, 4), image_size (B, 2) as (h, w) -> boxes clipped to [0, w] x [0, h]."""
     height = image_size[:, 0:1].astype(boxes.dtype)
@@ -139,26 +156,4 @@ def nonempty(boxes, min_size=0.0):
     """boxes (..., 4) -> bool (...): width and height both greater than min_size."""
     return ops.logical_and(boxes[..., 2] - boxes[..., 0] > min_size,
                            boxes[..., 3] - boxes[..., 1] > min_size)
-
-
-def giou_loss(pred, target, eps=1e-7):
-    """pred (..., 4), target (..., 4), both xyxy -> (...) per-element 1 - GIoU, no reduction.
-
-    FCOS predicts (l, t, r, b) distances from a location; the caller turns them into xyxy boxes
-    around the location first (any common origin gives the same GIoU).
-    """
-    pred_area = box_area(pred)
-    target_area = box_area(target)
-    inter_w = ops.relu(ops.minimum(pred[..., 2], target[..., 2])
-                       - ops.maximum(pred[..., 0], target[..., 0]))
-    inter_h = ops.relu(ops.minimum(pred[..., 3], target[..., 3])
-                       - ops.maximum(pred[..., 1], target[..., 1]))
-    inter = inter_w * inter_h
-    union = pred_area + target_area - inter
-    iou = inter / (union + eps)
-    hull_w = ops.maximum(pred[..., 2], target[..., 2]) - ops.minimum(pred[..., 0], target[..., 0])
-    hull_h = ops.maximum(pred[..., 3], target[..., 3]) - ops.minimum(pred[..., 1], target[..., 1])
-    hull = ops.relu(hull_w) * ops.relu(hull_h)
-    giou = iou - (hull - union) / (hull + eps)
-    return 1.0 - giou
 

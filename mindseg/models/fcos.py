@@ -6,11 +6,12 @@ level flattened row-major, levels concatenated finest first (see ``fcos_targets`
 Box regression: the head predicts ``ReLU(scale_i * x)`` per level, which centermask2 trains
 against (l, t, r, b) targets divided by the level's stride and multiplies by the stride at
 inference. Here the head returns ``pred_ltrb = ReLU(scale_i * x) * stride_i`` in pixels
-(DESIGN.md), and :func:`fcos_losses` divides prediction and target by the location's stride before
+by design, and :func:`fcos_losses` divides prediction and target by the location's stride before
 the IoU loss, so the loss is centermask2's to float rounding: its IoU term is smoothed as
 ``(I + 1) / (U + 1)``, which is not scale invariant, so the units matter.
 """
 import math
+from dataclasses import dataclass
 
 import mindspore as ms
 import mindspore.nn as nn
@@ -19,8 +20,11 @@ from mindspore import Parameter, Tensor
 from mindspore.common import initializer as init
 
 from mindseg.models import box_ops
+from mindseg.models.anchors import level_shapes
+from mindseg.models.fcos_targets import compute_locations, location_levels, per_location
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.layers.nms import batched_nms
+from mindseg.models.layers.reduce import data_parallel_mean
 
 
 class Scale(nn.Cell):
@@ -218,3 +222,68 @@ def fcos_inference(cls_logits, pred_ltrb, ctr_logits, locations, level_sizes, im
     out_scores = gather_rows(scores, keep) * keep_float
     out_classes = gather_rows(classes, keep) * keep_valid.astype(ms.int32)
     return out_boxes, out_scores, out_classes, keep_valid
+
+
+# ---------------------------------------------------------------------------- the FCOS of a canvas
+
+@dataclass(frozen=True)
+class FCOSSettings:
+    """How FCOS detects in one mode (:func:`fcos_inference`): class probability > ``score_thresh``,
+    the top ``pre_nms_topk`` per level, class-wise NMS at ``nms_thresh``, the best
+    ``post_nms_topk`` per image; ``clip`` clips the boxes before NMS."""
+    score_thresh: float = 0.05
+    pre_nms_topk: int = 1000
+    nms_thresh: float = 0.6
+    post_nms_topk: int = 50
+    clip: bool = True
+
+
+@dataclass(frozen=True)
+class FCOSTrainSettings(FCOSSettings):
+    """Training adds the focal loss's alpha and gamma; the detections are CenterMask's mask
+    proposals."""
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+
+
+class FCOS(nn.Cell):
+    """FCOS on a static canvas, around its head (which stays ``CenterMask.fcos_head``): the
+    locations of the levels, the targets and losses in training, the detections in both modes.
+
+    canvas (H, W); strides of the levels; location_matcher a ``fcos_targets.LocationMatcher``;
+    train an :class:`FCOSTrainSettings`, test an :class:`FCOSSettings`.
+    """
+
+    def __init__(self, *, canvas, strides, num_classes, location_matcher, train=FCOSTrainSettings(post_nms_topk=100),
+                 test=FCOSSettings()):
+        super().__init__()
+        shapes = level_shapes(canvas, strides)
+        levels = location_levels(shapes)
+        self.strides = tuple(strides)
+        self.level_sizes = [h * w for h, w in shapes]
+        self.locations = Tensor(compute_locations(shapes, strides))
+        self.location_levels = Tensor(levels)
+        self.location_strides = Tensor(per_location(levels, strides))
+        self.num_classes = num_classes
+        self.location_matcher = location_matcher
+        self.train_settings = train
+        self.test_settings = test
+        # the normalisers over the whole job, as centermask2
+        self.rank_mean = data_parallel_mean()
+
+    def losses(self, cls_logits, pred_ltrb, ctr_logits, gt_boxes, gt_labels, gt_valid):
+        """Head outputs (see FCOSHead) and the gt -> loss_cls, loss_box, loss_ctr (:func:`fcos_losses`)."""
+        labels, reg_targets, ctr_targets = self.location_matcher(self.locations, self.location_levels, gt_boxes,
+                                                                 gt_labels, gt_valid, self.strides, self.num_classes)
+        train = self.train_settings
+        return fcos_losses(cls_logits, pred_ltrb, ctr_logits, labels, reg_targets, ctr_targets,
+                           self.location_strides, self.num_classes, train.focal_alpha, train.focal_gamma,
+                           reduce_mean=self.rank_mean)
+
+    def detections(self, cls_logits, pred_ltrb, ctr_logits, image_size):
+        """Head outputs and image_size (B, 2) -> boxes, scores, classes, valid of :func:`fcos_inference`,
+        with the settings of the current mode."""
+        settings = self.train_settings if self.training else self.test_settings
+        return fcos_inference(cls_logits, pred_ltrb, ctr_logits, self.locations, self.level_sizes, image_size,
+                              settings.score_thresh, settings.pre_nms_topk, settings.nms_thresh,
+                              settings.post_nms_topk, settings.clip)

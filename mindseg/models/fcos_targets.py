@@ -8,7 +8,10 @@ static, and the (B, L, G) comparisons are a few tens of MB (L = 22400 at 800x134
 Keeping them in the graph keeps the model contract (gt tensors in, losses out) and spares the input
 pipeline a per-level target layout that would change with every canvas.
 """
+from dataclasses import dataclass
+
 import numpy as np
+import mindspore as ms
 import mindspore.numpy as mnp
 import mindspore.ops as ops
 
@@ -114,3 +117,16 @@ def fcos_targets(locations, level_of_location, gt_boxes, gt_labels, gt_valid, st
     reg_targets = ops.where(is_positive[..., None], reg_targets, 0.0)
     centerness = ops.where(is_positive, centerness_from_ltrb(reg_targets), 0.0)
     return labels, reg_targets, centerness
+
+
+@ms.jit_class
+@dataclass(frozen=True)
+class LocationMatcher:
+    """FCOS's matcher: :func:`fcos_targets` with the per-level size ranges and the centre radius
+    bound; usable inside GRAPH-mode cells."""
+    size_ranges: tuple = SIZE_RANGES
+    center_radius: float = 1.5
+
+    def __call__(self, locations, level_of_location, gt_boxes, gt_labels, gt_valid, strides, num_classes):
+        return fcos_targets(locations, level_of_location, gt_boxes, gt_labels, gt_valid, strides, num_classes,
+                            self.size_ranges, self.center_radius)

@@ -4,6 +4,8 @@ Shape shorthand: B images, G padded gt, N predictions, S sampled predictions per
 Labels: 1 foreground, 0 background, -1 ignored. Both functions have static output shapes and
 work in GRAPH and PYNATIVE mode.
 """
+from dataclasses import dataclass
+
 import mindspore as ms
 import mindspore.numpy as mnp
 import mindspore.ops as ops
@@ -41,6 +43,18 @@ def match(iou, gt_valid, thresholds=(0.3, 0.7), allow_low_quality_matches=True):
         is_best = (iou >= bar).any(axis=1)
         labels = ops.where(is_best, ops.full_like(labels, FOREGROUND), labels)
     return matched_idx, labels
+
+
+@ms.jit_class
+@dataclass(frozen=True)
+class Matcher:
+    """:func:`match` with its settings bound: ``Matcher(thresholds, allow_low_quality_matches)(iou,
+    gt_valid)``; usable inside GRAPH-mode cells."""
+    thresholds: tuple = (0.3, 0.7)
+    allow_low_quality_matches: bool = True
+
+    def __call__(self, iou, gt_valid):
+        return match(iou, gt_valid, self.thresholds, self.allow_low_quality_matches)
 
 
 def sample_balanced(match_labels, num_samples, positive_fraction, noise=None):

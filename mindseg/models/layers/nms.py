@@ -7,7 +7,7 @@ IoU > threshold. Two exact implementations, both on the boxes sorted by score fi
 
 - ``impl="native"`` (default): ``ops.NMSWithMask`` per image, classes separated by offsetting
   the boxes by class (torchvision's batched_nms trick). Its CPU index output is arange(N)
-  (PLATFORM.md), which is harmless here because the input is already sorted. 10-40x faster
+  (docs/platform_notes.md), which is harmless here because the input is already sorted. 10-40x faster
   than the matrix form on the CPU (0.007 s for N = 1000).
 - ``impl="matrix"``: plain tensor ops, for backends without NMSWithMask. With S[j, i] = "j
   before i overlaps i", the kept set is the unique fixed point of keep[i] = valid[i] and not
@@ -15,7 +15,7 @@ IoU > threshold. Two exact implementations, both on the boxes sorted by score fi
   keep = valid fixes at least one more leading entry per round and stops, exactly, when a round
   changes nothing (a few rounds in practice, at most N). Cost and memory grow as N^2.
 
-``NonMaxSuppressionV3`` does not run on the CPU (PLATFORM.md). For RPN proposals use
+``NonMaxSuppressionV3`` does not run on the CPU (docs/platform_notes.md). For RPN proposals use
 ``grouped_nms`` (one call per level) rather than levels as classes in one call.
 """
 import mindspore as ms
@@ -23,17 +23,9 @@ import mindspore.numpy as mnp
 import mindspore.ops as ops
 
 from mindseg.models.box_ops import pairwise_iou
+from mindseg.models.layers.gather import gather_rows
 
 _NEG = -3.0e38
-
-
-def _gather_rows(values, index):
-    """values (B, N, ...), index (B, S) -> (B, S, ...)."""
-    batch, length = values.shape[0], values.shape[1]
-    offsets = (mnp.arange(batch, dtype=ms.int32) * length).reshape(batch, 1)
-    flat = values.reshape((batch * length,) + values.shape[2:])
-    picked = ops.gather(flat, (index.astype(ms.int32) + offsets).reshape(-1), 0)
-    return picked.reshape(index.shape + values.shape[2:])
 
 
 def _suppression_matrix(sorted_boxes, sorted_classes, iou_threshold):
@@ -95,7 +87,7 @@ def batched_nms(boxes, scores, valid, iou_threshold, max_output, classes=None, i
     _, order = ops.topk(key, length)
     order = order.astype(ms.int32)
     sorted_valid = ops.gather_elements(valid, 1, order)
-    sorted_boxes = _gather_rows(ops.stop_gradient(boxes).astype(ms.float32), order)
+    sorted_boxes = gather_rows(ops.stop_gradient(boxes).astype(ms.float32), order)
     sorted_boxes = ops.where(sorted_valid.expand_dims(-1), sorted_boxes,
                              ops.zeros_like(sorted_boxes))
     sorted_classes = None if classes is None else ops.gather_elements(classes, 1, order)

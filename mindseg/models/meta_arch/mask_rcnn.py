@@ -7,16 +7,18 @@ to the mask head in training (R * positive fraction: the fg slots), K classes, D
 import mindspore.nn as nn
 import mindspore.ops as ops
 
-from mindseg.models import mask_ops
+from mindseg.models.anchors import AnchorGenerator
 from mindseg.models.backbones import build_backbone
+from mindseg.models.box_ops import BoxCoder
 from mindseg.models.layers import poolers
 from mindseg.models.layers.step_random import StepRandom
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.necks.fpn import FPN
 from mindseg.models.roi_heads.box_head import BoxHead, box_head_inference, box_head_losses
-from mindseg.models.roi_heads.mask_head import MaskHead, mask_head_loss, select_class_masks
+from mindseg.models.roi_heads.mask_head import MaskHead, fg_slots, mask_branch_inference, mask_branch_loss
 from mindseg.models.roi_heads.sampling import label_and_sample_proposals
-from mindseg.models.rpn import RPN
+from mindseg.models.matcher import Matcher
+from mindseg.models.rpn import RPN, RPNSettings, RPNTrainSettings
 
 FPN_STRIDES = (4, 8, 16, 32, 64)
 POOLER_LEVELS = 4  # RoIs are pooled from P2..P5; P6 only feeds the RPN
@@ -30,7 +32,7 @@ class MaskRCNN(nn.Cell):
     loss_names = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask")
 
     def __init__(self, *, backbone, fpn, rpn, box_pooler, box_head, mask_pooler, mask_head, num_classes,
-                 sampling, box_loss, box_inference, num_mask_rois, mask_resolution=28, seed=0):
+                 sampling, box_loss, box_inference, num_mask_rois, seed=0):
         super().__init__()
         self.backbone = backbone
         self.fpn = fpn
@@ -44,7 +46,6 @@ class MaskRCNN(nn.Cell):
         self.box_loss = box_loss
         self.box_inference = box_inference
         self.num_mask_rois = num_mask_rois
-        self.mask_resolution = mask_resolution
         self.step_random = StepRandom(seed)  # the samplers' random state, saved in checkpoints
 
     def construct(self, image, image_size, gt_boxes=None, gt_labels=None, gt_valid=None, gt_crowd=None,
@@ -65,15 +66,10 @@ class MaskRCNN(nn.Cell):
         loss_cls, loss_box_reg = box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes,
                                                  gather_rows(gt_boxes, roi_gt_idx), **self.box_loss)
 
-        # the sampler puts fg RoIs first, so the first F slots hold every fg RoI
-        fg_rois = rois[:, :self.num_mask_rois]
-        fg_gt_idx = roi_gt_idx[:, :self.num_mask_rois]
+        fg_rois, fg_gt_idx, fg_classes, fg = fg_slots(self.num_mask_rois, rois, roi_gt_idx, roi_gt_classes,
+                                                      roi_is_fg)
         mask_logits = self.mask_head(self.mask_pooler(roi_features, fg_rois))
-        mask_targets = mask_ops.mask_targets_from_crops(gt_masks, gt_boxes, fg_gt_idx, fg_rois,
-                                                        size=self.mask_resolution)
-        loss_mask = mask_head_loss(mask_logits, roi_gt_classes[:, :self.num_mask_rois].reshape(-1),
-                                   roi_is_fg[:, :self.num_mask_rois].reshape(-1),
-                                   mask_targets.reshape(-1, self.mask_resolution, self.mask_resolution))
+        loss_mask, _, _ = mask_branch_loss(mask_logits, fg_rois, fg_gt_idx, fg_classes, fg, gt_masks, gt_boxes)
         return loss_rpn_cls, loss_rpn_loc, loss_cls, loss_box_reg, loss_mask
 
     def inference(self, features, image_size):
@@ -83,9 +79,7 @@ class MaskRCNN(nn.Cell):
         boxes, scores, classes, valid = box_head_inference(cls_logits, box_deltas, proposals, proposal_valid,
                                                            image_size, **self.box_inference)
         mask_logits = self.mask_head(self.mask_pooler(roi_features, boxes))
-        mask_probs = ops.sigmoid(select_class_masks(mask_logits, classes.reshape(-1)))
-        mask_probs = mask_probs.reshape(boxes.shape[:2] + mask_probs.shape[1:])
-        return boxes, scores, classes, valid, mask_probs
+        return boxes, scores, classes, valid, mask_branch_inference(mask_logits, classes)
 
 
 def build_mask_rcnn(cfg, num_classes):
@@ -97,17 +91,18 @@ def build_mask_rcnn(cfg, num_classes):
                               stride_in_1x1=model.backbone.stride_in_1x1, stem_pool=model.backbone.stem_pool)
     channels = model.fpn.out_channels
     fpn = FPN(in_channels=backbone.out_channels, out_channels=channels, top_block=model.fpn.top_block)
-    rpn_cfg, roi = model.rpn, model.roi_heads
-    rpn = RPN(in_channels=channels, canvas=tuple(data.canvas), strides=FPN_STRIDES,
-              anchor_sizes=model.anchor.sizes, aspect_ratios=model.anchor.aspect_ratios,
-              anchor_offset=model.anchor.offset, round_anchors=model.anchor.round, conv_dims=rpn_cfg.conv_dims,
-              iou_thresholds=rpn_cfg.iou_thresholds, allow_low_quality_matches=rpn_cfg.allow_low_quality_matches,
-              batch_size_per_image=rpn_cfg.batch_size_per_image, positive_fraction=rpn_cfg.positive_fraction,
-              pre_nms_topk_train=rpn_cfg.pre_nms_topk_train, pre_nms_topk_test=rpn_cfg.pre_nms_topk_test,
-              post_nms_topk_train=rpn_cfg.post_nms_topk_train, post_nms_topk_test=rpn_cfg.post_nms_topk_test,
-              nms_thresh=rpn_cfg.nms_thresh, min_box_size=rpn_cfg.min_box_size,
-              bbox_reg_weights=rpn_cfg.bbox_reg_weights, scale_clamp=roi.bbox_clip,
-              smooth_l1_beta=rpn_cfg.smooth_l1_beta, loss_weight=rpn_cfg.loss_weight)
+    rpn_cfg, roi, anchor = model.rpn, model.roi_heads, model.anchor
+    proposals = dict(nms_thresh=rpn_cfg.nms_thresh, min_box_size=rpn_cfg.min_box_size)
+    rpn = RPN(in_channels=channels, canvas=tuple(data.canvas), strides=FPN_STRIDES, conv_dims=rpn_cfg.conv_dims,
+              anchor_generator=AnchorGenerator(tuple(anchor.sizes), tuple(anchor.aspect_ratios), anchor.offset,
+                                               anchor.round),
+              anchor_matcher=Matcher(tuple(rpn_cfg.iou_thresholds), rpn_cfg.allow_low_quality_matches),
+              box_coder=BoxCoder(tuple(rpn_cfg.bbox_reg_weights), rpn_cfg.bbox_clip),
+              train=RPNTrainSettings(rpn_cfg.pre_nms_topk_train, rpn_cfg.post_nms_topk_train, **proposals,
+                                     batch_size_per_image=rpn_cfg.batch_size_per_image,
+                                     positive_fraction=rpn_cfg.positive_fraction,
+                                     smooth_l1_beta=rpn_cfg.smooth_l1_beta, loss_weight=rpn_cfg.loss_weight),
+              test=RPNSettings(rpn_cfg.pre_nms_topk_test, rpn_cfg.post_nms_topk_test, **proposals))
     scales = [1.0 / s for s in FPN_STRIDES[:POOLER_LEVELS]]
     box_pooler = poolers.RoIPooler(roi.box_pooler_resolution, scales, roi.pooler_sampling_ratio,
                                    roi.pooler_aligned, poolers.fpn_level,
@@ -117,8 +112,8 @@ def build_mask_rcnn(cfg, num_classes):
                                     adaptive_max_samples=roi.pooler_max_samples)
     box_head = BoxHead(in_channels=channels, resolution=roi.box_pooler_resolution, fc_dim=roi.box_head_fc_dim,
                        num_classes=num_classes)
-    mask_head = MaskHead(in_channels=channels, conv_dim=roi.mask_head_conv_dim, num_conv=roi.mask_head_num_conv,
-                         num_classes=num_classes)
+    mask_head = MaskHead(in_channels=channels, num_classes=num_classes, conv_dims=roi.mask_head_conv_dim,
+                         num_convs=roi.mask_head_num_conv)
     return MaskRCNN(
         backbone=backbone, fpn=fpn, rpn=rpn, box_pooler=box_pooler, box_head=box_head,
         mask_pooler=mask_pooler, mask_head=mask_head, num_classes=num_classes,
@@ -129,5 +124,4 @@ def build_mask_rcnn(cfg, num_classes):
                            score_thresh=roi.score_thresh_test, nms_thresh=roi.nms_thresh_test,
                            detections_per_image=roi.detections_per_image,
                            topk_candidates=roi.test_topk_candidates),
-        num_mask_rois=max(1, int(round(roi.batch_size_per_image * roi.positive_fraction))),
-        mask_resolution=2 * roi.mask_pooler_resolution, seed=cfg.seed)
+        num_mask_rois=max(1, int(round(roi.batch_size_per_image * roi.positive_fraction))), seed=cfg.seed)

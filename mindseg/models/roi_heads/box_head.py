@@ -11,8 +11,8 @@ from mindspore.common import initializer as init
 
 from mindseg.models import box_ops
 from mindseg.models.layers import nms
-from mindseg.models.layers.gather import gather_rows
-from mindseg.models.rpn import smooth_l1
+from mindseg.models.layers.gather import gather_rows, select_class
+from mindseg.models.losses import smooth_l1
 
 
 class BoxHead(nn.Cell):
@@ -33,14 +33,6 @@ class BoxHead(nn.Cell):
         return self.cls_score(hidden), self.bbox_pred(hidden)
 
 
-def select_class_deltas(box_deltas, classes):
-    """box_deltas (N, 4K), classes (N,) int in 0..K-1 -> (N, 4) the deltas of each row's class."""
-    num_classes = box_deltas.shape[1] // 4
-    one_hot = ops.one_hot(classes, num_classes, ms.Tensor(1.0, box_deltas.dtype),
-                          ms.Tensor(0.0, box_deltas.dtype))
-    return (box_deltas.reshape(-1, num_classes, 4) * one_hot.reshape(-1, num_classes, 1)).sum(1)
-
-
 def box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes, roi_gt_boxes, *,
                     bbox_reg_weights, smooth_l1_beta=0.0):
     """Softmax CE over sampled RoIs and box regression on fg RoIs (deltas of the gt class), both
@@ -54,11 +46,11 @@ def box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes, roi
     gt_classes = roi_gt_classes.reshape(-1)
     normalizer = ops.maximum(valid.sum(), 1.0)
     log_probs = ops.log_softmax(cls_logits, -1)
-    one_hot = ops.one_hot(gt_classes, num_classes + 1, ms.Tensor(1.0, ms.float32), ms.Tensor(0.0, ms.float32))
-    loss_cls = -((log_probs * one_hot).sum(-1) * valid).sum() / normalizer
+    loss_cls = -(select_class(log_probs, gt_classes) * valid).sum() / normalizer
 
     is_fg = (gt_classes < num_classes) & (valid > 0)
-    fg_deltas = select_class_deltas(box_deltas, ops.minimum(gt_classes, num_classes - 1))
+    # the deltas of each RoI's gt class: (B*R, 4K) -> (B*R, K, 4) -> (B*R, 4)
+    fg_deltas = select_class(box_deltas.reshape(-1, num_classes, 4), ops.minimum(gt_classes, num_classes - 1))
     fg_rows = is_fg.reshape(roi_valid.shape + (1,))
     unit_box = ops.ones_like(rois) * ms.Tensor([0.0, 0.0, 1.0, 1.0], rois.dtype)
     gt_deltas = box_ops.encode_boxes(ops.where(fg_rows, rois, unit_box), ops.where(fg_rows, roi_gt_boxes, unit_box),
@@ -106,4 +98,4 @@ def box_head_inference(cls_logits, box_deltas, proposals, proposal_valid, image_
     return det_boxes, det_scores, det_classes, keep_valid
 
 
-__all__ = ["BoxHead", "box_head_losses", "box_head_inference", "select_class_deltas"]
+__all__ = ["BoxHead", "box_head_losses", "box_head_inference"]

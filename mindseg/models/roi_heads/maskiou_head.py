@@ -9,6 +9,8 @@ import mindspore.nn as nn
 import mindspore.ops as ops
 from mindspore.common import initializer as init
 
+from mindseg.models.layers.gather import select_class
+
 __all__ = ["MaskIoUHead", "gt_mask_areas", "maskiou_targets", "maskiou_loss", "mask_scores"]
 
 
@@ -86,10 +88,7 @@ def maskiou_loss(pred_maskiou, gt_classes, maskiou_target, is_positive, loss_wei
 
     pred_maskiou (N, K), gt_classes (N,) int32, maskiou_target (N,), is_positive (N,) bool.
     """
-    num_classes = pred_maskiou.shape[1]
-    one_hot = ops.one_hot(ops.clip(gt_classes, 0, num_classes - 1), num_classes,
-                          ms.Tensor(1.0, ms.float32), ms.Tensor(0.0, ms.float32))
-    pred = (pred_maskiou * one_hot).sum(axis=1)
+    pred = select_class(pred_maskiou, ops.clip(gt_classes, 0, pred_maskiou.shape[1] - 1))
     selected = ops.logical_and(is_positive, maskiou_target > 0)
     weight = selected.astype(ms.float32)
     squared = 0.5 * ops.square(pred - maskiou_target) * weight
@@ -99,6 +98,5 @@ def maskiou_loss(pred_maskiou, gt_classes, maskiou_target, is_positive, loss_wei
 def mask_scores(pred_maskiou, pred_classes, box_scores):
     """Test-time segm scores: box score x predicted IoU of the predicted class.
     pred_maskiou (..., K), pred_classes (...) int32, box_scores (...) -> (...)."""
-    num_classes = pred_maskiou.shape[-1]
-    one_hot = ops.one_hot(pred_classes, num_classes, ms.Tensor(1.0, ms.float32), ms.Tensor(0.0, ms.float32))
-    return box_scores * (pred_maskiou * one_hot).sum(axis=-1)
+    flat = select_class(pred_maskiou.reshape(-1, pred_maskiou.shape[-1]), pred_classes.reshape(-1))
+    return box_scores * flat.reshape(pred_classes.shape)
