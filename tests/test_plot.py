@@ -57,6 +57,7 @@ def test_ticks_and_ranges():
     assert linear_ticks(0, 600) == [0, 200, 400, 600]
     assert linear_ticks(0, 0.021, 4) == [0, 0.01, 0.02]
     assert linear_ticks(0.5, 2.6, 4) == [1.0, 2.0]
+    assert linear_ticks(0, 2) == [0, 0.5, 1.0, 1.5, 2.0]  # plot_train_curves keeps whole steps
     assert log_range([0.03, 2.5, 0.0, np.nan]) == (0.01, 10.0)
     assert log_range([1.0]) == (1.0, 10.0)
     assert log_ticks(0.01, 10.0) == pytest.approx([0.01, 0.1, 1.0, 10.0])

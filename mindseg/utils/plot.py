@@ -153,7 +153,7 @@ def plot_train_curves(steps, losses, lr, total_steps, path=None, size=(960, 720)
     lr_h = height - 110 - loss_h - 50
     steps = np.asarray(steps, np.float64)
     x_range = (0.0, float(max(total_steps, steps.max() if steps.size else 1, 1)))
-    x_ticks = linear_ticks(*x_range)
+    x_ticks = [t for t in linear_ticks(*x_range) if float(t).is_integer()]  # whole steps
     names = ["total"] + sorted(n for n in losses if n != "total")
     names = [n for n in names if n in losses]
     colors = {n: TOTAL_COLOR if n == "total" else instance_color(k) for k, n in enumerate(names)}
