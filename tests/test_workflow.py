@@ -50,7 +50,7 @@ def quickstart(tmp_path_factory):
     root = tmp_path_factory.mktemp("quickstart")
     data, out = root / "data", root / "out"
     result = _run(["bash", os.path.join(ROOT, "scripts", "quickstart.sh")] + SMALL, cwd=str(root),
-                  timeout=600, DATA=str(data), OUT=str(out), NUM_TRAIN="6", NUM_VAL="3",
+                  timeout=1200, DATA=str(data), OUT=str(out), NUM_TRAIN="6", NUM_VAL="3",
                   IMAGE_SIZE="128", NUM_DRAW="2", NUM_INFER="2", SCORE_THRESH="0.0")
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
