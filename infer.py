@@ -5,12 +5,12 @@ python infer.py --config CFG (--ckpt_path PATH | --mindir PATH) --input IMG_OR_D
 
 Writes DIR/<name>.png (masks, boxes, class names and scores drawn on the image) and DIR/<name>.json
 (the image's detections in the COCO results format, with an ``image`` file name instead of an
-``image_id``), and prints one line per drawing: ``<name>.png: N detections``. Images are preprocessed
-exactly as the evaluation pipeline does; with --mindir the preprocessing and class names come
-from the JSON written beside the graph, with --ckpt_path the class names from the checkpoint (the
-dataset only for checkpoints that do not carry them). An image that cannot be read is named,
-skipped and counted ("N images, M skipped"); the exit status is non-zero only when none could be
-processed.
+``image_id``), and prints one line per drawing: ``<name>.png: N detections``. Images are
+preprocessed exactly as the evaluation pipeline does; with --mindir the preprocessing and class
+names come from the JSON written beside the graph, with --ckpt_path the class names from the
+checkpoint (the dataset only for checkpoints that do not carry them). An image that cannot be
+read is named, skipped and counted ("N images, M skipped"); the exit status is non-zero only when
+none could be processed.
 """
 import json
 import os

@@ -134,7 +134,8 @@ def _check_infer_counts(out, log):
     results = _infer_results(out / "infer")
     assert results
     for name, dets in results.items():
-        line = f"{os.path.splitext(name)[0]}.png: {len(dets)} detection{'' if len(dets) == 1 else 's'}"
+        plural = "" if len(dets) == 1 else "s"
+        line = f"{os.path.splitext(name)[0]}.png: {len(dets)} detection{plural}"
         assert log.count(line) == 2 and line in closing, (line, closing)
 
 
@@ -153,9 +154,10 @@ CENTERMASK_SMALL = ["data.canvas=[128,128]", "data.min_size=[128]", "data.max_si
                     "data.max_instances=8", "data.mask_crop=28", "model.fpn.out_channels=32",
                     "model.fcos.pre_nms_topk=100", "model.fcos.post_nms_topk_train=20",
                     "model.fcos.post_nms_topk_test=10", "model.fcos.score_thresh=0.0",
-                    "model.centermask.mask_head_conv_dim=32", "model.centermask.maskiou_conv_dim=32",
-                    "model.centermask.maskiou_fc_dim=64", "train.max_steps=2", "train.warmup_iters=1",
-                    "train.lr_steps=[100]", "train.log_interval=1", "train.ckpt_interval=2"]
+                    "model.centermask.mask_head_conv_dim=32",
+                    "model.centermask.maskiou_conv_dim=32", "model.centermask.maskiou_fc_dim=64",
+                    "train.max_steps=2", "train.warmup_iters=1", "train.lr_steps=[100]",
+                    "train.log_interval=1", "train.ckpt_interval=2"]
 
 
 def test_quickstart_runs_centermask_lite(quickstart):

@@ -44,17 +44,19 @@ def draw_val_images(ann_file, image_dir, results, class_names, category_ids, out
         if len(drawn) >= count:
             break
         info = coco.imgs[image_id]
-        image = cv2.imread(os.path.join(image_dir, info["file_name"]), cv2.IMREAD_COLOR)
+        image_path = os.path.join(image_dir, info["file_name"])
+        image = cv2.imread(image_path, cv2.IMREAD_COLOR)
         if image is None:
-            log(f"--draw: skipped image {image_id}: cannot read {os.path.join(image_dir, info['file_name'])}")
+            log(f"--draw: skipped image {image_id}: cannot read {image_path}")
             continue
         gt = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
         dets = sorted(by_image.get(image_id, []), key=lambda r: -r["score"])
         size = image.shape[:2]
         left = draw_instances(image, *_instances(coco, gt, label_of, *size, False), class_names)
         right = draw_instances(image, *_instances(coco, dets, label_of, *size, True), class_names)
-        picture = side_by_side(left, right, (f"ground truth ({len(gt)})",
-                                             f"predictions ({len(dets)}, score >= {score_thresh:g})"))
+        titles = (f"ground truth ({len(gt)})",
+                  f"predictions ({len(dets)}, score >= {score_thresh:g})")
+        picture = side_by_side(left, right, titles)
         path = os.path.join(output_dir, os.path.splitext(os.path.basename(info["file_name"]))[0]
                             + ".png")
         if not cv2.imwrite(path, picture):

@@ -62,7 +62,8 @@ def draw_instances(image, boxes, labels, scores, masks=None, class_names=()):
         color = instance_color(labels[k])
         x0, y0, x1, y1 = (int(round(v)) for v in boxes[k])
         cv2.rectangle(canvas, (x0, y0), (x1, y1), color, thickness)
-        text = _label_text(class_names, int(labels[k]), None if scores is None else float(scores[k]))
+        score = None if scores is None else float(scores[k])
+        text = _label_text(class_names, int(labels[k]), score)
         (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
         top = y0 - text_h - baseline if y0 - text_h - baseline >= 0 else y0
         cv2.rectangle(canvas, (x0, top), (x0 + text_w, top + text_h + baseline), color, -1)
