@@ -1,22 +1,32 @@
 """Evaluate a checkpoint on the val split: COCO bbox and segm AP (pycocotools), per-class AP.
 
 python eval.py --config CFG --ckpt_path PATH [--mix True] [--dataset_dir DIR] [--output_dir DIR]
-               [--strict] [key=value ...]
+               [--strict] [--draw N [--draw_thresh 0.5]] [key=value ...]
 
 Writes OUTPUT_DIR/results.json (COCO results, original category ids) and OUTPUT_DIR/metrics.json
-(AP, AP50, AP75, APs, APm, APl per iou type, in percent). Under msrun each rank infers its share of
+(AP, AP50, AP75, APs, APm, APl per iou type, in percent); with --draw N also N pictures of val
+images into OUTPUT_DIR/drawings/, the ground truth on the left and the detections with a score
+>= --draw_thresh on the right. Under msrun each rank infers its share of
 the images and rank 0 merges them. Bad data is named and counted (refused with --strict); an image
 that cannot be read is named and its ground truth left out of COCOeval.
 """
+import json
+import os
 import sys
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
-from mindseg.cli import parse, script_errors, with_progress
+from mindseg.cli import build_parser, config_from_args, script_errors, with_progress
 from mindseg.engine.inference import build_network, checkpoint_classes, coco_results_fn, load_weights
+from mindseg.utils.visualize import SCORE_THRESH
 
 
 def main(argv=None):
-    args, cfg = parse("eval", __doc__.splitlines()[0], argv)
+    parser = build_parser("eval", __doc__.splitlines()[0])
+    parser.add_argument("--draw", type=int, default=0, metavar="N",
+                        help="draw N val images: ground truth left, predictions right")
+    parser.add_argument("--draw_thresh", type=float, default=SCORE_THRESH,
+                        help="the score a detection needs to be drawn")
+    args = parser.parse_args(argv)
     with script_errors("eval.py"):
         from mindseg.dataset.coco import coco_paths
         from mindseg.dataset.pipeline import create_dataset, dataset_info
@@ -25,6 +35,7 @@ def main(argv=None):
         from mindseg.runtime import init_runtime
         from mindseg.utils.modelarts import finish_modelarts, prepare_modelarts
 
+        cfg = config_from_args(args)
         runtime = init_runtime(cfg)
         cfg = prepare_modelarts(cfg, runtime)
         info = dataset_info(cfg, "val", report=print if runtime.is_main else None)
@@ -33,16 +44,22 @@ def main(argv=None):
         load_weights(net, ckpt)
         precision.for_inference(net, cfg)
         dataset = create_dataset(cfg, "val", runtime.rank, runtime.world)
-        ann_file = coco_paths(cfg.data.dataset_dir, cfg.data.val_split)[0]
+        ann_file, image_dir = coco_paths(cfg.data.dataset_dir, cfg.data.val_split)
         log = print if runtime.is_main else (lambda *a: None)
         log(f"evaluating {ckpt} on {info['num_samples']} images of {ann_file}")
         progress = with_progress(dataset, runtime.is_main and sys.stderr.isatty())
         metrics = run_evaluation(net, progress, coco_results_fn(info["category_ids"]), ann_file,
                                  runtime, cfg.output_dir, log=log)
-        finish_modelarts(cfg, runtime)
         if metrics is not None:
             print(f"bbox AP {metrics['bbox']['AP']:.2f}  segm AP {metrics['segm']['AP']:.2f}  "
                   f"(results and metrics.json in {cfg.output_dir})")
+        if metrics is not None and args.draw > 0:
+            from mindseg.engine.drawings import draw_val_images
+            with open(os.path.join(cfg.output_dir, "results.json"), "r", encoding="utf-8") as f:
+                results = json.load(f)
+            draw_val_images(ann_file, image_dir, results, info["class_names"], info["category_ids"],
+                            os.path.join(cfg.output_dir, "drawings"), args.draw, args.draw_thresh)
+        finish_modelarts(cfg, runtime)
     return metrics
 
 

@@ -5,11 +5,12 @@ python infer.py --config CFG (--ckpt_path PATH | --mindir PATH) --input IMG_OR_D
 
 Writes DIR/<name>.png (masks, boxes, class names and scores drawn on the image) and DIR/<name>.json
 (the image's detections in the COCO results format, with an ``image`` file name instead of an
-``image_id``). Images are preprocessed exactly as the evaluation pipeline does; with --mindir the
-preprocessing and class names come from the JSON written beside the graph, with --ckpt_path the
-class names from the checkpoint (the dataset only for checkpoints that do not carry them). An image that cannot
-be read is named, skipped and counted ("N images, M skipped"); the exit status is non-zero only
-when none could be processed.
+``image_id``), and prints one line per drawing: ``<name>.png: N detections``. Images are
+preprocessed exactly as the evaluation pipeline does; with --mindir the preprocessing and class
+names come from the JSON written beside the graph, with --ckpt_path the class names from the
+checkpoint (the dataset only for checkpoints that do not carry them). An image that cannot be
+read is named, skipped and counted ("N images, M skipped"); the exit status is non-zero only when
+none could be processed.
 """
 import json
 import os
@@ -17,6 +18,7 @@ import sys
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
 from mindseg.cli import ScriptError, build_parser, config_from_args, list_images, script_errors
+from mindseg.utils.visualize import SCORE_THRESH
 
 
 def main(argv=None):
@@ -24,7 +26,8 @@ def main(argv=None):
     parser.add_argument("--mindir", default=None, help="an exported graph (with its .json beside it)")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--output", required=True, help="folder for the drawings and JSON files")
-    parser.add_argument("--score_thresh", type=float, default=0.5, help="drop weaker detections")
+    parser.add_argument("--score_thresh", type=float, default=SCORE_THRESH,
+                        help="drop weaker detections")
     args = parser.parse_args(argv)
     with script_errors("infer.py"):
         import cv2
@@ -70,6 +73,8 @@ def main(argv=None):
                 with open(os.path.join(args.output, stem + ".json"), "w", encoding="utf-8") as f:
                     json.dump(results, f)
                 counts[name] = len(results)
+                print(f"{stem}.png: {len(results)} detection{'' if len(results) == 1 else 's'}",
+                      flush=True)
         if not counts:
             raise ScriptError(f"--input {args.input}: none of its {len(paths)} image(s) could be "
                               f"read ({len(skipped)} skipped)")

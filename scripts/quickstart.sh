@@ -1,22 +1,32 @@
 #!/bin/bash
 # Quick start on the CPU: synthetic shapes dataset -> train -> evaluate -> export MINDIR -> infer.
-#   bash scripts/quickstart.sh [key=value ...]     (config overrides, given to every step)
-# Environment: PYTHON (default python), DATA (datasets/shapes), OUT (outputs/shapes_mask_rcnn),
-# NUM_TRAIN / NUM_VAL / IMAGE_SIZE (synthetic dataset size), NUM_INFER (images drawn by infer.py),
-# SCORE_THRESH (infer.py's, default 0.5). A rerun into the same OUT stops at train.py, which
-# never writes over earlier checkpoints: add train.overwrite=true to move them aside.
+#   [MODEL=centermask_lite] bash scripts/quickstart.sh [key=value ...]   (overrides for every step)
+# Environment: MODEL (mask_rcnn; the config is config/shapes/<MODEL>_shapes.yml), PYTHON (python),
+# DATA (datasets/shapes), OUT (outputs/shapes_<MODEL>), NUM_TRAIN / NUM_VAL / IMAGE_SIZE (synthetic
+# dataset size), NUM_DRAW (val images eval.py draws beside their ground truth), NUM_INFER (images
+# infer.py draws), SCORE_THRESH (the score a detection needs to be drawn, default 0.3).
+# A rerun into the same OUT stops at train.py, which never writes over earlier checkpoints: add
+# train.overwrite=true to move them aside.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+MODEL=${MODEL:-mask_rcnn}
+CONFIG=config/shapes/${MODEL}_shapes.yml
+if [ ! -f "$CONFIG" ]; then
+    models=$(cd config/shapes && ls -- *_shapes.yml | sed 's/_shapes\.yml$//' | paste -sd ' ')
+    echo "quickstart.sh: error: MODEL=$MODEL: there is no $CONFIG (models: $models)" >&2
+    exit 1
+fi
 PYTHON=${PYTHON:-python}
-CONFIG=config/shapes/mask_rcnn_shapes.yml
 DATA=${DATA:-datasets/shapes}
-OUT=${OUT:-outputs/shapes_mask_rcnn}
+OUT=${OUT:-outputs/shapes_${MODEL}}
 NUM_TRAIN=${NUM_TRAIN:-200}
 NUM_VAL=${NUM_VAL:-50}
 IMAGE_SIZE=${IMAGE_SIZE:-256}
+NUM_DRAW=${NUM_DRAW:-4}
 NUM_INFER=${NUM_INFER:-4}
-SCORE_THRESH=${SCORE_THRESH:-0.5}
+SCORE_THRESH=${SCORE_THRESH:-0.3}
+GRAPH=$OUT/export/${MODEL}_shapes
 export GLOG_v=${GLOG_v:-3}
 COMMON=(--config "$CONFIG" --device_target CPU --dataset_dir "$DATA")
 start=$SECONDS
@@ -31,27 +41,44 @@ else
         --num-val "$NUM_VAL" --image-size "$IMAGE_SIZE"
 fi
 
-step "2/5 train -> $OUT"
+step "2/5 train $MODEL -> $OUT"
 "$PYTHON" train.py "${COMMON[@]}" --output_dir "$OUT" "$@"
 
-step "3/5 evaluate -> $OUT/eval"
-"$PYTHON" eval.py "${COMMON[@]}" --ckpt_path "$OUT/checkpoints" --output_dir "$OUT/eval" "$@"
+step "3/5 evaluate, draw $NUM_DRAW val images -> $OUT/eval"
+"$PYTHON" eval.py "${COMMON[@]}" --ckpt_path "$OUT/checkpoints" --output_dir "$OUT/eval" \
+    --draw "$NUM_DRAW" --draw_thresh "$SCORE_THRESH" "$@"
+# the README's picture: the first drawing, at most 800 px wide
+first=$(find "$OUT/eval/drawings" -maxdepth 1 -name '*.png' 2>/dev/null | sort | head -n 1)
+if [ -n "$first" ]; then
+    "$PYTHON" -c 'import sys, cv2
+picture = cv2.imread(sys.argv[1])
+scale = min(1.0, 800 / picture.shape[1])
+if scale < 1.0:
+    picture = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+sys.exit(0 if cv2.imwrite(sys.argv[2], picture) else 1)' "$first" "$OUT/quickstart.png"
+fi
 
-step "4/5 export MINDIR -> $OUT/export"
+step "4/5 export MINDIR -> $GRAPH.mindir"
 "$PYTHON" export.py "${COMMON[@]}" --ckpt_path "$OUT/checkpoints" --file_format MINDIR \
-    --output "$OUT/export/mask_rcnn_shapes" "$@"
+    --output "$GRAPH" "$@"
 
 step "5/5 infer with the exported graph -> $OUT/infer"
 rm -rf "$OUT/infer_input" && mkdir -p "$OUT/infer_input"
 find "$DATA/val2017" -maxdepth 1 -type f | sort | head -n "$NUM_INFER" \
     | xargs -I{} cp {} "$OUT/infer_input/"
-"$PYTHON" infer.py "${COMMON[@]}" --mindir "$OUT/export/mask_rcnn_shapes.mindir" \
-    --input "$OUT/infer_input" --output "$OUT/infer" --score_thresh "$SCORE_THRESH" "$@"
+"$PYTHON" infer.py "${COMMON[@]}" --mindir "$GRAPH.mindir" --input "$OUT/infer_input" \
+    --output "$OUT/infer" --score_thresh "$SCORE_THRESH" "$@" | tee "$OUT/infer.log"
 
 echo
-echo "done in $((SECONDS - start)) s:"
+echo "done in $((SECONDS - start)) s ($MODEL):"
 echo "  config and log      $OUT/config.yml  $OUT/train.log"
+echo "  training curves     $OUT/train_curves.png"
 echo "  checkpoints         $OUT/checkpoints/"
 echo "  AP (percent)        $OUT/eval/metrics.json   results: $OUT/eval/results.json"
-echo "  exported graph      $OUT/export/mask_rcnn_shapes.mindir (+ .json)"
-echo "  drawings, results   $OUT/infer/*.png  $OUT/infer/*.json"
+echo "  val drawings        $OUT/eval/drawings/*.png  (ground truth | predictions)"
+if [ -f "$OUT/quickstart.png" ]; then
+    echo "  README picture      $OUT/quickstart.png"
+fi
+echo "  exported graph      $GRAPH.mindir (+ .json)"
+echo "  drawings, results   $OUT/infer/*.png  $OUT/infer/*.json, score >= $SCORE_THRESH:"
+grep -E '^[^ ]+: [0-9]+ detections?$' "$OUT/infer.log" | sed "s|^|    |" || true

@@ -1,5 +1,6 @@
 """Checkpoints: exact resume (N + N steps == 2N steps), rotation, and atomic writes that survive
 a kill in the middle of a write."""
+import json
 import os
 import signal
 import subprocess
@@ -55,6 +56,13 @@ def test_resume_equals_uninterrupted(tmp_path, mode, mix):
         np.testing.assert_allclose(resumed[name], full[name], rtol=0, atol=1e-6, err_msg=name)
     if mix:
         assert second["loss_scale"] == full_summary["loss_scale"]
+    # the resumed run's train_curves.json continues the first part's: the whole run's history
+    full_curves = json.loads((tmp_path / "full" / "train_curves.json").read_text())
+    cut_curves = json.loads((tmp_path / "cut" / "train_curves.json").read_text())
+    assert cut_curves["step"] == full_curves["step"] == [3, 6, 9, 12]
+    assert set(cut_curves) == set(full_curves) == {"step", "total", "loss_cls", "loss_box"}
+    for name in ("total", "loss_cls", "loss_box"):
+        np.testing.assert_allclose(cut_curves[name], full_curves[name], rtol=1e-5, err_msg=name)
     seed_everything(0)
     assert not np.allclose(full["conv.weight"], ToyNet().conv.weight.asnumpy(), atol=1e-4)
 

@@ -251,3 +251,11 @@ def test_trainer_logs_checkpoints_and_summary(tmp_path):
     assert "step 3/6" in log and "step 6/6" in log and "img/s" in log and "eta" in log
     assert "loss_cls" in log and "lr 0.01" in log
     assert "max_steps: 6" in (out / "config.yml").read_text()
+    # train_curves.png, redrawn at each checkpoint, from the logged window means
+    import json
+    import cv2
+    curves = json.loads((out / "train_curves.json").read_text())
+    assert curves["step"] == [3, 6] and set(curves) == {"step", "total", "loss_cls", "loss_box"}
+    assert f"total {curves['total'][-1]:.4f}" in log
+    picture = cv2.imread(str(out / "train_curves.png"))
+    assert picture is not None and picture.shape == (720, 960, 3)

@@ -1,6 +1,7 @@
 """The quick start end to end, in subprocesses, at the smallest size that still checks it:
-scripts/quickstart.sh (synthetic data -> train.py -> eval.py -> export.py -> infer.py --mindir),
-then infer.py from the checkpoint, and the scripts' refusals."""
+scripts/quickstart.sh (synthetic data -> train.py -> eval.py --draw -> export.py -> infer.py
+--mindir) for Mask R-CNN and, on 2 steps, CenterMask-Lite; then infer.py from the checkpoint,
+and the scripts' refusals."""
 import json
 import os
 import re
@@ -49,8 +50,8 @@ def quickstart(tmp_path_factory):
     root = tmp_path_factory.mktemp("quickstart")
     data, out = root / "data", root / "out"
     result = _run(["bash", os.path.join(ROOT, "scripts", "quickstart.sh")] + SMALL, cwd=str(root),
-                  timeout=600, DATA=str(data), OUT=str(out), NUM_TRAIN="6", NUM_VAL="3",
-                  IMAGE_SIZE="128", NUM_INFER="2", SCORE_THRESH="0.0")
+                  timeout=1200, DATA=str(data), OUT=str(out), NUM_TRAIN="6", NUM_VAL="3",
+                  IMAGE_SIZE="128", NUM_DRAW="2", NUM_INFER="2", SCORE_THRESH="0.0")
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
     return {"root": root, "data": data, "out": out, "log": log}
@@ -74,6 +75,119 @@ def test_train_writes_checkpoint_config_and_loss_falls(quickstart):
     assert len(losses) == STEPS // 2
     assert np.isfinite(losses).all()
     assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
+
+
+def _ink(picture):
+    """Pixels that are not white."""
+    return int((picture.min(axis=2) < 250).sum())
+
+
+def _check_train_curves(out, steps_logged):
+    """train_curves.png: a readable chart with the logged steps' curves in it; its json holds
+    the totals train.log printed."""
+    import cv2
+    curves = json.loads((out / "train_curves.json").read_text())
+    assert curves["step"] == steps_logged
+    assert curves["total"] == pytest.approx(_losses((out / "train.log").read_text()), abs=1e-4)
+    picture = cv2.imread(str(out / "train_curves.png"))
+    assert picture is not None and picture.shape == (720, 960, 3)
+    assert _ink(picture) > 5000  # frames, ticks, legend and the curves
+    assert (picture.min(axis=2) == 0).sum() > 50  # the total's black curve
+
+
+def test_train_writes_curves_of_every_loss(quickstart):
+    _check_train_curves(quickstart["out"], list(range(2, STEPS + 1, 2)))
+    curves = json.loads((quickstart["out"] / "train_curves.json").read_text())
+    assert {"loss_cls", "loss_mask", "loss_rpn_cls"} <= set(curves)
+
+
+def _check_eval_drawings(out, data, count, log):
+    """eval.py --draw: ``count`` pictures of the first val images, ground truth | predictions,
+    and the quick start's README picture."""
+    import cv2
+    gt = json.loads((data / "annotations" / "instances_val2017.json").read_text())
+    images = sorted(gt["images"], key=lambda i: i["id"])[:count]
+    drawings = sorted(os.listdir(out / "eval" / "drawings"))
+    assert drawings == [os.path.splitext(i["file_name"])[0] + ".png" for i in images]
+    results = json.loads((out / "eval" / "results.json").read_text())
+    for info, name in zip(images, drawings):
+        source = cv2.imread(str(data / "val2017" / info["file_name"]))
+        picture = cv2.imread(str(out / "eval" / "drawings" / name))
+        height, width = source.shape[:2]
+        assert picture.shape[1] == 2 * width + 8 and picture.shape[0] > height
+        top = picture.shape[0] - height
+        left, right = picture[top:, :width], picture[top:, width + 8:]
+        assert np.abs(left.astype(int) - source).sum() > 0  # the ground truth is drawn
+        assert np.abs(right.astype(int) - source).sum() > 0  # so are the detections
+        objects = sum(a["image_id"] == info["id"] for a in gt["annotations"])
+        detections = sum(r["image_id"] == info["id"] for r in results)  # draw threshold 0
+        assert f"{name}: {objects} objects, {detections} detections with score >= 0" in log
+    readme = cv2.imread(str(out / "quickstart.png"))
+    first = cv2.imread(str(out / "eval" / "drawings" / drawings[0]))
+    np.testing.assert_array_equal(readme, first)  # under 800 px wide: not scaled
+    assert f"README picture      {out / 'quickstart.png'}" in log
+
+
+def _check_infer_counts(out, log):
+    """infer.py names each drawing with its count; the quick start repeats them at its end."""
+    closing = log.split("\ndone in ")[-1]
+    results = _infer_results(out / "infer")
+    assert results
+    for name, dets in results.items():
+        plural = "" if len(dets) == 1 else "s"
+        line = f"{os.path.splitext(name)[0]}.png: {len(dets)} detection{plural}"
+        assert log.count(line) == 2 and line in closing, (line, closing)
+
+
+def test_eval_draws_ground_truth_beside_predictions(quickstart):
+    _check_eval_drawings(quickstart["out"], quickstart["data"], 2, quickstart["log"])
+
+
+def test_infer_prints_each_drawings_detection_count(quickstart):
+    _check_infer_counts(quickstart["out"], quickstart["log"])
+    assert "(mask_rcnn)" in quickstart["log"].split("\ndone in ")[-1]
+
+
+# CenterMask-Lite at its smallest: its whole chain, 2 steps, every detection kept at test
+CENTERMASK_SMALL = ["data.canvas=[128,128]", "data.min_size=[128]", "data.max_size=128",
+                    "data.test_min_size=128", "data.test_max_size=128", "data.num_workers=0",
+                    "data.max_instances=8", "data.mask_crop=28", "model.fpn.out_channels=32",
+                    "model.fcos.pre_nms_topk=100", "model.fcos.post_nms_topk_train=20",
+                    "model.fcos.post_nms_topk_test=10", "model.fcos.score_thresh=0.0",
+                    "model.centermask.mask_head_conv_dim=32",
+                    "model.centermask.maskiou_conv_dim=32", "model.centermask.maskiou_fc_dim=64",
+                    "train.max_steps=2", "train.warmup_iters=1", "train.lr_steps=[100]",
+                    "train.log_interval=1", "train.ckpt_interval=2"]
+
+
+def test_quickstart_runs_centermask_lite(quickstart):
+    root, data = quickstart["root"], quickstart["data"]
+    out = root / "out_centermask_lite"
+    result = _run(["bash", os.path.join(ROOT, "scripts", "quickstart.sh")] + CENTERMASK_SMALL,
+                  cwd=str(root), timeout=600, MODEL="centermask_lite", DATA=str(data), OUT=str(out),
+                  NUM_DRAW="1", NUM_INFER="1", SCORE_THRESH="0.0")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    import yaml
+    cfg = yaml.safe_load((out / "config.yml").read_text())
+    assert cfg["model"]["name"] == "centermask"
+    assert cfg["model"]["backbone"]["name"] == "vovnet19_slim_dw"
+    assert "already there" in log  # the Mask R-CNN run's dataset
+    _check_train_curves(out, [1, 2])
+    assert "loss_maskiou" in json.loads((out / "train_curves.json").read_text())
+    _check_eval_drawings(out, data, 1, log)
+    assert (out / "export" / "centermask_lite_shapes.mindir").stat().st_size > 100_000
+    _check_infer_counts(out, log)
+    assert "(centermask_lite)" in log.split("\ndone in ")[-1]
+
+
+def test_quickstart_names_the_models_it_has(tmp_path):
+    result = _run(["bash", os.path.join(ROOT, "scripts", "quickstart.sh")], cwd=str(tmp_path),
+                  MODEL="yolact", DATA=str(tmp_path / "data"), OUT=str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "MODEL=yolact: there is no config/shapes/yolact_shapes.yml" in result.stderr
+    assert "centermask_lite" in result.stderr and "mask_rcnn" in result.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
 
 
 def test_eval_writes_metrics_in_percent_and_original_category_ids(quickstart):

@@ -9,6 +9,7 @@ import numpy as np
 from mindseg.config import dump_config
 from mindseg.engine.checkpoint import (CheckpointManager, claim_checkpoint_dir, load_train_state,
                                        model_meta, resolve_checkpoint)
+from mindseg.engine.curves import TrainCurves
 from mindseg.engine.logger import format_train_line, setup_logger
 from mindseg.engine.lr_schedule import build_lr_schedule, schedule_length
 from mindseg.engine.precision import apply_mixed_precision
@@ -59,6 +60,8 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, stop_after=None,
     weights, optimizer moments, step and loss scale. Only rank 0 logs, writes the resolved config
     and checkpoints (into ``cfg.output_dir/checkpoints``). ``stop_after`` ends the run after that
     many steps of the schedule (a checkpoint is written there), as a preempted job would.
+    With every checkpoint rank 0 also redraws ``cfg.output_dir/train_curves.png`` (losses and
+    lr against the step; :mod:`mindseg.engine.curves`).
     Checkpoints of an earlier run in that folder stop the run unless ``cfg.train.overwrite``
     (then they are moved aside first). ``class_info`` (num_classes, class_names, category_ids)
     is saved in every checkpoint. Returns a summary dict.
@@ -89,6 +92,7 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, stop_after=None,
     loss_names = step_fn.loss_names or tuple(f"loss_{i}" for i in range(64))
 
     start_step = 0
+    curves = TrainCurves(cfg.output_dir, lr, total_steps) if runtime.is_main else None
     resume_ckpt = resume_ckpt or tcfg.resume_ckpt
     if resume_ckpt:
         path = resolve_checkpoint(resume_ckpt)
@@ -96,6 +100,8 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, stop_after=None,
         step_fn.load_scaler_state(state)
         start_step = int(state.get("step", step_fn.step_index))
         logger.info(f"resumed from {path} at step {start_step}")
+        if curves is not None:
+            curves.resume(path, start_step)
     manager = CheckpointManager(ckpt_dir, tcfg.keep_ckpt_max,
                                 meta=model_meta(cfg, class_info) if class_info else None
                                 ) if runtime.is_main else None
@@ -126,6 +132,8 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, stop_after=None,
                 mean = np.mean(window_losses, axis=0)
                 last_losses = {"total": float(mean[0])}
                 last_losses.update({name: float(v) for name, v in zip(loss_names, mean[1:])})
+                if curves is not None:
+                    curves.add(done, last_losses)
             line = format_train_line(done, total_steps, last_losses, float(lr[step]), step_time,
                                      images_per_step / max(step_time, 1e-9),
                                      step_time * (total_steps - done),
@@ -134,6 +142,7 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, stop_after=None,
             window_losses, window_skipped, window_count, window_start = [], 0, 0, time.time()
         if manager is not None and (done % tcfg.ckpt_interval == 0 or done == end_step):
             saved.append(manager.save(net, optimizer, done, step_fn.scaler_state()))
+            curves.write()
     if bar is not None:
         bar.close()
     run_time = time.time() - run_start

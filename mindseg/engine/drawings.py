@@ -1,0 +1,69 @@
+"""``eval.py --draw N``: val images side by side, the ground truth on the left (masks, boxes,
+class names) and the model's detections on the right (masks, boxes, class and score, those at or
+above a draw threshold), drawn from the annotation file and the COCO results eval.py wrote."""
+import contextlib
+import io
+import os
+
+import cv2
+import numpy as np
+
+from mindseg.utils.visualize import draw_instances, side_by_side
+
+
+def _instances(coco, anns, label_of, height, width, with_scores):
+    """COCO annotations or results of one image -> ``(boxes (D, 4) xyxy, labels (D,), scores
+    (D,) or None, masks (D, h, w) bool)``."""
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
+                     np.float32).reshape(-1, 4)
+    labels = np.array([label_of.get(int(a["category_id"]), -1) for a in anns], np.int64)
+    scores = np.array([a["score"] for a in anns], np.float32) if with_scores else None
+    masks = np.zeros((len(anns), height, width), bool)
+    for k, ann in enumerate(anns):
+        masks[k] = coco.annToMask(ann).astype(bool)
+    return boxes, labels, scores, masks
+
+
+def draw_val_images(ann_file, image_dir, results, class_names, category_ids, output_dir, count,
+                    score_thresh, log=print):
+    """Draw the first ``count`` readable images of ``ann_file`` (by image id) into
+    ``output_dir/<name>.png``; ``results`` are COCO result dicts (original category ids, RLE
+    masks). An unreadable image is named and the next one drawn; each picture is named in one
+    ``log`` line with its counts. Returns ``[(path, objects, detections)]``."""
+    from pycocotools.coco import COCO
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(ann_file)
+    label_of = {int(c): k for k, c in enumerate(category_ids)}
+    by_image = {}
+    for res in results:
+        if res["score"] >= score_thresh:
+            by_image.setdefault(int(res["image_id"]), []).append(res)
+    os.makedirs(output_dir, exist_ok=True)
+    drawn = []
+    for image_id in sorted(coco.getImgIds()):
+        if len(drawn) >= count:
+            break
+        info = coco.imgs[image_id]
+        image_path = os.path.join(image_dir, info["file_name"])
+        image = cv2.imread(image_path, cv2.IMREAD_COLOR)
+        if image is None:
+            log(f"--draw: skipped image {image_id}: cannot read {image_path}")
+            continue
+        gt = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
+        dets = sorted(by_image.get(image_id, []), key=lambda r: -r["score"])
+        size = image.shape[:2]
+        left = draw_instances(image, *_instances(coco, gt, label_of, *size, False), class_names)
+        right = draw_instances(image, *_instances(coco, dets, label_of, *size, True), class_names)
+        titles = (f"ground truth ({len(gt)})",
+                  f"predictions ({len(dets)}, score >= {score_thresh:g})")
+        picture = side_by_side(left, right, titles)
+        path = os.path.join(output_dir, os.path.splitext(os.path.basename(info["file_name"]))[0]
+                            + ".png")
+        if not cv2.imwrite(path, picture):
+            raise OSError(f"cannot write {path}")
+        drawn.append((path, len(gt), len(dets)))
+        log(f"drawn {path}: {len(gt)} objects, {len(dets)} detections with score >= "
+            f"{score_thresh:g}")
+    if len(drawn) < count:
+        log(f"--draw {count}: all {len(drawn)} readable images of {ann_file} are drawn")
+    return drawn
