@@ -177,6 +177,27 @@ def test_clip_grad_norm_bounds_the_update(mode):
     np.testing.assert_allclose(bias - net.fc.bias.asnumpy(), gb / 4, rtol=1e-4, atol=1e-6)
 
 
+def test_global_norm_hand_computed_and_overflow():
+    from mindseg.engine.train_step import global_norm
+    grads = (ms.Tensor([3.0, 0.0], ms.float32), ms.Tensor([[4.0]], ms.float32),
+             ms.Tensor([12.0], ms.float16))
+    assert float(global_norm(grads)) == pytest.approx(13.0)
+    for bad in (np.inf, np.nan):
+        norm = float(global_norm(grads + (ms.Tensor([bad, 1.0], ms.float32),)))
+        assert not np.isfinite(norm)
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_clip_above_the_norm_leaves_the_gradient(mode):
+    weight, bias, x, y = _linear_case()
+    gw, gb = _numpy_grads(weight.astype(np.float64), bias.astype(np.float64), x, y)
+    norm = np.sqrt((gw ** 2).sum() + (gb ** 2).sum())
+    net = LinearNet(weight, bias)
+    opt = build_optimizer(net, np.full(1, 1.0, np.float32), momentum=0.0, weight_decay=0.0)
+    TrainStep(net, opt, clip_grad_norm=norm * 2, jit=mode == "graph")(ms.Tensor(x), ms.Tensor(y))
+    np.testing.assert_allclose(weight - net.fc.weight.asnumpy(), gw, rtol=1e-4, atol=1e-6)
+
+
 def test_mixed_precision_o1_runs_convs_in_float16():
     inputs = _toy_batch()
     ms.set_seed(0)

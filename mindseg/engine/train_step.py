@@ -1,7 +1,7 @@
 """One optimisation step, functional style: ``value_and_grad`` over the summed named losses,
 gradient mean across ranks, optional dynamic loss scaling that skips overflowed steps.
 
-The route ``DynamicLossScaler`` + ``all_finite`` + ``value_and_grad`` is the one that works on the
+The route ``DynamicLossScaler`` + a finiteness test + ``value_and_grad`` is the one that works on the
 CPU as well as on Ascend / GPU (``TrainOneStepWithLossScaleCell`` reaches float-status ops that
 the CPU lacks; docs/platform_notes.md).
 """
@@ -50,6 +50,13 @@ def build_optimizer(net, lr_schedule, momentum=0.9, weight_decay=1e-4, weight_de
     return nn.Momentum(groups, learning_rate=ms.Tensor(lr_schedule, ms.float32), momentum=momentum)
 
 
+def global_norm(grads):
+    """The L2 norm of all gradients together, one float32 scalar. It is inf or NaN when any
+    gradient is (the overflow test, instead of one finiteness test per tensor), and also when
+    the sum of squares passes float32's range (norms above 1.8e19: a diverged step either way)."""
+    return ops.sqrt(ops.addn([ops.sum(ops.square(grad.astype(ms.float32))) for grad in grads]))
+
+
 class TrainStep:
     """Callable ``step(*inputs) -> (total_loss, losses, finite)`` that updates ``net`` in place.
 
@@ -94,11 +101,13 @@ class TrainStep:
                 grads = reducer(grads)
             if scaler is not None:
                 grads = scaler.unscale(grads)
-            finite = amp.all_finite(grads)
+            norm = global_norm(grads)
+            finite = ops.isfinite(norm)
             if scaler is not None:
                 scaler.adjust(finite)
             if clip_norm > 0:
-                grads = ops.clip_by_global_norm(grads, clip_norm)
+                scale = clip_norm / ops.maximum(norm, clip_norm)
+                grads = tuple(grad * scale for grad in grads)
             if finite:
                 total = ops.depend(total, optimizer(grads))
             else:
