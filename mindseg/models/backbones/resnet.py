@@ -12,7 +12,6 @@ every side as PyTorch does, where mindcv's ``"same"`` pads only the bottom and r
 import os
 
 import mindcv
-import mindspore as ms
 import mindspore.nn as nn
 
 from mindseg.models.layers.frozen_bn import FrozenBatchNorm2d, freeze_batchnorm, group_norm_32
@@ -79,21 +78,11 @@ def _move_stride_to_1x1(net):
         _replace_child(cell, "conv2", _strided_conv(conv2, 1))
 
 
-def _zero_last_norms(net):
-    """Zero the scale of every residual block's last norm, so that each block starts as the
-    identity (Goyal et al. 2017): training from scratch then starts from a shallow network."""
-    for _, cell in net.cells_and_names():
-        last = getattr(cell, "bn3", None) if hasattr(cell, "conv3") else getattr(cell, "bn2", None)
-        if last is not None and hasattr(cell, "down_sample"):
-            last.gamma.set_data(ms.ops.zeros_like(last.gamma))
-
-
 class ResNetBackbone(nn.Cell):
     """mindcv ResNet/ResNeXt returning the feature maps of ``out_levels`` (default C2..C5)."""
 
     def __init__(self, name="resnet50", norm="frozen_bn", freeze_at=2, out_levels=(2, 3, 4, 5),
-                 pretrained=False, checkpoint_path="", stride_in_1x1=False, stem_pool="same",
-                 zero_init_residual=False):
+                 pretrained=False, checkpoint_path="", stride_in_1x1=False, stem_pool="same"):
         super().__init__()
         if name not in RESNET_NAMES:
             raise ValueError(f"model.backbone.name: '{name}' is not a ResNet/ResNeXt ({', '.join(RESNET_NAMES)})")
@@ -111,11 +100,6 @@ class ResNetBackbone(nn.Cell):
         self.out_channels = list(self.body.out_channels)
         self.strides = [_STRIDES[level] for level in out_levels]
         self._freeze_stages(freeze_at, norm)
-        if zero_init_residual:
-            if norm not in ("bn", "gn"):
-                raise ValueError(f"model.backbone.zero_init_residual needs a trainable norm (bn or gn), "
-                                 f"not '{norm}'")
-            _zero_last_norms(self.body.net)
 
     def _freeze_stages(self, freeze_at, norm):
         frozen_cells = [name for stage in range(1, freeze_at + 1) for name in _STAGE_CELLS[stage]]

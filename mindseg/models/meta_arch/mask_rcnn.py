@@ -88,8 +88,7 @@ def build_mask_rcnn(cfg, num_classes):
     backbone = build_backbone(model.backbone.name, norm=model.backbone.norm, freeze_at=model.backbone.freeze_at,
                               out_levels=(2, 3, 4, 5), pretrained=model.backbone.pretrained,
                               checkpoint_path=model.backbone.checkpoint_path,
-                              stride_in_1x1=model.backbone.stride_in_1x1, stem_pool=model.backbone.stem_pool,
-                              zero_init_residual=model.backbone.zero_init_residual)
+                              stride_in_1x1=model.backbone.stride_in_1x1, stem_pool=model.backbone.stem_pool)
     channels = model.fpn.out_channels
     fpn = FPN(in_channels=backbone.out_channels, out_channels=channels, top_block=model.fpn.top_block)
     rpn_cfg, roi, anchor = model.rpn, model.roi_heads, model.anchor
