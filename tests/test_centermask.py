@@ -10,9 +10,10 @@ import pytest
 
 from mindseg.config import load_config
 from mindseg.models import build_model
-from mindseg.models.anchors import level_shapes
 from mindseg.models.fcos import FCOSSettings, FCOSTrainSettings
-from mindseg.models.postprocess import detections_to_coco
+from mindseg.models.necks.fpn import level_shapes
+from mindseg.models.outputs import named_outputs
+from mindseg.models.postprocess import batch_coco_results
 
 CANVAS = 128
 CROP = 56
@@ -201,7 +202,9 @@ def test_inference_contract_segm_rescoring_and_coco_results():
     np.testing.assert_allclose(mask_scores, 0.5 * scores, rtol=1e-5, atol=1e-7)
     assert ((mask_probs >= 0) & (mask_probs <= 1)).all()
 
-    results = detections_to_coco(outputs, scale=np.full((2, 2), 0.5), original_sizes=[(256, 256), (200, 240)],
+    named = named_outputs(net.output_names, outputs)
+    assert tuple(named) == ("boxes", "scores", "classes", "valid", "mask_probs", "mask_scores")
+    results = batch_coco_results(named, scale=np.full((2, 2), 0.5), original_sizes=[(256, 256), (200, 240)],
                                  image_ids=[7, 9], category_ids=[1, 3, 7, 12, 15])
     assert len(results) == int(valid.sum())
     first = results[0]
@@ -211,8 +214,9 @@ def test_inference_contract_segm_rescoring_and_coco_results():
     np.testing.assert_allclose(first["bbox"], [2 * box[0], 2 * box[1], 2 * (box[2] - box[0]), 2 * (box[3] - box[1])],
                                rtol=1e-5, atol=1e-3)
     assert first["segmentation"]["size"] == [256, 256]
-    # without a 6th output (Mask R-CNN) there is no separate segm score
-    assert "segm_score" not in detections_to_coco(outputs[:5], np.full((2, 2), 0.5), [(256, 256), (200, 240)],
+    # without a mask_scores output (Mask R-CNN) there is no separate segm score
+    del named["mask_scores"]
+    assert "segm_score" not in batch_coco_results(named, np.full((2, 2), 0.5), [(256, 256), (200, 240)],
                                                   [7, 9], [1, 3, 7, 12, 15])[0]
 
 
@@ -283,16 +287,19 @@ def test_overfits_one_image():
             assert (predicted & corners).sum() < 0.5 * corners.sum()
 
 
-def test_mindcv_backbones_give_c3_to_c5_and_freeze_stages():
-    from mindseg.models.meta_arch.centermask import MindcvFeatures
-    image = ms.Tensor(np.zeros((1, 3, 64, 64), np.float32))
-    mobilenet = MindcvFeatures("mobilenet_v2_100", norm="frozen_bn")
-    assert mobilenet.out_channels == [32, 96, 320]
-    assert [tuple(f.shape[1:]) for f in mobilenet(image)] == [(32, 8, 8), (96, 4, 4), (320, 2, 2)]
-    vov = MindcvFeatures("vovnet19_slim_dw", norm="frozen_bn", freeze_at=2)
-    assert vov.out_channels == [256, 384, 512]
-    frozen = {p.name.split(".")[2] for p in vov.get_parameters() if not p.requires_grad and "norm" not in p.name}
-    trainable = {p.name.split(".")[2] for p in vov.trainable_params()}
-    assert frozen == {"stem", "stage2"} and trainable == {"stage3", "stage4", "stage5"}
-    with pytest.raises(ValueError, match="mobilenet_v2_100 supports"):
-        MindcvFeatures("mobilenet_v2_100", norm="gn")
+
+def test_resnet_backbone_by_name_alone(deterministic_sampling):
+    """CenterMask on a ResNet by ``model.backbone.name`` alone: its FPN is built on the C3..C5 channels
+    and strides the backbone declares, the mask pooler on P3..P5, and training steps lower the loss."""
+    from mindseg.engine.train_step import TrainStep, build_optimizer
+    net = tiny_net(["model.backbone.name=resnet18"])
+    assert net.backbone.out_channels == [128, 256, 512] and net.backbone.strides == [8, 16, 32]
+    assert [conv.in_channels for conv in net.fpn.lateral_convs] == [128, 256, 512]
+    assert net.fpn.strides == [8, 16, 32, 64, 128]
+    assert net.mask_pooler.scales == [1 / 8, 1 / 16, 1 / 32]
+    net.set_train(True)
+    opt = build_optimizer(net, np.full(3, 0.01, np.float32), momentum=0.9, weight_decay=1e-4)
+    step = TrainStep(net, opt, clip_grad_norm=10.0, jit=False)
+    batch = tiny_batch()
+    losses = [float(step(*batch)[0]) for _ in range(3)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses

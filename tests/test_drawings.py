@@ -1,6 +1,5 @@
 """eval.py --draw's pictures (mindseg.engine.drawings) and the side-by-side and ground-truth
 labels of mindseg.utils.visualize, on a synthetic COCO set with hand-made results."""
-import json
 
 import cv2
 import numpy as np

@@ -6,7 +6,9 @@ import pytest
 
 from mindseg.config import load_config
 from mindseg.models import build_model
-from mindseg.models.postprocess import detections_to_coco
+from mindseg.models.necks.fpn import level_shapes
+from mindseg.models.outputs import named_outputs
+from mindseg.models.postprocess import batch_coco_results
 
 CANVAS = 128
 TINY = ["model.num_classes=5", "data.canvas=[128,128]", "data.max_instances=4",
@@ -98,7 +100,9 @@ def test_inference_contract_and_coco_results():
     net = tiny_net()
     net.set_train(False)
     image, image_size = tiny_batch()[:2]
-    boxes, scores, classes, valid, mask_probs = net(image, image_size)
+    outputs = named_outputs(net.output_names, net(image, image_size))
+    assert tuple(outputs) == ("boxes", "scores", "classes", "valid", "mask_probs")
+    boxes, scores, classes, valid, mask_probs = outputs.values()
     assert boxes.shape == (2, 10, 4) and scores.shape == (2, 10) and mask_probs.shape == (2, 10, 28, 28)
     assert classes.dtype == ms.int32 and valid.dtype == ms.bool_
     kept = valid.asnumpy()
@@ -107,9 +111,8 @@ def test_inference_contract_and_coco_results():
     s = scores.asnumpy()
     assert (s[kept] > 0.05).all() and all((np.diff(s[b][kept[b]]) <= 0).all() for b in range(2))
     assert (boxes.asnumpy()[1][kept[1]][:, [2, 3]] <= [120, 100]).all()
-    results = detections_to_coco((boxes, scores, classes, valid, mask_probs), scale=np.full((2, 2), 0.5),
-                                 original_sizes=[(256, 256), (200, 240)], image_ids=[7, 9],
-                                 category_ids=[1, 3, 7, 12, 15])
+    results = batch_coco_results(outputs, scale=np.full((2, 2), 0.5), original_sizes=[(256, 256), (200, 240)],
+                                 image_ids=[7, 9], category_ids=[1, 3, 7, 12, 15])
     assert len(results) == int(kept.sum())
     first = results[0]
     b0 = boxes.asnumpy()[0][kept[0]][0] if kept[0].any() else boxes.asnumpy()[1][kept[1]][0]
@@ -230,3 +233,25 @@ def test_overfits_one_batch():
         best = iou.argmax(1)
         assert (iou.max(1) > 0.5).all(), iou
         np.testing.assert_array_equal(classes[b][keep][best], gt_labels[b][gt_valid[b]])
+
+
+@pytest.mark.parametrize("backbone,channels", [
+    (["model.backbone.name=vovnet19_slim_dw"], [112, 256, 384, 512]),
+    # MobileNetV2 has no GroupNorm variant: the shapes config's gn becomes bn
+    (["model.backbone.name=mobilenet_v2_100", "model.backbone.norm=bn"], [24, 32, 96, 320]),
+])
+def test_other_backbones_by_name_alone(backbone, channels, deterministic_sampling):
+    """Mask R-CNN on a VoVNet or a MobileNetV2 by ``model.backbone.name`` alone: the FPN, the RPN
+    anchors and the poolers are built from the channels and strides the backbone declares, and
+    training steps on one batch lower its loss."""
+    net = tiny_net(backbone)
+    assert net.backbone.out_channels == channels and net.backbone.strides == [4, 8, 16, 32]
+    assert [conv.in_channels for conv in net.fpn.lateral_convs] == channels
+    assert net.fpn.strides == [4, 8, 16, 32, 64]
+    assert net.box_pooler.scales == net.mask_pooler.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    batch = tiny_batch()
+    features = net.fpn(net.backbone(batch[0]))
+    assert [tuple(f.shape[2:]) for f in features] == level_shapes((CANVAS, CANVAS), net.fpn.strides)
+    net.set_train(True)
+    losses = _train_steps(net, batch, 3, 0.01, jit=False)
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses

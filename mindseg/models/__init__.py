@@ -1,8 +1,10 @@
 """Models: ``build_model(cfg)`` picks the meta-architecture from ``cfg.model.name`` in a plain dict.
 
-The builders are imported when called, so that importing a leaf module (``mindseg.models.box_ops``)
-does not pull in every model and mindcv.
+Importing this package registers the backbones (:mod:`mindseg.models.backbones`), VoVNetV2 into
+mindcv's registry included, so ``mindcv.create_model("vovnet39", features_only=True)`` works
+after ``import mindseg.models``. The meta-architectures are imported when called.
 """
+from mindseg.models import backbones  # noqa: F401  (registers every backbone, VoVNetV2 into mindcv)
 
 
 def _models():
@@ -22,4 +24,7 @@ def build_model(cfg, num_classes=None):
     if not num_classes or num_classes < 1:
         raise ValueError("model.num_classes is 0: pass num_classes (read from the dataset's annotation "
                          "file) to build_model, or set model.num_classes in the config")
-    return models[name](cfg, num_classes)
+    from mindseg.models.outputs import check_output_names
+    net = models[name](cfg, num_classes)
+    check_output_names(net.output_names, f"{type(net).__name__}.output_names")
+    return net

@@ -1,5 +1,5 @@
-"""Feature-level shapes and anchors of a static canvas, computed once in NumPy and turned into
-constants by the caller.
+"""Anchors of a static canvas, computed once in NumPy and turned into constants by the caller
+(the feature sizes come from ``necks.fpn.level_shapes``).
 
 Order follows detectron2's DefaultAnchorGenerator: per level, (row, col, anchor) with each cell's
 anchors consecutive, and within a cell sizes outer, aspect ratios inner. The anchor for size s and
@@ -10,19 +10,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-
-def level_shapes(canvas, strides):
-    """Feature sizes (h, w) of each level on a (H, W) canvas: each level halves the previous one,
-    rounding up, as stride-2 convs and the P6 max-pool do."""
-    shapes = []
-    height, width = canvas
-    current = 1
-    for stride in strides:
-        while current < stride:
-            height, width, current = -(-height // 2), -(-width // 2), current * 2
-        shapes.append((height, width))
-    return shapes
 
 
 def _per_level(values, num_levels, name):

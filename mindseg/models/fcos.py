@@ -20,11 +20,11 @@ from mindspore import Parameter, Tensor
 from mindspore.common import initializer as init
 
 from mindseg.models import box_ops
-from mindseg.models.anchors import level_shapes
 from mindseg.models.fcos_targets import compute_locations, location_levels, per_location
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.layers.nms import batched_nms
 from mindseg.models.layers.reduce import data_parallel_mean
+from mindseg.models.necks.fpn import level_shapes
 
 
 class Scale(nn.Cell):

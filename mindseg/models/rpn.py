@@ -13,10 +13,10 @@ import mindspore.ops as ops
 from mindspore.common import initializer as init
 
 from mindseg.models import box_ops, matcher
-from mindseg.models.anchors import level_shapes
 from mindseg.models.layers import nms, step_random
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.losses import smooth_l1
+from mindseg.models.necks.fpn import level_shapes
 
 __all__ = ["RPNSettings", "RPNTrainSettings", "RPNHead", "rpn_losses", "RPN"]
 

@@ -20,20 +20,24 @@ from mindseg.models.roi_heads.sampling import label_and_sample_proposals
 from mindseg.models.matcher import Matcher
 from mindseg.models.rpn import RPN, RPNSettings, RPNTrainSettings
 
-FPN_STRIDES = (4, 8, 16, 32, 64)
-POOLER_LEVELS = 4  # RoIs are pooled from P2..P5; P6 only feeds the RPN
 
 
 class MaskRCNN(nn.Cell):
     """Training: ``net(image, image_size, gt_boxes, gt_labels, gt_valid, gt_crowd, gt_masks)`` returns
-    the losses named by ``loss_names``. Inference: ``net(image, image_size)`` returns boxes (B, D, 4),
-    scores (B, D), classes (B, D) int32, valid (B, D) bool, mask_probs (B, D, 28, 28)."""
+    the losses named by ``loss_names``. Inference: ``net(image, image_size)`` returns the outputs
+    named by ``output_names``: boxes (B, D, 4), scores (B, D), classes (B, D) int32, valid (B, D)
+    bool, mask_probs (B, D, 28, 28)."""
 
     loss_names = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask")
+    output_names = ("boxes", "scores", "classes", "valid", "mask_probs")  # docs/contracts.md
+    mask_threshold = 0.5
 
     def __init__(self, *, backbone, fpn, rpn, box_pooler, box_head, mask_pooler, mask_head, num_classes,
                  sampling, box_loss, box_inference, num_mask_rois, seed=0):
         super().__init__()
+        # RoIs are pooled from the levels of the backbone's maps (P2..P5); the FPN's extra levels
+        # (P6) only feed the RPN
+        self.pooler_levels = len(backbone.strides)
         self.backbone = backbone
         self.fpn = fpn
         self.rpn = rpn
@@ -61,7 +65,7 @@ class MaskRCNN(nn.Cell):
         rois, roi_valid, roi_is_fg, roi_gt_classes, roi_gt_idx = label_and_sample_proposals(
             proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, num_classes=self.num_classes, key=key,
             **self.sampling)
-        roi_features = features[:POOLER_LEVELS]
+        roi_features = features[:self.pooler_levels]
         cls_logits, box_deltas = self.box_head(self.box_pooler(roi_features, rois))
         loss_cls, loss_box_reg = box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes,
                                                  gather_rows(gt_boxes, roi_gt_idx), **self.box_loss)
@@ -74,7 +78,7 @@ class MaskRCNN(nn.Cell):
 
     def inference(self, features, image_size):
         proposals, proposal_valid = self.rpn(features, image_size)
-        roi_features = features[:POOLER_LEVELS]
+        roi_features = features[:self.pooler_levels]
         cls_logits, box_deltas = self.box_head(self.box_pooler(roi_features, proposals))
         boxes, scores, classes, valid = box_head_inference(cls_logits, box_deltas, proposals, proposal_valid,
                                                            image_size, **self.box_inference)
@@ -85,15 +89,13 @@ class MaskRCNN(nn.Cell):
 def build_mask_rcnn(cfg, num_classes):
     """The one place that reads the config for Mask R-CNN."""
     model, data = cfg.model, cfg.data
-    backbone = build_backbone(model.backbone.name, norm=model.backbone.norm, freeze_at=model.backbone.freeze_at,
-                              out_levels=(2, 3, 4, 5), pretrained=model.backbone.pretrained,
-                              checkpoint_path=model.backbone.checkpoint_path,
-                              stride_in_1x1=model.backbone.stride_in_1x1, stem_pool=model.backbone.stem_pool)
+    backbone = build_backbone(model.backbone, out_levels=(2, 3, 4, 5))
     channels = model.fpn.out_channels
-    fpn = FPN(in_channels=backbone.out_channels, out_channels=channels, top_block=model.fpn.top_block)
+    fpn = FPN(in_channels=backbone.out_channels, in_strides=backbone.strides, out_channels=channels,
+              top_block=model.fpn.top_block)
     rpn_cfg, roi, anchor = model.rpn, model.roi_heads, model.anchor
     proposals = dict(nms_thresh=rpn_cfg.nms_thresh, min_box_size=rpn_cfg.min_box_size)
-    rpn = RPN(in_channels=channels, canvas=tuple(data.canvas), strides=FPN_STRIDES, conv_dims=rpn_cfg.conv_dims,
+    rpn = RPN(in_channels=channels, canvas=tuple(data.canvas), strides=tuple(fpn.strides), conv_dims=rpn_cfg.conv_dims,
               anchor_generator=AnchorGenerator(tuple(anchor.sizes), tuple(anchor.aspect_ratios), anchor.offset,
                                                anchor.round),
               anchor_matcher=Matcher(tuple(rpn_cfg.iou_thresholds), rpn_cfg.allow_low_quality_matches),
@@ -103,7 +105,7 @@ def build_mask_rcnn(cfg, num_classes):
                                      positive_fraction=rpn_cfg.positive_fraction,
                                      smooth_l1_beta=rpn_cfg.smooth_l1_beta, loss_weight=rpn_cfg.loss_weight),
               test=RPNSettings(rpn_cfg.pre_nms_topk_test, rpn_cfg.post_nms_topk_test, **proposals))
-    scales = [1.0 / s for s in FPN_STRIDES[:POOLER_LEVELS]]
+    scales = [1.0 / s for s in backbone.strides]
     box_pooler = poolers.RoIPooler(roi.box_pooler_resolution, scales, roi.pooler_sampling_ratio,
                                    roi.pooler_aligned, poolers.fpn_level,
                                    adaptive_max_samples=roi.pooler_max_samples)
