@@ -6,7 +6,6 @@ import math
 import mindspore as ms
 import mindspore.nn as nn
 import numpy as np
-import pytest
 
 from mindseg.config import load_config
 from mindseg.models import build_model
