@@ -7,7 +7,8 @@ merged by a 3x3 node. DLA-Up applies IDA-Up from the coarsest pair down to strid
 last IDA-Up merges its stride 4, 8 and 16 outputs into the result.
 
 CenterNet uses deformable 3x3 convs (DCNv2) for the projections and nodes; ``deform=False``
-(the default, since MindSpore's CPU kernels have no DCN gradient to rely on) uses plain 3x3 convs.
+(the default, as issue 12 specifies) uses plain 3x3 convs; ``deform=True`` uses
+``ops.deformable_conv2d``, which runs forward and backward on the CPU (tests/test_dla.py).
 """
 import math
 
