@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mindseg.config import load_config
+from mindseg.engine.train_step import TrainStep
 from mindseg.models import build_model
 from mindseg.models.centermask_point.inference import point_inference
 from test_centermask import RECTS, tiny_batch
@@ -118,22 +119,10 @@ def test_overfits_one_image():
         net = tiny_net()
         single = [x[:1] for x in tiny_batch()]
         net.set_train(True)
-        params = net.trainable_params()
-        optimizer = nn.Adam(params, learning_rate=2e-3)
-
-        def total(*inputs):
-            losses = net(*inputs)
-            return sum(losses[1:], losses[0]), losses
-        grad_fn = ms.value_and_grad(total, None, params, has_aux=True)
-
-        @ms.jit
-        def step(*inputs):
-            (loss, losses), grads = grad_fn(*inputs)
-            optimizer(grads)
-            return loss, losses
+        step = TrainStep(net, nn.Adam(net.trainable_params(), learning_rate=2e-3), jit=True)
         first = [float(x) for x in step(*single)[1]]
         for _ in range(60):
-            _, losses = step(*single)
+            _, losses, _ = step(*single)
         last = [float(x) for x in losses]
         net.set_train(False)
         boxes, scores, classes, valid, _ = (o.asnumpy()[0] for o in net(*single[:2]))
