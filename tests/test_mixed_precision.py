@@ -14,7 +14,6 @@ from mindseg.engine.train_step import TrainStep, build_optimizer
 from mindseg.models import build_model
 from test_centermask import TINY as CENTERMASK_TINY
 from test_centermask import tiny_batch
-from test_centermask_point import TINY as CENTERMASK_POINT_TINY
 
 MASK_RCNN_TINY = ["model.num_classes=5", "data.canvas=[128,128]", "data.max_instances=4",
                   "model.rpn.pre_nms_topk_train=200", "model.rpn.post_nms_topk_train=64",
@@ -24,7 +23,6 @@ MODELS = {
     "mask_rcnn": ("config/shapes/mask_rcnn_shapes.yml", MASK_RCNN_TINY),
     "centermask_lite": ("config/shapes/centermask_lite_shapes.yml", CENTERMASK_TINY),
     "centermask": ("config/centermask/centermask_V_39_eSE_FPN_ms_3x.yml", CENTERMASK_TINY),
-    "centermask_point": ("config/shapes/centermask_point_shapes.yml", CENTERMASK_POINT_TINY),
 }
 OVERFLOW_SCALE = 2.0 ** 40  # finite in float32, beyond float16's 65504 in every scaled gradient
 GOOD_SCALE = 128.0  # float16 holds it at init (CenterMask V-39 overflows at 1024)
