@@ -34,12 +34,6 @@ class Config(dict):
     def to_dict(self):
         return {k: v.to_dict() if isinstance(v, Config) else v for k, v in self.items()}
 
-    def get_path(self, dotted):
-        node = self
-        for part in dotted.split("."):
-            node = node[part]
-        return node
-
 
 def to_config(value):
     """Wrap nested dicts into :class:`Config`."""

@@ -10,7 +10,7 @@ import pytest
 
 from mindseg.config import load_config
 from mindseg.models import build_model
-from mindseg.models.meta_arch.centermask import pyramid_shapes
+from mindseg.models.necks.fpn import level_shapes
 from mindseg.models.postprocess import detections_to_coco
 
 CANVAS = 128
@@ -104,11 +104,11 @@ def test_gradients_are_finite_on_an_empty_batch():
 
 
 def test_pyramid_shapes_by_hand_and_against_the_network():
-    assert pyramid_shapes((800, 1344), (8, 16, 32, 64, 128)) == [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)]
-    assert pyramid_shapes((608, 1024), (8, 16, 32, 64, 128)) == [(76, 128), (38, 64), (19, 32), (10, 16), (5, 8)]
+    assert level_shapes((800, 1344), (8, 16, 32, 64, 128)) == [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)]
+    assert level_shapes((608, 1024), (8, 16, 32, 64, 128)) == [(76, 128), (38, 64), (19, 32), (10, 16), (5, 8)]
     net = tiny_net()
     features = net.fpn(net.backbone(tiny_batch()[0]))
-    assert [tuple(f.shape[2:]) for f in features] == pyramid_shapes((CANVAS, CANVAS), (8, 16, 32, 64, 128))
+    assert [tuple(f.shape[2:]) for f in features] == level_shapes((CANVAS, CANVAS), (8, 16, 32, 64, 128))
     assert net.level_sizes == [256, 64, 16, 4, 1]
 
 
@@ -278,16 +278,19 @@ def test_overfits_one_image():
             assert (predicted & corners).sum() < 0.5 * corners.sum()
 
 
-def test_mindcv_backbones_give_c3_to_c5_and_freeze_stages():
-    from mindseg.models.meta_arch.centermask import MindcvFeatures
-    image = ms.Tensor(np.zeros((1, 3, 64, 64), np.float32))
-    mobilenet = MindcvFeatures("mobilenet_v2_100", norm="frozen_bn")
-    assert mobilenet.out_channels == [32, 96, 320]
-    assert [tuple(f.shape[1:]) for f in mobilenet(image)] == [(32, 8, 8), (96, 4, 4), (320, 2, 2)]
-    vov = MindcvFeatures("vovnet19_slim_dw", norm="frozen_bn", freeze_at=2)
-    assert vov.out_channels == [256, 384, 512]
-    frozen = {p.name.split(".")[2] for p in vov.get_parameters() if not p.requires_grad and "norm" not in p.name}
-    trainable = {p.name.split(".")[2] for p in vov.trainable_params()}
-    assert frozen == {"stem", "stage2"} and trainable == {"stage3", "stage4", "stage5"}
-    with pytest.raises(ValueError, match="mobilenet_v2_100 supports"):
-        MindcvFeatures("mobilenet_v2_100", norm="gn")
+
+def test_resnet_backbone_by_name_alone(deterministic_sampling):
+    """CenterMask on a ResNet by ``model.backbone.name`` alone: its FPN is built on the C3..C5 channels
+    and strides the backbone declares, the mask pooler on P3..P5, and training steps lower the loss."""
+    from mindseg.engine.train_step import TrainStep, build_optimizer
+    net = tiny_net(["model.backbone.name=resnet18"])
+    assert net.backbone.out_channels == [128, 256, 512] and net.backbone.strides == [8, 16, 32]
+    assert [conv.in_channels for conv in net.fpn.lateral_convs] == [128, 256, 512]
+    assert net.fpn.strides == [8, 16, 32, 64, 128]
+    assert net.mask_pooler.scales == [1 / 8, 1 / 16, 1 / 32]
+    net.set_train(True)
+    opt = build_optimizer(net, np.full(3, 0.01, np.float32), momentum=0.9, weight_decay=1e-4)
+    step = TrainStep(net, opt, clip_grad_norm=10.0, jit=False)
+    batch = tiny_batch()
+    losses = [float(step(*batch)[0]) for _ in range(3)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses

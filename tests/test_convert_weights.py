@@ -389,7 +389,8 @@ class _CenterMaskParts(nn.Cell):
             indices = [2, 3, 4] if backbone.startswith("vovnet") else [6, 13, 17]
             self.backbone.body = mindcv.create_model(backbone, features_only=True, out_indices=indices, **extra)
             self.backbone.out_channels = list(self.backbone.body.out_channels)
-        self.fpn = FPN(in_channels=self.backbone.out_channels, out_channels=channels, top_block="p6p7")
+        self.fpn = FPN(in_channels=self.backbone.out_channels, in_strides=[8, 16, 32], out_channels=channels,
+                       top_block="p6p7")
         self.fcos_head = FCOSHead(in_channels=channels, num_classes=num_classes, num_convs=num_convs)
         self.mask_head = SAGMaskHead(in_channels=channels, num_classes=num_classes, conv_dims=channels,
                                      num_convs=mask_convs)
@@ -566,9 +567,9 @@ def test_centermask_configs_follow_centermask2(name):
 
 def test_centermask_r50_config_builds_the_msra_resnet():
     """centermask2's R-50 strides in the first 1x1 conv and pads the stem pool 1 px on every side."""
-    from mindseg.models.meta_arch.centermask import build_centermask_backbone
+    from mindseg.models.backbones import build_backbone
     cfg = load_config(os.path.join(REPO, "config/centermask/centermask_R_50_FPN_ms_3x.yml"))
-    body = build_centermask_backbone(cfg.model.backbone).body.net
+    body = build_backbone(cfg.model.backbone, out_levels=(3, 4, 5)).body.net
     first = body.layer2[0]
     assert tuple(first.conv1.stride)[-2:] == (2, 2) and tuple(first.conv2.stride)[-2:] == (1, 1)
     out = body.max_pool(ms.Tensor(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))).asnumpy()

@@ -3,7 +3,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from mindseg.models.necks.fpn import FPN
+from mindseg.models.necks.fpn import FPN, level_shapes
 
 
 def _make_identity(fpn, channels):
@@ -29,7 +29,7 @@ def test_identity_fpn_is_top_down_sum(mode):
     channels = 4
     rng = np.random.default_rng(0)
     features = [rng.normal(size=(2, channels, 16 // 2 ** i, 24 // 2 ** i)).astype(np.float32) for i in range(4)]
-    fpn = FPN(in_channels=[channels] * 4, out_channels=channels, top_block="maxpool")
+    fpn = FPN(in_channels=[channels] * 4, in_strides=[4, 8, 16, 32], out_channels=channels, top_block="maxpool")
     _make_identity(fpn, channels)
     outputs = fpn(tuple(ms.Tensor(f) for f in features))
     expected = _numpy_fpn(features)
@@ -40,7 +40,7 @@ def test_identity_fpn_is_top_down_sum(mode):
 
 
 def test_hand_computed_two_levels():
-    fpn = FPN(in_channels=[1, 1], out_channels=1, top_block="none")
+    fpn = FPN(in_channels=[1, 1], in_strides=[4, 8], out_channels=1, top_block="none")
     _make_identity(fpn, 1)
     fine = np.zeros((1, 1, 2, 2), np.float32)
     fine[0, 0, 0, 1] = 10.0
@@ -51,13 +51,17 @@ def test_hand_computed_two_levels():
 
 
 def test_p6p7_levels_and_strides():
-    fpn = FPN(in_channels=[8, 16, 32], out_channels=8, top_block="p6p7", top_block_in="c5")
+    fpn = FPN(in_channels=[8, 16, 32], in_strides=[8, 16, 32], out_channels=8, top_block="p6p7")
     features = tuple(ms.Tensor(np.ones((1, c, 16 // 2 ** i, 16 // 2 ** i), np.float32)) for i, c in enumerate([8, 16, 32]))
     outputs = fpn(features)
     assert [o.shape[-1] for o in outputs] == [16, 8, 4, 2, 1]
-    assert fpn.p6.in_channels == 32
+    assert fpn.strides == [8, 16, 32, 64, 128]
+    assert [tuple(o.shape[-2:]) for o in outputs] == level_shapes((128, 128), fpn.strides)
+    assert fpn.p6.in_channels == 8
     with pytest.raises(ValueError, match="top_block"):
-        FPN(in_channels=[8], out_channels=8, top_block="p6")
+        FPN(in_channels=[8], in_strides=[8], out_channels=8, top_block="p6")
+    with pytest.raises(ValueError, match="2 input channels but 1 strides"):
+        FPN(in_channels=[8, 16], in_strides=[8], out_channels=8)
 
 
 @pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
@@ -71,7 +75,7 @@ def test_maxpool_level_gradient_picks_every_other_p5_pixel(mode):
     fine = [ms.Tensor(rng.normal(size=(2, channels, 24 // 2 ** i, 40 // 2 ** i)).astype(np.float32))
             for i in range(3)]
     c5 = ms.Tensor(rng.normal(size=(2, channels, 3, 5)).astype(np.float32))
-    fpn = FPN(in_channels=[channels] * 4, out_channels=channels, top_block="maxpool")
+    fpn = FPN(in_channels=[channels] * 4, in_strides=[4, 8, 16, 32], out_channels=channels, top_block="maxpool")
     _make_identity(fpn, channels)
 
     def p6_sum(top):

@@ -6,6 +6,7 @@ import pytest
 
 from mindseg.config import load_config
 from mindseg.models import build_model
+from mindseg.models.necks.fpn import level_shapes
 from mindseg.models.postprocess import detections_to_coco
 
 CANVAS = 128
@@ -210,3 +211,25 @@ def test_overfits_one_batch():
         best = iou.argmax(1)
         assert (iou.max(1) > 0.5).all(), iou
         np.testing.assert_array_equal(classes[b][keep][best], gt_labels[b][gt_valid[b]])
+
+
+@pytest.mark.parametrize("backbone,channels", [
+    (["model.backbone.name=vovnet19_slim_dw"], [112, 256, 384, 512]),
+    # MobileNetV2 has no GroupNorm variant: the shapes config's gn becomes bn
+    (["model.backbone.name=mobilenet_v2_100", "model.backbone.norm=bn"], [24, 32, 96, 320]),
+])
+def test_other_backbones_by_name_alone(backbone, channels, deterministic_sampling):
+    """Mask R-CNN on a VoVNet or a MobileNetV2 by ``model.backbone.name`` alone: the FPN, the RPN
+    anchors and the poolers are built from the channels and strides the backbone declares, and
+    training steps on one batch lower its loss."""
+    net = tiny_net(backbone)
+    assert net.backbone.out_channels == channels and net.backbone.strides == [4, 8, 16, 32]
+    assert [conv.in_channels for conv in net.fpn.lateral_convs] == channels
+    assert net.fpn.strides == [4, 8, 16, 32, 64]
+    assert net.box_pooler.scales == net.mask_pooler.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    batch = tiny_batch()
+    features = net.fpn(net.backbone(batch[0]))
+    assert [tuple(f.shape[2:]) for f in features] == level_shapes((CANVAS, CANVAS), net.fpn.strides)
+    net.set_train(True)
+    losses = _train_steps(net, batch, 3, 0.01, jit=False)
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses

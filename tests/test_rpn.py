@@ -3,7 +3,8 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from mindseg.models.rpn import RPN, RPNHead, level_shapes, rpn_losses, smooth_l1
+from mindseg.models.necks.fpn import level_shapes
+from mindseg.models.rpn import RPN, RPNHead, rpn_losses, smooth_l1
 
 
 def test_level_shapes_hand_computed():

@@ -1,8 +1,10 @@
 """Models: ``build_model(cfg)`` picks the meta-architecture from ``cfg.model.name`` in a plain dict.
 
-The builders are imported when called, so that importing a leaf module (``mindseg.models.box_ops``)
-does not pull in every model and mindcv.
+Importing this package registers the backbones (:mod:`mindseg.models.backbones`), VoVNetV2 into
+mindcv's registry included, so ``mindcv.create_model("vovnet39", features_only=True)`` works
+after ``import mindseg.models``. The meta-architectures are imported when called.
 """
+from mindseg.models import backbones  # noqa: F401  (registers every backbone, VoVNetV2 into mindcv)
 
 
 def _models():

@@ -14,6 +14,7 @@ from mindseg.models import anchors as anchor_lib
 from mindseg.models import box_ops, matcher
 from mindseg.models.layers import nms, step_random
 from mindseg.models.layers.gather import gather_rows
+from mindseg.models.necks.fpn import level_shapes
 
 
 def smooth_l1(diff, beta):
@@ -22,19 +23,6 @@ def smooth_l1(diff, beta):
     if beta < 1e-5:
         return abs_diff
     return ops.where(abs_diff < beta, 0.5 * abs_diff * abs_diff / beta, abs_diff - 0.5 * beta)
-
-
-def level_shapes(canvas, strides):
-    """Feature sizes (h, w) of each level on a (H, W) canvas: each level halves the previous one,
-    rounding up, as stride-2 convs and the P6 max-pool do."""
-    shapes = []
-    height, width = canvas
-    current = 1
-    for stride in strides:
-        while current < stride:
-            height, width, current = -(-height // 2), -(-width // 2), current * 2
-        shapes.append((height, width))
-    return shapes
 
 
 class RPNHead(nn.Cell):

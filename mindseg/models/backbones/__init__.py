@@ -1,12 +1,10 @@
-"""Backbones: a plain dict from model name to a builder taking keyword arguments."""
-from mindseg.models.backbones.resnet import RESNET_NAMES, ResNetBackbone
+"""Backbones: ``build_backbone(cfg.model.backbone, out_levels)`` builds any registered backbone
+(see :mod:`mindseg.models.backbones.registry`). Importing this package registers every backbone,
+and VoVNetV2 into mindcv's model registry (``mindcv.create_model("vovnet39", features_only=True)``).
+"""
+from mindseg.models.backbones.registry import BACKBONES, build_backbone, register_backbone
+from mindseg.models.backbones import resnet  # noqa: F401  (registers the ResNets / ResNeXts)
+from mindseg.models.backbones import vovnet  # noqa: F401  (registers VoVNetV2 into mindcv)
+from mindseg.models.backbones import mindcv_features  # noqa: F401  (registers VoVNetV2, MobileNetV2)
 
-BACKBONES = {name: ResNetBackbone for name in RESNET_NAMES}
-
-
-def build_backbone(name, **kwargs):
-    """Build backbone ``name`` (a key of ``BACKBONES``); kwargs go to its constructor
-    (norm, freeze_at, out_levels, pretrained, checkpoint_path)."""
-    if name not in BACKBONES:
-        raise ValueError(f"model.backbone.name: unknown backbone '{name}'; known: {sorted(BACKBONES)}")
-    return BACKBONES[name](name=name, **kwargs)
+__all__ = ["BACKBONES", "build_backbone", "register_backbone"]

@@ -14,13 +14,13 @@ import os
 import mindcv
 import mindspore.nn as nn
 
+from mindseg.models.backbones.registry import level_strides, register_backbone
 from mindseg.models.layers.frozen_bn import FrozenBatchNorm2d, freeze_batchnorm, group_norm_32
 
 NORMS = {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d, "gn": group_norm_32}
 RESNET_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
                 "resnext101_32x4d", "resnext101_64x4d", "resnext152_64x4d")
 _STAGE_CELLS = {1: ("conv1", "bn1"), 2: ("layer1",), 3: ("layer2",), 4: ("layer3",), 5: ("layer4",)}
-_STRIDES = {2: 4, 3: 8, 4: 16, 5: 32}
 STEM_POOLS = ("same", "torch")
 
 
@@ -98,7 +98,7 @@ class ResNetBackbone(nn.Cell):
         if stride_in_1x1:
             _move_stride_to_1x1(self.body.net)
         self.out_channels = list(self.body.out_channels)
-        self.strides = [_STRIDES[level] for level in out_levels]
+        self.strides = level_strides(out_levels)
         self._freeze_stages(freeze_at, norm)
 
     def _freeze_stages(self, freeze_at, norm):
@@ -113,4 +113,12 @@ class ResNetBackbone(nn.Cell):
         return tuple(self.body(image))
 
 
-__all__ = ["ResNetBackbone", "RESNET_NAMES", "NORMS"]
+@register_backbone(*RESNET_NAMES)
+def build_resnet(backbone_cfg, out_levels):
+    return ResNetBackbone(backbone_cfg.name, norm=backbone_cfg.norm, freeze_at=backbone_cfg.freeze_at,
+                          out_levels=out_levels, pretrained=backbone_cfg.pretrained,
+                          checkpoint_path=backbone_cfg.checkpoint_path, stride_in_1x1=backbone_cfg.stride_in_1x1,
+                          stem_pool=backbone_cfg.stem_pool)
+
+
+__all__ = ["ResNetBackbone", "RESNET_NAMES", "NORMS", "build_resnet"]

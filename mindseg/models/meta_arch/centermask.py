@@ -10,99 +10,25 @@ Inference returns the model contract's five outputs plus ``mask_scores`` (B, D):
 (box score x predicted mask IoU of the predicted class, or the box score without MaskIoU), which
 ``mindseg.models.postprocess`` uses for segm results; box results keep the FCOS score.
 """
-import math
-import os
-
-import mindcv
 import mindspore as ms
 import mindspore.nn as nn
 import mindspore.ops as ops
 
 from mindseg.models import box_ops, mask_ops
 from mindseg.models.backbones import build_backbone
-from mindseg.models.backbones import vovnet
-from mindseg.models.backbones.resnet import NORMS
 from mindseg.models.fcos import FCOSHead, fcos_inference, fcos_losses
 from mindseg.models.fcos_targets import compute_locations, fcos_targets, location_levels, per_location
 from mindseg.models.layers import poolers
-from mindseg.models.layers.frozen_bn import freeze_batchnorm
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.layers.reduce import data_parallel_mean
 from mindseg.models.layers.step_random import StepRandom
-from mindseg.models.necks.fpn import FPN
+from mindseg.models.necks.fpn import FPN, level_shapes
 from mindseg.models.roi_heads.maskiou_head import MaskIoUHead, gt_mask_areas, mask_scores, maskiou_loss, \
     maskiou_targets
 from mindseg.models.roi_heads.sag_mask import SAGMaskHead, sag_mask_loss, select_class_masks
 from mindseg.models.roi_heads.sampling import label_and_sample_proposals
 
 MASK_LEVELS = 3  # mask RoIs are pooled from P3..P5
-MOBILENET_V2 = {"mobilenet_v2_100": [6, 13, 17]}  # mindcv feature indices at strides 8 / 16 / 32
-
-
-class MindcvFeatures(nn.Cell):
-    """C3..C5 of a mindcv model that ResNetBackbone does not cover (VoVNetV2, MobileNetV2), with
-    the same norm choices and ``freeze_at`` stages (1 the stem, 2..5 VoVNet's stage2..stage5;
-    MobileNetV2 takes freeze_at 0 only, as centermask2 trains it)."""
-
-    def __init__(self, name, norm="frozen_bn", freeze_at=0, checkpoint_path=""):
-        super().__init__()
-        if norm not in NORMS:
-            raise ValueError(f"model.backbone.norm: '{norm}' is not one of {sorted(NORMS)}")
-        if checkpoint_path and not os.path.isfile(checkpoint_path):
-            raise FileNotFoundError(f"model.backbone.checkpoint_path: no such file: {checkpoint_path}")
-        extra = {"checkpoint_path": checkpoint_path} if checkpoint_path else {}
-        if name in vovnet.VOVNET_SPECS:
-            if not 0 <= freeze_at <= 5:
-                raise ValueError(f"model.backbone.freeze_at: {freeze_at} is not in 0..5")
-            self.body = mindcv.create_model(name, features_only=True, out_indices=[2, 3, 4],
-                                            norm=NORMS[norm], **extra)
-            stages = ["stem", "stage2", "stage3", "stage4", "stage5"][:freeze_at]
-        elif name in MOBILENET_V2:
-            if norm == "gn" or freeze_at != 0:
-                raise ValueError(f"model.backbone: {name} supports norm frozen_bn or bn and freeze_at 0, "
-                                 f"got norm {norm}, freeze_at {freeze_at}")
-            self.body = mindcv.create_model(name, features_only=True, out_indices=MOBILENET_V2[name], **extra)
-            if norm == "frozen_bn":
-                freeze_batchnorm(self.body)
-            stages = []
-        else:
-            raise ValueError(f"model.backbone.name: '{name}' is not a VoVNetV2 ({sorted(vovnet.VOVNET_SPECS)}) "
-                             f"or MobileNetV2 ({sorted(MOBILENET_V2)})")
-        self.out_channels = list(self.body.out_channels)
-        if norm == "bn":
-            freeze_batchnorm(self.body.net, only=stages)
-        for stage in stages:
-            for param in getattr(self.body.net, stage).get_parameters():
-                param.requires_grad = False
-
-    def construct(self, image):
-        return tuple(self.body(image))
-
-
-def build_centermask_backbone(backbone_cfg):
-    """C3..C5 of ``model.backbone``: mindcv ResNets through ``build_backbone``, VoVNetV2 and
-    MobileNetV2 through :class:`MindcvFeatures`."""
-    if backbone_cfg.name in vovnet.VOVNET_SPECS or backbone_cfg.name in MOBILENET_V2:
-        if backbone_cfg.pretrained:
-            raise ValueError(f"model.backbone.pretrained: mindcv has no downloadable weights for "
-                             f"{backbone_cfg.name} here; set model.backbone.checkpoint_path instead")
-        return MindcvFeatures(backbone_cfg.name, norm=backbone_cfg.norm, freeze_at=backbone_cfg.freeze_at,
-                              checkpoint_path=backbone_cfg.checkpoint_path)
-    return build_backbone(backbone_cfg.name, norm=backbone_cfg.norm, freeze_at=backbone_cfg.freeze_at,
-                          out_levels=(3, 4, 5), pretrained=backbone_cfg.pretrained,
-                          checkpoint_path=backbone_cfg.checkpoint_path, stride_in_1x1=backbone_cfg.stride_in_1x1,
-                          stem_pool=backbone_cfg.stem_pool)
-
-
-def pyramid_shapes(canvas, strides):
-    """(Hi, Wi) of P3.. for a canvas: ceil(H / first stride), then halved (ceil) per level, as
-    stride-2 convs and ceil-mode pools give."""
-    height, width = math.ceil(canvas[0] / strides[0]), math.ceil(canvas[1] / strides[0])
-    shapes = []
-    for _ in strides:
-        shapes.append((height, width))
-        height, width = math.ceil(height / 2), math.ceil(width / 2)
-    return shapes
 
 
 class CenterMask(nn.Cell):
@@ -125,7 +51,7 @@ class CenterMask(nn.Cell):
         self.maskiou_head = maskiou_head
         self.num_classes = num_classes
         strides = fcos_target["strides"]
-        shapes = pyramid_shapes(canvas, strides)
+        shapes = level_shapes(canvas, strides)
         levels = location_levels(shapes)
         self.level_sizes = [h * w for h, w in shapes]
         self.locations = ms.Tensor(compute_locations(shapes, strides))
@@ -212,20 +138,22 @@ def build_centermask(cfg, num_classes):
     """The one place that reads the config for CenterMask / CenterMask-Lite."""
     model, data = cfg.model, cfg.data
     fcos, center, roi = model.fcos, model.centermask, model.roi_heads
-    if len(fcos.strides) != 5 or fcos.strides[0] != 8:
-        raise ValueError(f"model.fcos.strides: CenterMask's FCOS runs on P3..P7, got {fcos.strides}")
     if model.fpn.top_block != "p6p7":
         raise ValueError(f"model.fpn.top_block: CenterMask needs 'p6p7' (P6, P7 by 3x3 s2 convs), "
                          f"got '{model.fpn.top_block}'")
     if list(center.pooler_levels) != [3, 5]:
         raise ValueError(f"model.centermask.pooler_levels: masks are pooled from P3..P5, got "
                          f"{center.pooler_levels}")
-    backbone = build_centermask_backbone(model.backbone)
+    backbone = build_backbone(model.backbone, out_levels=(3, 4, 5))
     channels = model.fpn.out_channels
-    fpn = FPN(in_channels=backbone.out_channels, out_channels=channels, top_block="p6p7")
-    fcos_head = FCOSHead(in_channels=channels, num_classes=num_classes, strides=fcos.strides,
+    fpn = FPN(in_channels=backbone.out_channels, in_strides=backbone.strides, out_channels=channels,
+              top_block="p6p7")
+    if list(fcos.strides) != fpn.strides:
+        raise ValueError(f"model.fcos.strides: CenterMask's FCOS runs on P3..P7 at strides {fpn.strides} "
+                         f"(the backbone's C3..C5 and P6, P7), got {list(fcos.strides)}")
+    fcos_head = FCOSHead(in_channels=channels, num_classes=num_classes, strides=fpn.strides,
                          num_convs=fcos.num_convs, prior_prob=fcos.prior_prob)
-    scales = [1.0 / s for s in fcos.strides[:MASK_LEVELS]]
+    scales = [1.0 / s for s in fpn.strides[:MASK_LEVELS]]
     mask_pooler = poolers.RoIPooler(center.mask_pooler_resolution, scales, roi.pooler_sampling_ratio,
                                     roi.pooler_aligned, poolers.centermask_level,
                                     adaptive_max_samples=roi.pooler_max_samples)
@@ -244,7 +172,7 @@ def build_centermask(cfg, num_classes):
     return CenterMask(
         backbone=backbone, fpn=fpn, fcos_head=fcos_head, mask_pooler=mask_pooler, mask_head=mask_head,
         maskiou_head=maskiou_head, num_classes=num_classes, canvas=tuple(data.canvas),
-        fcos_target=dict(strides=tuple(fcos.strides), size_ranges=tuple(tuple(r) for r in fcos.size_ranges),
+        fcos_target=dict(strides=tuple(fpn.strides), size_ranges=tuple(tuple(r) for r in fcos.size_ranges),
                          center_radius=fcos.center_radius),
         fcos_loss=dict(focal_alpha=fcos.focal_alpha, focal_gamma=fcos.focal_gamma),
         fcos_test=dict(score_thresh=fcos.score_thresh, pre_nms_topk=fcos.pre_nms_topk, nms_thresh=fcos.nms_thresh,

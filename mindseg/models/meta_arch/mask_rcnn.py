@@ -18,8 +18,6 @@ from mindseg.models.roi_heads.mask_head import MaskHead, mask_head_loss, select_
 from mindseg.models.roi_heads.sampling import label_and_sample_proposals
 from mindseg.models.rpn import RPN
 
-FPN_STRIDES = (4, 8, 16, 32, 64)
-POOLER_LEVELS = 4  # RoIs are pooled from P2..P5; P6 only feeds the RPN
 
 
 class MaskRCNN(nn.Cell):
@@ -32,6 +30,9 @@ class MaskRCNN(nn.Cell):
     def __init__(self, *, backbone, fpn, rpn, box_pooler, box_head, mask_pooler, mask_head, num_classes,
                  sampling, box_loss, box_inference, num_mask_rois, mask_resolution=28, seed=0):
         super().__init__()
+        # RoIs are pooled from the levels of the backbone's maps (P2..P5); the FPN's extra levels
+        # (P6) only feed the RPN
+        self.pooler_levels = len(backbone.strides)
         self.backbone = backbone
         self.fpn = fpn
         self.rpn = rpn
@@ -60,7 +61,7 @@ class MaskRCNN(nn.Cell):
         rois, roi_valid, roi_is_fg, roi_gt_classes, roi_gt_idx = label_and_sample_proposals(
             proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, num_classes=self.num_classes, key=key,
             **self.sampling)
-        roi_features = features[:POOLER_LEVELS]
+        roi_features = features[:self.pooler_levels]
         cls_logits, box_deltas = self.box_head(self.box_pooler(roi_features, rois))
         loss_cls, loss_box_reg = box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes,
                                                  gather_rows(gt_boxes, roi_gt_idx), **self.box_loss)
@@ -78,7 +79,7 @@ class MaskRCNN(nn.Cell):
 
     def inference(self, features, image_size):
         proposals, proposal_valid = self.rpn(features, image_size)
-        roi_features = features[:POOLER_LEVELS]
+        roi_features = features[:self.pooler_levels]
         cls_logits, box_deltas = self.box_head(self.box_pooler(roi_features, proposals))
         boxes, scores, classes, valid = box_head_inference(cls_logits, box_deltas, proposals, proposal_valid,
                                                            image_size, **self.box_inference)
@@ -91,14 +92,12 @@ class MaskRCNN(nn.Cell):
 def build_mask_rcnn(cfg, num_classes):
     """The one place that reads the config for Mask R-CNN."""
     model, data = cfg.model, cfg.data
-    backbone = build_backbone(model.backbone.name, norm=model.backbone.norm, freeze_at=model.backbone.freeze_at,
-                              out_levels=(2, 3, 4, 5), pretrained=model.backbone.pretrained,
-                              checkpoint_path=model.backbone.checkpoint_path,
-                              stride_in_1x1=model.backbone.stride_in_1x1, stem_pool=model.backbone.stem_pool)
+    backbone = build_backbone(model.backbone, out_levels=(2, 3, 4, 5))
     channels = model.fpn.out_channels
-    fpn = FPN(in_channels=backbone.out_channels, out_channels=channels, top_block=model.fpn.top_block)
+    fpn = FPN(in_channels=backbone.out_channels, in_strides=backbone.strides, out_channels=channels,
+              top_block=model.fpn.top_block)
     rpn_cfg, roi = model.rpn, model.roi_heads
-    rpn = RPN(in_channels=channels, canvas=tuple(data.canvas), strides=FPN_STRIDES,
+    rpn = RPN(in_channels=channels, canvas=tuple(data.canvas), strides=tuple(fpn.strides),
               anchor_sizes=model.anchor.sizes, aspect_ratios=model.anchor.aspect_ratios,
               anchor_offset=model.anchor.offset, round_anchors=model.anchor.round, conv_dims=rpn_cfg.conv_dims,
               iou_thresholds=rpn_cfg.iou_thresholds, allow_low_quality_matches=rpn_cfg.allow_low_quality_matches,
@@ -108,7 +107,7 @@ def build_mask_rcnn(cfg, num_classes):
               nms_thresh=rpn_cfg.nms_thresh, min_box_size=rpn_cfg.min_box_size,
               bbox_reg_weights=rpn_cfg.bbox_reg_weights, scale_clamp=roi.bbox_clip,
               smooth_l1_beta=rpn_cfg.smooth_l1_beta, loss_weight=rpn_cfg.loss_weight)
-    scales = [1.0 / s for s in FPN_STRIDES[:POOLER_LEVELS]]
+    scales = [1.0 / s for s in backbone.strides]
     box_pooler = poolers.RoIPooler(roi.box_pooler_resolution, scales, roi.pooler_sampling_ratio,
                                    roi.pooler_aligned, poolers.fpn_level,
                                    adaptive_max_samples=roi.pooler_max_samples)

@@ -1,17 +1,30 @@
 """Feature Pyramid Network: lateral 1x1 + output 3x3 convs, top-down nearest x2, extra top levels.
 
-Inputs are backbone maps from fine to coarse (C2..C5 for Mask R-CNN, C3..C5 for FCOS); outputs
-P_first..P_last plus the ``top_block`` levels:
+Inputs are backbone maps from fine to coarse (C2..C5 for Mask R-CNN, C3..C5 for FCOS) with the
+strides the backbone declares; outputs P_first..P_last plus the ``top_block`` levels, each at twice
+the stride of the one before, and ``strides`` lists the stride of every output:
 - ``"maxpool"``: P6 = max-pool (kernel 1, stride 2) of P5 (Mask R-CNN, detectron2 ``LastLevelMaxPool``).
-- ``"p6p7"``: P6 = 3x3 s2 conv of P5 (or of C5 with ``top_block_in="c5"``), P7 = 3x3 s2 conv of
-  ReLU(P6) (FCOS / CenterMask).
+- ``"p6p7"``: P6 = 3x3 s2 conv of P5, P7 = 3x3 s2 conv of ReLU(P6) (FCOS / CenterMask).
 - ``"none"``: no extra level.
 """
 import mindspore.nn as nn
 import mindspore.ops as ops
 from mindspore.common import initializer as init
 
-TOP_BLOCKS = ("maxpool", "p6p7", "none")
+TOP_BLOCKS = {"maxpool": 1, "p6p7": 2, "none": 0}  # name -> extra levels
+
+
+def level_shapes(canvas, strides):
+    """Feature sizes (h, w) of each level on a (H, W) canvas: each stride-2 step halves the
+    previous size, rounding up, as stride-2 convs, ceil-mode pools and the P6 max-pool do."""
+    shapes = []
+    height, width = canvas
+    current = 1
+    for stride in strides:
+        while current < stride:
+            height, width, current = -(-height // 2), -(-width // 2), current * 2
+        shapes.append((height, width))
+    return shapes
 
 
 def _conv(in_channels, out_channels, kernel_size, stride=1):
@@ -22,23 +35,25 @@ def _conv(in_channels, out_channels, kernel_size, stride=1):
 
 
 class FPN(nn.Cell):
-    """Returns a tuple of ``len(in_channels) + extra`` maps, each with ``out_channels`` channels."""
+    """Returns a tuple of ``len(in_channels) + extra`` maps, each with ``out_channels`` channels, at
+    ``self.strides``; ``in_channels`` and ``in_strides`` are the backbone's ``out_channels`` and
+    ``strides``."""
 
-    def __init__(self, *, in_channels, out_channels=256, top_block="maxpool", top_block_in="p5"):
+    def __init__(self, *, in_channels, in_strides, out_channels=256, top_block="maxpool"):
         super().__init__()
         if top_block not in TOP_BLOCKS:
-            raise ValueError(f"model.fpn.top_block: '{top_block}' is not one of {TOP_BLOCKS}")
-        if top_block_in not in ("p5", "c5"):
-            raise ValueError(f"FPN top_block_in: '{top_block_in}' is not 'p5' or 'c5'")
+            raise ValueError(f"model.fpn.top_block: '{top_block}' is not one of {tuple(TOP_BLOCKS)}")
+        if len(in_strides) != len(in_channels):
+            raise ValueError(f"FPN: {len(in_channels)} input channels but {len(in_strides)} strides")
         self.lateral_convs = nn.CellList([_conv(c, out_channels, 1) for c in in_channels])
         self.output_convs = nn.CellList([_conv(out_channels, out_channels, 3) for _ in in_channels])
         self.top_block = top_block
-        self.top_from_c5 = top_block_in == "c5"
         if top_block == "p6p7":
-            self.p6 = _conv(in_channels[-1] if self.top_from_c5 else out_channels, out_channels, 3, stride=2)
+            self.p6 = _conv(out_channels, out_channels, 3, stride=2)
             self.p7 = _conv(out_channels, out_channels, 3, stride=2)
         self.num_levels = len(in_channels)
-        self.num_outputs = len(in_channels) + {"maxpool": 1, "p6p7": 2, "none": 0}[top_block]
+        self.in_strides = [int(s) for s in in_strides]
+        self.strides = self.in_strides + [self.in_strides[-1] * 2 ** (k + 1) for k in range(TOP_BLOCKS[top_block])]
 
     def construct(self, features):
         # tuples, not list.insert/append: those fall back to the Python interpreter in GRAPH mode
@@ -55,6 +70,6 @@ class FPN(nn.Cell):
             # ("StridedSliceGrad ... input memory out of bounds", PLATFORM.md)
             outputs = outputs + (ops.max_pool2d(outputs[-1], kernel_size=1, stride=2),)
         elif self.top_block == "p6p7":
-            p6 = self.p6(features[-1] if self.top_from_c5 else outputs[-1])
+            p6 = self.p6(outputs[-1])
             outputs = outputs + (p6, self.p7(ops.relu(p6)))
         return outputs
