@@ -138,5 +138,5 @@ def test_overfits_one_image():
 def test_build_refuses_what_it_cannot_build():
     with pytest.raises(ValueError, match="model.backbone.name"):
         tiny_net(["model.backbone.name=resnet50"])
-    with pytest.raises(ValueError, match="model.backbone.freeze_at"):
-        tiny_net(["model.backbone.freeze_at=2"])
+    with pytest.raises(ValueError, match="model.backbone.norm"):
+        tiny_net(["model.backbone.norm=batch"])

@@ -126,3 +126,13 @@ def test_deformable_conv_trains_its_offsets():
     bumped[1, 0, 1, 2] += 0.5
     dcn.weight.set_data(Tensor(bumped))
     np.testing.assert_allclose((float(dcn(x).sum()) - base) / 0.5, grads["weight"].asnumpy()[1, 0, 1, 2], rtol=1e-3)
+
+
+def test_built_by_name_through_the_backbone_registry_with_frozen_stages():
+    from mindseg.config import load_config
+    from mindseg.models.backbones import build_backbone
+    cfg = load_config("config/shapes/centermask_point_shapes.yml", ["model.backbone.freeze_at=2"])
+    backbone = build_backbone(cfg.model.backbone, (2, 3, 4, 5))
+    assert backbone.out_channels == [64, 128, 256, 512] and backbone.strides == [4, 8, 16, 32]
+    trainable = {p.name.split(".")[2] for p in backbone.trainable_params()}
+    assert trainable == {"level3", "level4", "level5"}, trainable

@@ -10,14 +10,13 @@ object's local shape (S^2 values at its centre point) times its class's saliency
 box, both on an R x R grid over the box, so inference returns the contract's outputs with
 ``mask_probs`` already thresholded at ``mask_threshold`` (0.4) into {0, 1}.
 """
-import mindcv
 import mindspore as ms
 import mindspore.numpy as mnp
 import mindspore.nn as nn
 import mindspore.ops as ops
 
 from mindseg.models import mask_ops
-from mindseg.models.backbones import dla
+from mindseg.models.backbones import build_backbone, dla
 from mindseg.models.backbones.resnet import NORMS
 from mindseg.models.centermask_point import losses
 from mindseg.models.centermask_point.heads import PointHeads
@@ -27,7 +26,7 @@ from mindseg.models.centermask_point.targets import centernet_targets
 from mindseg.models.necks.dla_up import DLAUp
 
 STRIDE = 4
-DLA_LEVELS = [2, 3, 4, 5]  # mindcv feature indices of DLA levels 2-5 (strides 4..32)
+DLA_LEVELS = (2, 3, 4, 5)  # the levels DLA-Up merges (strides 4..32)
 
 
 class CenterMaskPoint(nn.Cell):
@@ -82,28 +81,16 @@ class CenterMaskPoint(nn.Cell):
                 self.mask_weight * loss_mask)
 
 
-def build_dla_features(backbone_cfg):
-    """DLA-34 levels 2-5 from mindcv, with ``model.backbone.norm``."""
-    if backbone_cfg.name not in dla.DLA_SPECS:
-        raise ValueError(f"model.backbone.name: centermask_point runs on {sorted(dla.DLA_SPECS)}, "
-                         f"got '{backbone_cfg.name}'")
-    if backbone_cfg.norm not in NORMS:
-        raise ValueError(f"model.backbone.norm: '{backbone_cfg.norm}' is not one of {sorted(NORMS)}")
-    if backbone_cfg.freeze_at != 0:
-        raise ValueError(f"model.backbone.freeze_at: centermask_point trains every DLA level (0), "
-                         f"got {backbone_cfg.freeze_at}")
-    extra = {"checkpoint_path": backbone_cfg.checkpoint_path} if backbone_cfg.checkpoint_path else {}
-    return mindcv.create_model(backbone_cfg.name, features_only=True, out_indices=DLA_LEVELS,
-                               norm=NORMS[backbone_cfg.norm], pretrained=backbone_cfg.pretrained, **extra)
-
-
 def build_centermask_point(cfg, num_classes):
     """The one place that reads the config for CenterMask (point representation)."""
     model, point = cfg.model, cfg.model.centermask_point
     canvas = tuple(cfg.data.canvas)
     if canvas[0] % 32 or canvas[1] % 32:
         raise ValueError(f"data.canvas: centermask_point needs multiples of 32, got {list(canvas)}")
-    backbone = build_dla_features(model.backbone)
+    if model.backbone.name not in dla.DLA_SPECS:
+        raise ValueError(f"model.backbone.name: centermask_point runs on {sorted(dla.DLA_SPECS)} "
+                         f"(DLA-Up), got '{model.backbone.name}'")
+    backbone = build_backbone(model.backbone, DLA_LEVELS)
     neck = DLAUp(backbone.out_channels, norm=NORMS[model.backbone.norm], deform=point.deform_conv)
     heads = PointHeads(in_channels=neck.out_channels, num_classes=num_classes, head_channels=point.head_channels,
                        shape_size=point.shape_size, heatmap_bias=point.heatmap_bias)
