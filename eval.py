@@ -38,7 +38,7 @@ def main(argv=None):
         log = print if runtime.is_main else (lambda *a: None)
         log(f"evaluating {ckpt} on {info['num_samples']} images of {ann_file}")
         progress = with_progress(dataset, runtime.is_main and sys.stderr.isatty())
-        metrics = run_evaluation(net, progress, coco_results_fn(info["category_ids"]), ann_file,
+        metrics = run_evaluation(net, progress, coco_results_fn(info["category_ids"], net.mask_threshold), ann_file,
                                  runtime, cfg.output_dir, log=log)
         finish_modelarts(cfg, runtime)
         if metrics is not None:

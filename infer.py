@@ -30,6 +30,7 @@ def main(argv=None):
     with script_errors("infer.py"):
         import cv2
         from mindseg.engine import inference
+        from mindseg.models.postprocess import coco_results, image_detections
         from mindseg.runtime import set_device_and_mode
         from mindseg.utils.visualize import draw_instances
 
@@ -59,15 +60,16 @@ def main(argv=None):
             outputs = inference.run_batched(runner, [s[0] for s in samples],
                                             [s[1] for s in samples], batch_size)
             for k, (path, (_, _, scale_hw, original)) in enumerate(zip(chunk, samples)):
-                detections = inference.image_detections(outputs, k, scale_hw, *original.shape[:2],
-                                                        score_thresh=args.score_thresh)
+                detections = image_detections(outputs, k, scale_hw, *original.shape[:2],
+                                              score_thresh=args.score_thresh,
+                                              mask_threshold=runner.mask_threshold, canvas_hw=spec.canvas)
                 name = os.path.basename(path)
                 stem = os.path.splitext(name)[0]
                 drawn = draw_instances(original, detections["boxes"], detections["labels"],
                                        detections["scores"], detections["masks"], class_names)
                 if not cv2.imwrite(os.path.join(args.output, stem + ".png"), drawn):
                     raise ScriptError(f"cannot write {os.path.join(args.output, stem + '.png')}")
-                results = inference.coco_results(detections, category_ids, name)
+                results = coco_results(detections, category_ids, {"image": name}, rounded=True)
                 with open(os.path.join(args.output, stem + ".json"), "w", encoding="utf-8") as f:
                     json.dump(results, f)
                 counts[name] = len(results)

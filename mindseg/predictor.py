@@ -4,7 +4,7 @@ returning its detections in the image's own pixels, like detectron2's ``DefaultP
 It runs what infer.py runs: the eval preprocessing of
 :func:`mindseg.engine.inference.preprocess_image` (the evaluation pipeline's ``build_sample``),
 the network or the graph, and
-:func:`~mindseg.engine.inference.image_detections`; the drawing is
+:func:`~mindseg.models.postprocess.image_detections`; the drawing is
 :func:`mindseg.utils.visualize.draw_instances`.
 """
 import os
@@ -109,12 +109,13 @@ class Predictor:
         dicts, ``image_size`` (h, w), and for CenterMask ``mask_scores`` (N,), the masks' score."""
         from mindseg.engine import inference
         from mindseg.models.mask_ops import mask_to_rle
+        from mindseg.models.postprocess import image_detections
         encoded, name = self._read(image)
         tensor, size_hw, scale_hw, original = inference.preprocess_image(encoded, self.spec, name)
         outputs = inference.run_batched(self.runner, [tensor], [size_hw], self.batch_size)
         height, width = original.shape[:2]
-        found = inference.image_detections(outputs, 0, scale_hw, height, width,
-                                           score_thresh=self.score_thresh)
+        found = image_detections(outputs, 0, scale_hw, height, width, score_thresh=self.score_thresh,
+                                 mask_threshold=self.runner.mask_threshold, canvas_hw=self.spec.canvas)
         masks = found["masks"].astype(bool)
         detections = {
             "boxes": found["boxes"].astype(np.float32), "scores": found["scores"],

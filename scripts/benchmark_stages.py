@@ -22,7 +22,7 @@ from mindseg.models.fcos import fcos_candidates, fcos_inference, fcos_losses
 from mindseg.models.fcos_targets import fcos_targets
 from mindseg.models.layers import nms
 from mindseg.models.layers.gather import gather_rows
-from mindseg.models.postprocess import detections_to_coco
+from mindseg.models.postprocess import batch_coco_results
 from mindseg.models.roi_heads.box_head import box_head_inference, box_head_losses
 from mindseg.models.roi_heads.mask_head import mask_head_loss, select_class_masks
 from mindseg.models.roi_heads.maskiou_head import (gt_mask_areas, mask_scores, maskiou_loss,
@@ -110,7 +110,7 @@ def host_postprocess_stage(outputs):
     @stage("host post (paste masks, RLE)", "image_size " + " ".join(outputs), "num_results", host=True)
     def run(image_size, *values):
         sizes = image_size.asnumpy()
-        results = detections_to_coco(tuple(v.asnumpy() for v in values), np.ones_like(sizes), sizes,
+        results = batch_coco_results(dict(zip(outputs, values)), np.ones_like(sizes), sizes,
                                      np.arange(sizes.shape[0]), list(range(10000)))
         return len(results)
     return run
@@ -187,7 +187,7 @@ def mask_rcnn_stages(net, training):
                                                classes.reshape(-1)))
         return probs.reshape(boxes.shape[:2] + probs.shape[1:])
 
-    outputs = ("boxes", "scores", "classes", "valid", "mask_probs")
+    outputs = net.output_names
     return head + [box_branch, box_post, mask_branch, host_postprocess_stage(outputs)], outputs
 
 
@@ -274,7 +274,7 @@ def centermask_stages(net, training):
         pred = net.maskiou_head(roi_features, flat_mask_probs)
         return mask_scores(pred, classes.reshape(-1), scores.reshape(-1)).reshape(scores.shape)
 
-    outputs = ("boxes", "scores", "classes", "valid", "mask_probs", "mask_scores")
+    outputs = net.output_names
     return (_backbone_and_fpn(net) + [head, candidates, fcos_nms, mask_branch, maskiou,
                                       host_postprocess_stage(outputs)], outputs)
 

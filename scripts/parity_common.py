@@ -97,15 +97,17 @@ def run_mindseg(cfg, ckpt, num_classes, image, size_hw):
     import mindspore as ms
     from mindseg.engine.checkpoint import load_train_state
     from mindseg.models import build_model
+    from mindseg.models.outputs import named_outputs
     net = build_model(cfg, num_classes=num_classes)
     load_train_state(ckpt, net)  # refuses a checkpoint that lacks a weight of the network
     net.set_train(False)
-    outputs = [o.asnumpy() for o in net(ms.Tensor(image[None]), ms.Tensor(size_hw[None]))]
-    keep = outputs[3][0]
-    ours = {name: value[0][keep] for name, value in zip(("boxes", "scores", "classes"), outputs[:3])}
-    ours["masks"] = outputs[4][0][keep]
-    if len(outputs) > 5:
-        ours["segm_scores"] = outputs[5][0][keep]
+    outputs = named_outputs(net.output_names, (o.asnumpy() for o in net(ms.Tensor(image[None]),
+                                                                        ms.Tensor(size_hw[None]))))
+    keep = outputs["valid"][0]
+    ours = {name: outputs[name][0][keep] for name in ("boxes", "scores", "classes")}
+    ours["masks"] = outputs["mask_probs"][0][keep]
+    if "mask_scores" in outputs:
+        ours["segm_scores"] = outputs["mask_scores"][0][keep]
     return ours
 
 

@@ -11,7 +11,8 @@ import pytest
 from mindseg.config import load_config
 from mindseg.models import build_model
 from mindseg.models.necks.fpn import level_shapes
-from mindseg.models.postprocess import detections_to_coco
+from mindseg.models.outputs import named_outputs
+from mindseg.models.postprocess import batch_coco_results
 
 CANVAS = 128
 CROP = 56
@@ -196,7 +197,9 @@ def test_inference_contract_segm_rescoring_and_coco_results():
     np.testing.assert_allclose(mask_scores, 0.5 * scores, rtol=1e-5, atol=1e-7)
     assert ((mask_probs >= 0) & (mask_probs <= 1)).all()
 
-    results = detections_to_coco(outputs, scale=np.full((2, 2), 0.5), original_sizes=[(256, 256), (200, 240)],
+    named = named_outputs(net.output_names, outputs)
+    assert tuple(named) == ("boxes", "scores", "classes", "valid", "mask_probs", "mask_scores")
+    results = batch_coco_results(named, scale=np.full((2, 2), 0.5), original_sizes=[(256, 256), (200, 240)],
                                  image_ids=[7, 9], category_ids=[1, 3, 7, 12, 15])
     assert len(results) == int(valid.sum())
     first = results[0]
@@ -206,8 +209,9 @@ def test_inference_contract_segm_rescoring_and_coco_results():
     np.testing.assert_allclose(first["bbox"], [2 * box[0], 2 * box[1], 2 * (box[2] - box[0]), 2 * (box[3] - box[1])],
                                rtol=1e-5, atol=1e-3)
     assert first["segmentation"]["size"] == [256, 256]
-    # without a 6th output (Mask R-CNN) there is no separate segm score
-    assert "segm_score" not in detections_to_coco(outputs[:5], np.full((2, 2), 0.5), [(256, 256), (200, 240)],
+    # without a mask_scores output (Mask R-CNN) there is no separate segm score
+    del named["mask_scores"]
+    assert "segm_score" not in batch_coco_results(named, np.full((2, 2), 0.5), [(256, 256), (200, 240)],
                                                   [7, 9], [1, 3, 7, 12, 15])[0]
 
 

@@ -115,6 +115,8 @@ def test_run_evaluation_over_a_dataset_and_ranks(ann_file, tmp_path):
 
     class FixedNet(nn.Cell):
         """Returns every gt box of the image as a detection, in resized coordinates (x2)."""
+        output_names = ("boxes", "scores", "classes", "valid", "mask_probs")
+
         def __init__(self):
             super().__init__()
             table = np.zeros((3, 2, 4), np.float32)
@@ -128,7 +130,7 @@ def test_run_evaluation_over_a_dataset_and_ranks(ann_file, tmp_path):
             return boxes, scores, ops.zeros(boxes.shape[:2], ms.int32), boxes[..., 2] > 0, scores
 
     def postprocess(outputs, batch):
-        boxes, scores, _, valid, _ = outputs
+        boxes, scores, valid = outputs["boxes"], outputs["scores"], outputs["valid"]
         out = []
         for b, image_id in enumerate(batch["image_id"]):
             gt_cats = [cat for img, cat, _ in GT_BOXES if img == image_id]

@@ -17,10 +17,9 @@ from mindseg.config import load_config
 from mindseg.dataset.pipeline import create_dataset, sample_spec
 from mindseg.dataset.synthetic import make_synthetic_coco
 from mindseg.engine.checkpoint import save_train_state
-from mindseg.engine.exporter import (OUTPUT_NAMES, ExportError, check_file_format, export_paths,
-                                     load_export_spec)
-from mindseg.engine.inference import (load_weights, preprocess_image, run_batched,
-                                      spec_from_export)
+from mindseg.engine.exporter import (ExportError, check_file_format, describe_preprocess, export_paths,
+                                     load_export_spec, spec_from_export)
+from mindseg.engine.inference import load_weights, preprocess_image, run_batched
 from mindseg.engine.toy import ToyNet, net_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,8 +100,7 @@ def test_both_checkpoint_kinds_load(tmp_path):
 
 def test_raw_image_preprocessing_is_the_eval_pipelines(shapes_data):
     """infer.py's preprocessing of an image file equals the eval dataset's sample, both from the
-    config's spec and from the spec an export JSON writes."""
-    from mindseg.engine.exporter import preprocess_spec
+    config's spec and from the spec an export JSON writes (the same SampleSpec, read back)."""
     cfg = load_config(SHAPES_CFG, SMALL + [f"data.dataset_dir={shapes_data['dataset_dir']}",
                                            "data.test_min_size=100", "data.channel_order=RGB"])
     batch = next(create_dataset(cfg, "val").create_dict_iterator(num_epochs=1, output_numpy=True))
@@ -110,7 +108,11 @@ def test_raw_image_preprocessing_is_the_eval_pipelines(shapes_data):
     ann = json.load(open(shapes_data["val_json"]))
     name = next(i["file_name"] for i in ann["images"] if i["id"] == image_id)
     data = open(os.path.join(shapes_data["val_dir"], name), "rb").read()
-    for spec in (sample_spec(cfg, training=False), spec_from_export(preprocess_spec(cfg))):
+    eval_spec = sample_spec(cfg, training=False)
+    exported = json.loads(json.dumps(describe_preprocess(eval_spec)))
+    assert exported["min_size"] == 100 and exported["channel_order"] == "RGB"
+    assert spec_from_export(exported, eval_spec.max_instances, eval_spec.mask_size) == eval_spec
+    for spec in (eval_spec, spec_from_export(exported)):
         image, size_hw, scale_hw, original = preprocess_image(data, spec, name)
         np.testing.assert_array_equal(image, batch["image"][0])
         np.testing.assert_array_equal(size_hw, batch["image_size"][0])
@@ -125,10 +127,11 @@ def test_run_batched_pads_fixed_batch():
 
     def runner(image, size):
         calls.append(len(image))
-        return image.sum(axis=(1, 2, 3)), size
+        return {"sums": image.sum(axis=(1, 2, 3)), "sizes": size}
     images = [np.full((1, 2, 2), k, np.float32) for k in range(5)]
     sizes = [np.array([k, k], np.float32) for k in range(5)]
-    sums, out_sizes = run_batched(runner, images, sizes, batch_size=2)
+    outputs = run_batched(runner, images, sizes, batch_size=2)
+    sums, out_sizes = outputs["sums"], outputs["sizes"]
     assert calls == [2, 2, 2]
     np.testing.assert_array_equal(sums, [0, 4, 8, 12, 16])
     np.testing.assert_array_equal(out_sizes[:, 0], [0, 1, 2, 3, 4])
@@ -156,7 +159,8 @@ def test_mindir_runs_without_mindseg_and_matches_checkpoint(shapes_data, tmp_pat
     assert spec["class_names"] == shapes_data["class_names"]
     assert spec["category_ids"] == shapes_data["category_ids"]
     assert spec["inputs"][0]["shape"] == [2, 3, 128, 128]
-    assert [o["name"] for o in spec["outputs"]] == list(OUTPUT_NAMES)
+    assert [o["name"] for o in spec["outputs"]] == list(net.output_names)
+    assert spec["postprocess"]["mask_threshold"] == net.mask_threshold
     assert spec["outputs"][4]["shape"] == [2, 10, 28, 28]
     assert spec["preprocess"]["canvas"] == [128, 128]
     assert spec["preprocess"]["mean"] == cfg.data.mean
@@ -186,7 +190,7 @@ def test_mindir_runs_without_mindseg_and_matches_checkpoint(shapes_data, tmp_pat
                             cwd=str(clean), env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.split()[:2] == ["False", "5"]
-    for name, want in zip(OUTPUT_NAMES, expected):
+    for name, want in zip(net.output_names, expected):
         got = np.load(work / f"out_{name}.npy")
         if want.dtype in (np.int32, np.bool_):
             np.testing.assert_array_equal(got, want, err_msg=name)
@@ -223,13 +227,22 @@ def test_draw_instances_marks_mask_box_and_label():
         draw_instances(image, [[0, 0, 1, 1]], [0, 1], [0.5], None)
 
 
-def test_output_names_accept_centermask_mask_scores():
-    from mindseg.engine.exporter import output_names
-    assert output_names(5) == OUTPUT_NAMES
-    assert output_names(6) == OUTPUT_NAMES + ("mask_scores",)
-    for count in (4, 7):
-        with pytest.raises(ExportError, match="outputs at inference"):
-            output_names(count)
+def test_output_contract_names_are_checked(tmp_path):
+    """An output list without a required name, with no mask output or two, or with an unknown name
+    is refused in one line naming its source; a point-representation list (image masks) passes."""
+    from mindseg.models.outputs import check_output_names
+    assert check_output_names(("boxes", "scores", "classes", "masks", "valid")) == \
+        ("boxes", "scores", "classes", "masks", "valid")
+    for bad in (("boxes", "scores", "classes", "valid"), ("boxes", "scores", "valid", "mask_probs"),
+                ("boxes", "scores", "classes", "valid", "mask_probs", "masks"),
+                ("boxes", "scores", "classes", "valid", "mask_probs", "depth")):
+        with pytest.raises(ValueError, match="Net.output_names: .* is not an output contract"):
+            check_output_names(bad, "Net.output_names")
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"inputs": [], "outputs": [{"name": "boxes"}], "preprocess": {},
+                                "postprocess": {}, "class_names": [], "category_ids": []}))
+    with pytest.raises(ValueError, match="m.json: outputs: "):
+        load_export_spec(str(path))
 
 
 CM_LITE_CFG = os.path.join(ROOT, "config", "shapes", "centermask_lite_shapes.yml")
@@ -338,3 +351,62 @@ def test_infer_names_skips_and_counts_unreadable_images(tmp_path, capsys, shapes
     lines = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 1 and len(lines) == 2 and "a.jpg" in lines[0]
     assert "none of its 1 image(s) could be read" in lines[1]
+
+
+class _ImageMaskNet(nn.Cell):
+    """A stand-in for a meta-architecture whose masks cover the whole canvas (the point-representation
+    CenterMask's outputs, in its order): one detection per image, box x 32..64, y 16..48 (resized
+    pixels), mask probability 0.45 on the stride-4 grid cells over that box, threshold 0.4."""
+    output_names = ("boxes", "scores", "classes", "masks", "valid")
+    mask_threshold = 0.4
+
+    def __init__(self, canvas=128, stride=4):
+        super().__init__()
+        grid = np.zeros((1, 1, canvas // stride, canvas // stride), np.float32)
+        grid[0, 0, 16 // stride:48 // stride, 32 // stride:64 // stride] = 0.45
+        self.grid = ms.Tensor(grid)
+        self.box = ms.Tensor(np.array([[[32, 16, 64, 48]]], np.float32))
+
+    def construct(self, image, image_size):
+        batch = image.shape[0]
+        zero = image.mean() * 0.0
+        boxes = ms.ops.broadcast_to(self.box, (batch, 1, 4)) + zero
+        masks = ms.ops.broadcast_to(self.grid, (batch,) + self.grid.shape[1:]) + zero
+        scores = ms.ops.ones((batch, 1), ms.float32) * 0.9
+        return boxes, scores, ms.ops.zeros((batch, 1), ms.int32), masks, scores > 0.5
+
+
+def test_a_meta_architecture_with_image_masks_plugs_into_export_infer_and_eval(tmp_path):
+    """Declaring output_names and mask_threshold is all a new meta-architecture does: its graph is
+    exported with its names and threshold, the exported model and the evaluator's conversion read
+    its canvas-grid masks by name, and the threshold decides (0.45 passes 0.4, not 0.5)."""
+    from mindseg.engine.exporter import ExportedModel, export_model
+    from mindseg.engine.inference import coco_results_fn
+    from mindseg.models.postprocess import coco_results, image_detections
+    from pycocotools import mask as mask_util
+    cfg = load_config(SHAPES_CFG, SMALL)
+    net = _ImageMaskNet()
+    info = {"num_classes": 1, "class_names": ["a"], "category_ids": [7]}
+    graph, json_path = export_model(net, cfg, info, str(tmp_path / "m"), batch_size=1)
+    spec = load_export_spec(json_path)
+    assert [o["name"] for o in spec["outputs"]] == list(net.output_names)
+    assert spec["outputs"][3]["shape"] == [1, 1, 32, 32] and spec["postprocess"]["mask_threshold"] == 0.4
+    model = ExportedModel(graph)
+    outputs = model(np.zeros((1, 3, 128, 128), np.float32), np.array([[128, 128]], np.float32))
+    assert model.output_names == net.output_names and set(outputs) == set(net.output_names)
+    # the original image is 256 x 256, resized by 0.5: the box and its mask are x 64..128, y 32..96
+    found = image_detections(outputs, 0, (0.5, 0.5), 256, 256, mask_threshold=model.mask_threshold,
+                             canvas_hw=(128, 128))
+    np.testing.assert_allclose(found["boxes"], [[64, 32, 128, 96]])
+    mask = found["masks"][0]
+    assert mask[36:92, 68:124].all() and not mask[:28].any() and not mask[:, :60].any() and not mask[100:].any()
+    assert not image_detections(outputs, 0, (0.5, 0.5), 256, 256, mask_threshold=0.5,
+                                canvas_hw=(128, 128))["masks"].any()
+    infer_result = coco_results(found, info["category_ids"], {"image": "x.png"}, rounded=True)
+    assert infer_result[0]["bbox"] == [64.0, 32.0, 64.0, 64.0] and infer_result[0]["category_id"] == 7
+    batch = {"image_id": np.array([5]), "image_size": np.array([[128.0, 128.0]]),
+             "scale": np.array([[0.5, 0.5]]), "image": np.zeros((1, 3, 128, 128), np.float32)}
+    eval_result = coco_results_fn(info["category_ids"], net.mask_threshold)(outputs, batch)
+    assert eval_result[0]["image_id"] == 5 and "segm_score" not in eval_result[0]
+    rle = dict(eval_result[0]["segmentation"], counts=eval_result[0]["segmentation"]["counts"].encode())
+    np.testing.assert_array_equal(mask_util.decode(rle), mask)

@@ -7,7 +7,8 @@ import pytest
 from mindseg.config import load_config
 from mindseg.models import build_model
 from mindseg.models.necks.fpn import level_shapes
-from mindseg.models.postprocess import detections_to_coco
+from mindseg.models.outputs import named_outputs
+from mindseg.models.postprocess import batch_coco_results
 
 CANVAS = 128
 TINY = ["model.num_classes=5", "data.canvas=[128,128]", "data.max_instances=4",
@@ -79,7 +80,9 @@ def test_inference_contract_and_coco_results():
     net = tiny_net()
     net.set_train(False)
     image, image_size = tiny_batch()[:2]
-    boxes, scores, classes, valid, mask_probs = net(image, image_size)
+    outputs = named_outputs(net.output_names, net(image, image_size))
+    assert tuple(outputs) == ("boxes", "scores", "classes", "valid", "mask_probs")
+    boxes, scores, classes, valid, mask_probs = outputs.values()
     assert boxes.shape == (2, 10, 4) and scores.shape == (2, 10) and mask_probs.shape == (2, 10, 28, 28)
     assert classes.dtype == ms.int32 and valid.dtype == ms.bool_
     kept = valid.asnumpy()
@@ -88,9 +91,8 @@ def test_inference_contract_and_coco_results():
     s = scores.asnumpy()
     assert (s[kept] > 0.05).all() and all((np.diff(s[b][kept[b]]) <= 0).all() for b in range(2))
     assert (boxes.asnumpy()[1][kept[1]][:, [2, 3]] <= [120, 100]).all()
-    results = detections_to_coco((boxes, scores, classes, valid, mask_probs), scale=np.full((2, 2), 0.5),
-                                 original_sizes=[(256, 256), (200, 240)], image_ids=[7, 9],
-                                 category_ids=[1, 3, 7, 12, 15])
+    results = batch_coco_results(outputs, scale=np.full((2, 2), 0.5), original_sizes=[(256, 256), (200, 240)],
+                                 image_ids=[7, 9], category_ids=[1, 3, 7, 12, 15])
     assert len(results) == int(kept.sum())
     first = results[0]
     b0 = boxes.asnumpy()[0][kept[0]][0] if kept[0].any() else boxes.asnumpy()[1][kept[1]][0]

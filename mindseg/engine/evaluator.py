@@ -195,16 +195,17 @@ def run_evaluation(net, dataset, postprocess, ann_file, runtime, output_dir,
     """Run ``net`` (inference contract) over ``dataset`` and evaluate on rank 0.
 
     ``postprocess(outputs, batch) -> list of COCO result dicts`` turns the network's numpy
-    outputs ``(boxes, scores, classes, valid, mask_probs)`` and the numpy batch (``image_id``,
-    ``scale``, ...) into results with original category ids. Returns the metrics on rank 0,
-    None on the others.
+    outputs by name (``{name: array}`` for ``net.output_names``, docs/contracts.md) and the numpy
+    batch (``image_id``, ``scale``, ...) into results with original category ids. Returns the
+    metrics on rank 0, None on the others.
     """
+    from mindseg.models.outputs import named_outputs
     net.set_train(False)
     results, start, images, seen = [], time.time(), 0, []
     for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=False):
         outputs = net(batch["image"], batch["image_size"])
         numpy_batch = {k: v.asnumpy() for k, v in batch.items()}
-        results.extend(postprocess(tuple(o.asnumpy() for o in outputs), numpy_batch))
+        results.extend(postprocess(named_outputs(net.output_names, (o.asnumpy() for o in outputs)), numpy_batch))
         images += numpy_batch["image"].shape[0]
         seen.extend(int(i) for i in numpy_batch["image_id"] if i >= 0)  # -1: a dummy row
     if runtime.is_main:

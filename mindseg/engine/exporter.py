@@ -1,12 +1,13 @@
 """Export an inference network to MINDIR (or AIR on Ascend) with a JSON that describes it.
 
 The graph takes a padded batch and the resized sizes, ``(image (B, 3, H, W) float32,
-image_size (B, 2) float32)``, and returns the model contract's fixed-size outputs
-(docs/contracts.md): boxes (B, D, 4), scores (B, D), classes (B, D) int32, valid (B, D) bool,
-mask_probs (B, D, 28, 28). The JSON beside it (same stem, ``.json``) names and shapes the inputs
-and outputs, spells out the preprocessing (resize rule, canvas, mean, std, channel order) and
-lists the class names and COCO category ids, so a deployer can run the graph with
-``mindspore.load`` + ``nn.GraphCell`` and no mindseg.
+image_size (B, 2) float32)``, and returns the fixed-size outputs the model's ``output_names``
+declare (docs/contracts.md; Mask R-CNN: boxes, scores, classes, valid, mask_probs). The JSON
+beside it (same stem, ``.json``) names and shapes the inputs and outputs, spells out the
+preprocessing (resize rule, canvas, mean, std, channel order: :func:`describe_preprocess` of the
+eval SampleSpec, read back by :func:`spec_from_export`), the mask threshold, and lists the class
+names and COCO category ids, so a deployer can run the graph with ``mindspore.load`` +
+``nn.GraphCell`` and no mindseg.
 """
 import json
 import os
@@ -15,30 +16,7 @@ import numpy as np
 
 FILE_FORMATS = {"MINDIR": ".mindir", "AIR": ".air"}
 INPUT_NAMES = ("image", "image_size")
-OUTPUT_NAMES = ("boxes", "scores", "classes", "valid", "mask_probs")
-OPTIONAL_OUTPUTS = ("mask_scores",)  # CenterMask: segm score = box score x predicted mask IoU
 SPEC_VERSION = 1
-
-OUTPUT_MEANING = {
-    "boxes": "x0, y0, x1, y1 in resized-image pixels (divide by preprocess scale to get original "
-             "pixels)",
-    "scores": "detection score",
-    "classes": "contiguous class index into class_names / category_ids",
-    "valid": "True for a real detection; the rest is padding",
-    "mask_probs": "per-detection mask probability on a 28x28 grid over its box "
-                  "(threshold 0.5 after pasting into the box)",
-    "mask_scores": "score of the mask (segm results); the box keeps 'scores'",
-}
-
-
-def output_names(count):
-    """The names of a network's ``count`` inference outputs: the contract's five, then the
-    optional ones in order."""
-    names = OUTPUT_NAMES + OPTIONAL_OUTPUTS
-    if not len(OUTPUT_NAMES) <= count <= len(names):
-        raise ExportError(f"the network returned {count} outputs at inference; the model contract "
-                          f"has {OUTPUT_NAMES} and optionally {OPTIONAL_OUTPUTS}")
-    return names[:count]
 
 
 class ExportError(RuntimeError):
@@ -74,26 +52,41 @@ def dummy_inputs(batch_size, canvas):
     return image, image_size
 
 
-def preprocess_spec(cfg):
-    """The eval-time preprocessing of ``cfg.data``, spelled out for a deployer."""
-    data = cfg.data
-    return {
-        "decode": "image file -> uint8 (h, w, 3) in BGR order (OpenCV imdecode, EXIF ignored)",
-        "resize_rule": "scale = min_size / min(h, w); if max(h, w) * scale > max_size: "
-                       "scale = max_size / max(h, w); scale = min(scale, canvas_h / h, canvas_w / w); "
-                       "new_h = min(int(h * scale + 0.5), canvas_h), new_w likewise; bilinear",
-        "min_size": int(data.test_min_size),
-        "max_size": int(data.test_max_size),
-        "interpolation": "bilinear",
-        "channel_order": data.channel_order,
-        "mean": [float(v) for v in data.mean],
-        "std": [float(v) for v in data.std],
-        "normalize": "(pixel - mean) / std per channel, after reordering to channel_order",
-        "layout": "NCHW float32",
-        "canvas": [int(v) for v in data.canvas],
-        "pad": "zeros at the bottom and right, after normalizing",
-        "image_size_input": "(new_h, new_w) of each image, before padding",
-    }
+# The eval preprocessing, spelled out for a deployer: the fixed steps...
+PREPROCESS_STEPS = {
+    "decode": "image file -> uint8 (h, w, 3) in BGR order (OpenCV imdecode, EXIF ignored)",
+    "resize_rule": "scale = min_size / min(h, w); if max(h, w) * scale > max_size: "
+                   "scale = max_size / max(h, w); scale = min(scale, canvas_h / h, canvas_w / w); "
+                   "new_h = min(int(h * scale + 0.5), canvas_h), new_w likewise; bilinear",
+    "interpolation": "bilinear",
+    "normalize": "(pixel - mean) / std per channel, after reordering to channel_order",
+    "layout": "NCHW float32",
+    "pad": "zeros at the bottom and right, after normalizing",
+    "image_size_input": "(new_h, new_w) of each image, before padding",
+}
+# ...and its settings: JSON key -> (SampleSpec field, to JSON, from JSON)
+PREPROCESS_SETTINGS = {
+    "min_size": ("min_sizes", lambda v: int(v[0]), lambda v: (int(v),)),
+    "max_size": ("max_size", int, int),
+    "channel_order": ("channel_order", str, str),
+    "mean": ("mean", lambda v: [float(x) for x in v], lambda v: tuple(float(x) for x in v)),
+    "std": ("std", lambda v: [float(x) for x in v], lambda v: tuple(float(x) for x in v)),
+    "canvas": ("canvas", lambda v: [int(x) for x in v], lambda v: tuple(int(x) for x in v)),
+}
+
+
+def describe_preprocess(spec):
+    """The export JSON's ``preprocess`` section: the eval :class:`SampleSpec` ``spec`` (from
+    ``sample_spec(cfg, training=False)``) spelled out."""
+    settings = {key: to_json(getattr(spec, field)) for key, (field, to_json, _) in PREPROCESS_SETTINGS.items()}
+    return {**PREPROCESS_STEPS, **settings}
+
+
+def spec_from_export(preprocess, max_instances=1, mask_size=1):
+    """The eval :class:`SampleSpec` that an export JSON's ``preprocess`` section describes."""
+    from mindseg.dataset.pipeline import SampleSpec
+    settings = {field: from_json(preprocess[key]) for key, (field, _, from_json) in PREPROCESS_SETTINGS.items()}
+    return SampleSpec(flip_prob=0.0, max_instances=max_instances, mask_size=mask_size, **settings)
 
 
 def _tensor_entry(name, array, meaning=None):
@@ -103,10 +96,12 @@ def _tensor_entry(name, array, meaning=None):
     return entry
 
 
-def build_export_spec(cfg, dataset_info, inputs, outputs, file_format, graph_file):
-    """The JSON-able description of an exported graph (see the module docstring)."""
-    names = output_names(len(outputs))
+def build_export_spec(cfg, dataset_info, inputs, outputs, file_format, graph_file, mask_threshold):
+    """The JSON-able description of an exported graph (see the module docstring); ``outputs``:
+    the traced outputs by name, in the graph's order."""
     from mindseg import __version__
+    from mindseg.dataset.pipeline import sample_spec
+    from mindseg.models.outputs import OUTPUT_MEANING
     return {
         "spec_version": SPEC_VERSION,
         "mindseg_version": __version__,
@@ -117,12 +112,11 @@ def build_export_spec(cfg, dataset_info, inputs, outputs, file_format, graph_fil
             _tensor_entry("image", inputs[0], "normalized images padded to the canvas"),
             _tensor_entry("image_size", inputs[1], "(h, w) of each resized image before padding"),
         ],
-        "outputs": [_tensor_entry(name, out, OUTPUT_MEANING[name])
-                    for name, out in zip(names, outputs)],
-        "preprocess": preprocess_spec(cfg),
+        "outputs": [_tensor_entry(name, out, OUTPUT_MEANING[name]) for name, out in outputs.items()],
+        "preprocess": describe_preprocess(sample_spec(cfg, training=False)),
         "postprocess": {
             "boxes_to_original": "x / (new_w / w), y / (new_h / h), clipped to the image",
-            "mask_threshold": 0.5,
+            "mask_threshold": float(mask_threshold),
         },
         "num_classes": int(dataset_info["num_classes"]),
         "class_names": list(dataset_info["class_names"]),
@@ -131,20 +125,23 @@ def build_export_spec(cfg, dataset_info, inputs, outputs, file_format, graph_fil
 
 
 def export_model(net, cfg, dataset_info, output, file_format="MINDIR", batch_size=1):
-    """Write ``net`` (inference contract) as ``file_format`` plus its JSON description.
+    """Write ``net`` (inference contract: ``output_names``, ``mask_threshold``) as ``file_format``
+    plus its JSON description.
 
     Runs the network once on the tracing inputs to record the output shapes and dtypes.
     Returns ``(graph_path, json_path)``.
     """
     import mindspore as ms
+    from mindseg.models.outputs import check_output_names, named_outputs
+    names = check_output_names(net.output_names, f"{type(net).__name__}.output_names")
     file_format = check_file_format(file_format, cfg.device_target)
     graph_path, json_path = export_paths(output, file_format)
     os.makedirs(os.path.dirname(os.path.abspath(graph_path)), exist_ok=True)
     net.set_train(False)
     inputs = dummy_inputs(batch_size, cfg.data.canvas)
     tensors = [ms.Tensor(x) for x in inputs]
-    outputs = [o.asnumpy() for o in net(*tensors)]
-    spec = build_export_spec(cfg, dataset_info, inputs, outputs, file_format, graph_path)
+    outputs = named_outputs(names, (o.asnumpy() for o in net(*tensors)))
+    spec = build_export_spec(cfg, dataset_info, inputs, outputs, file_format, graph_path, net.mask_threshold)
     ms.export(net, *tensors, file_name=graph_path[:-len(FILE_FORMATS[file_format])],
               file_format=file_format)
     if not os.path.isfile(graph_path):
@@ -161,21 +158,19 @@ def load_export_spec(json_path):
                                 f"it beside the graph)")
     with open(json_path, "r", encoding="utf-8") as f:
         spec = json.load(f)
-    missing = [k for k in ("inputs", "outputs", "preprocess", "class_names", "category_ids")
+    missing = [k for k in ("inputs", "outputs", "preprocess", "postprocess", "class_names", "category_ids")
                if k not in spec]
     if missing:
         raise ValueError(f"{json_path}: not an export description (lacks {missing})")
-    names = [o["name"] for o in spec["outputs"]]
-    if tuple(names[:len(OUTPUT_NAMES)]) != OUTPUT_NAMES or \
-            tuple(names[len(OUTPUT_NAMES):]) != OPTIONAL_OUTPUTS[:len(names) - len(OUTPUT_NAMES)]:
-        raise ValueError(f"{json_path}: outputs are {names}, expected {list(OUTPUT_NAMES)} "
-                         f"(+ optionally {list(OPTIONAL_OUTPUTS)})")
+    from mindseg.models.outputs import check_output_names
+    check_output_names([o["name"] for o in spec["outputs"]], f"{json_path}: outputs")
     return spec
 
 
 class ExportedModel:
     """An exported MINDIR graph and its description, callable like the network at inference:
-    ``model(image, image_size) -> (boxes, scores, classes, valid, mask_probs)`` numpy arrays."""
+    ``model(image, image_size) -> {output name: numpy array}``; ``output_names`` and
+    ``mask_threshold`` as the JSON gives them."""
 
     def __init__(self, graph_path):
         import mindspore as ms
@@ -188,9 +183,12 @@ class ExportedModel:
         self.spec = load_export_spec(export_paths(graph_path, "MINDIR")[1])
         self.graph = nn.GraphCell(ms.load(graph_path))
         self.batch_size = int(self.spec["inputs"][0]["shape"][0])
+        self.output_names = tuple(o["name"] for o in self.spec["outputs"])
+        self.mask_threshold = float(self.spec["postprocess"]["mask_threshold"])
 
     def __call__(self, image, image_size):
         import mindspore as ms
+        from mindseg.models.outputs import named_outputs
         outputs = self.graph(ms.Tensor(np.asarray(image, np.float32)),
                              ms.Tensor(np.asarray(image_size, np.float32)))
-        return tuple(o.asnumpy() for o in outputs)
+        return named_outputs(self.output_names, (o.asnumpy() for o in outputs))

@@ -1,5 +1,7 @@
 """What eval.py, export.py and infer.py share: the class count, a network with its trained
-weights, raw images through the eval preprocessing, and per-image COCO-style results.
+weights, raw images through the eval preprocessing, and runners that return the network's
+outputs by name (docs/contracts.md; :mod:`mindseg.models.postprocess` turns them into
+detections and COCO results).
 
 Raw images go through :func:`mindseg.dataset.pipeline.build_sample` with the eval
 :class:`~mindseg.dataset.pipeline.SampleSpec`, the very function the evaluation pipeline uses, so
@@ -104,25 +106,29 @@ def load_weights(net, ckpt_path):
 
 class NetworkRunner:
     """A MindSpore network at inference, called with numpy: ``runner(image, image_size)``
-    returns the contract's five outputs as numpy arrays."""
+    returns ``{output name: numpy array}`` for the network's ``output_names``."""
 
     def __init__(self, net):
+        from mindseg.models.outputs import check_output_names
         self.net = net
         self.net.set_train(False)
         self.batch_size = None  # any
+        self.output_names = check_output_names(net.output_names, f"{type(net).__name__}.output_names")
+        self.mask_threshold = float(net.mask_threshold)
 
     def __call__(self, image, image_size):
         import mindspore as ms
+        from mindseg.models.outputs import named_outputs
         outputs = self.net(ms.Tensor(np.asarray(image, np.float32)),
                            ms.Tensor(np.asarray(image_size, np.float32)))
-        return tuple(o.asnumpy() for o in outputs)
+        return named_outputs(self.output_names, (o.asnumpy() for o in outputs))
 
 
 def build_runner(cfg, checkpoint=None, mindir=None):
     """``(runner, sample spec, class names, category ids)`` for an exported graph or for a
     checkpoint (classes from the checkpoint, else the dataset; float16 layers under ``--mix``)."""
     if mindir:
-        from mindseg.engine.exporter import ExportedModel
+        from mindseg.engine.exporter import ExportedModel, spec_from_export
         model = ExportedModel(mindir)
         return (model, spec_from_export(model.spec["preprocess"]), model.spec["class_names"],
                 model.spec["category_ids"])
@@ -175,17 +181,6 @@ def list_images(input_path):
     return paths
 
 
-def spec_from_export(preprocess, max_instances=1, mask_size=1):
-    """The eval :class:`SampleSpec` that an export JSON's ``preprocess`` section describes."""
-    from mindseg.dataset.pipeline import SampleSpec
-    return SampleSpec(min_sizes=(int(preprocess["min_size"]),), max_size=int(preprocess["max_size"]),
-                      canvas=tuple(int(v) for v in preprocess["canvas"]), flip_prob=0.0,
-                      mean=tuple(float(v) for v in preprocess["mean"]),
-                      std=tuple(float(v) for v in preprocess["std"]),
-                      channel_order=preprocess["channel_order"], max_instances=max_instances,
-                      mask_size=mask_size)
-
-
 def preprocess_image(image_bytes, spec, name=""):
     """Encoded image -> ``(image (3, H, W) float32, size_hw (2,), scale_hw (2,), original
     (h, w, 3) uint8 BGR)`` through the evaluation pipeline's ``build_sample``."""
@@ -216,7 +211,8 @@ def preprocess_file(path, spec):
 
 def run_batched(runner, images, sizes, batch_size):
     """Run ``runner`` over stacked images in batches of ``batch_size`` (a fixed-batch graph gets
-    its last batch padded with copies of the first image); returns the outputs per image."""
+    its last batch padded with copies of the first image); returns ``{output name: array over
+    the images}``."""
     count = len(images)
     step = batch_size or count
     per_output = None
@@ -228,62 +224,25 @@ def run_batched(runner, images, sizes, batch_size):
             pad = batch_size - real
             image = np.concatenate([image, np.repeat(image[:1], pad, 0)])
             size = np.concatenate([size, np.repeat(size[:1], pad, 0)])
-        outputs = [o[:real] for o in runner(image, size)]
+        outputs = {name: value[:real] for name, value in runner(image, size).items()}
         per_output = outputs if per_output is None else \
-            [np.concatenate([a, b]) for a, b in zip(per_output, outputs)]
+            {name: np.concatenate([per_output[name], value]) for name, value in outputs.items()}
     return per_output
 
 
-# ------------------------------------------------------------------ detections of one image
+# ------------------------------------------------------------------ evaluation
 
-def image_detections(outputs, index, scale_hw, height, width, score_thresh=0.0):
-    """Image ``index`` of a batch of network outputs -> its valid detections above
-    ``score_thresh`` in original pixels: ``{"boxes" (N, 4) xyxy, "scores" (N,), "labels" (N,),
-    "masks" (N, h, w) uint8}``, best score first."""
-    from mindseg.models.postprocess import paste_masks, to_original
-    boxes, scores, classes, valid, mask_probs = (np.asarray(o[index]) for o in outputs[:5])
-    keep = np.flatnonzero(valid.astype(bool) & (scores >= score_thresh))
-    keep = keep[np.argsort(-scores[keep], kind="stable")]
-    boxes = to_original(boxes[keep], scale_hw, height, width)
-    detections = {"boxes": boxes, "scores": scores[keep].astype(np.float32),
-                  "labels": classes[keep].astype(np.int64),
-                  "masks": paste_masks(mask_probs[keep], boxes, height, width)}
-    if len(outputs) > 5:  # CenterMask's mask score (box score x predicted mask IoU)
-        detections["mask_scores"] = np.asarray(outputs[5][index])[keep].astype(np.float32)
-    return detections
-
-
-def coco_results(detections, category_ids, image_name):
-    """One image's detections as COCO result dicts with its file name: ``image``,
-    ``category_id`` (original id), ``bbox`` xywh, ``score``, ``segmentation`` (RLE, str counts),
-    and ``segm_score`` where the model scores masks apart from boxes (CenterMask)."""
-    from mindseg.models.postprocess import mask_to_rle
-    results = []
-    for i, (box, score, label, mask) in enumerate(zip(detections["boxes"], detections["scores"],
-                                                      detections["labels"], detections["masks"])):
-        result = {
-            "image": image_name,
-            "category_id": int(category_ids[int(label)]),
-            "bbox": [round(float(v), 2) for v in
-                     (box[0], box[1], box[2] - box[0], box[3] - box[1])],
-            "score": round(float(score), 5),
-            "segmentation": mask_to_rle(mask),
-        }
-        if "mask_scores" in detections:
-            result["segm_score"] = round(float(detections["mask_scores"][i]), 5)
-        results.append(result)
-    return results
-
-
-def coco_results_fn(category_ids):
+def coco_results_fn(category_ids, mask_threshold=0.5):
     """The ``postprocess(outputs, batch)`` of :func:`mindseg.engine.evaluator.run_evaluation`:
-    COCO results of the real images of a batch (dummy rows, image_id -1, are dropped). The
-    original size is recovered from the batch as ``image_size / scale``."""
-    from mindseg.models.postprocess import detections_to_coco
+    COCO results of the real images of a batch (dummy rows, image_id -1, are dropped) through
+    :func:`mindseg.models.postprocess.batch_coco_results`. The original size is recovered from
+    the batch as ``image_size / scale``."""
+    from mindseg.models.postprocess import batch_coco_results
 
     def postprocess(outputs, batch):
         real = batch["image_id"] >= 0
         original_sizes = np.round(batch["image_size"] / batch["scale"]).astype(np.int64)
-        return detections_to_coco(tuple(o[real] for o in outputs), batch["scale"][real],
-                                   original_sizes[real], batch["image_id"][real], category_ids)
+        return batch_coco_results({name: value[real] for name, value in outputs.items()}, batch["scale"][real],
+                                  original_sizes[real], batch["image_id"][real], category_ids,
+                                  mask_threshold=mask_threshold, canvas_hw=batch["image"].shape[-2:])
     return postprocess

@@ -26,4 +26,7 @@ def build_model(cfg, num_classes=None):
     if not num_classes or num_classes < 1:
         raise ValueError("model.num_classes is 0: pass num_classes (read from the dataset's annotation "
                          "file) to build_model, or set model.num_classes in the config")
-    return models[name](cfg, num_classes)
+    from mindseg.models.outputs import check_output_names
+    net = models[name](cfg, num_classes)
+    check_output_names(net.output_names, f"{type(net).__name__}.output_names")
+    return net

@@ -78,17 +78,16 @@ def _paste_weights(start, end, mask_size, length):
 
 
 def paste_masks(mask_probs, boxes, height, width, threshold=0.5):
-    """Host side: mask_probs (D, S, S) in [0, 1], boxes (D, 4) in original image pixels ->
+    """Host side: mask_probs (D, Sh, Sw) in [0, 1], boxes (D, 4) in original image pixels ->
     uint8 (D, height, width): each mask bilinearly upsampled into its box (zero outside the
-    S x S cells, as detectron2's paste_masks_in_image) and thresholded (>= threshold)."""
+    Sh x Sw cells, as detectron2's paste_masks_in_image) and thresholded (>= threshold)."""
     mask_probs = np.asarray(mask_probs, np.float64)
     boxes = np.asarray(boxes, np.float64)
-    if mask_probs.ndim != 3 or mask_probs.shape[1] != mask_probs.shape[2] or \
-            boxes.shape != (mask_probs.shape[0], 4):
-        raise ValueError(f"mindseg/models/mask_ops.py: paste_masks needs (D, S, S) masks and "
+    if mask_probs.ndim != 3 or boxes.shape != (mask_probs.shape[0], 4):
+        raise ValueError(f"mindseg/models/mask_ops.py: paste_masks needs (D, Sh, Sw) masks and "
                          f"(D, 4) boxes, got {mask_probs.shape} and {boxes.shape}")
     out = np.zeros((len(mask_probs), int(height), int(width)), np.uint8)
-    mask_size = mask_probs.shape[1]
+    rows, cols = mask_probs.shape[1:]
     for i, (mask, box) in enumerate(zip(mask_probs, boxes)):
         x0 = int(np.clip(np.floor(box[0]) - 1, 0, width))
         x1 = int(np.clip(np.ceil(box[2]) + 1, 0, width))
@@ -96,8 +95,8 @@ def paste_masks(mask_probs, boxes, height, width, threshold=0.5):
         y1 = int(np.clip(np.ceil(box[3]) + 1, 0, height))
         if x1 <= x0 or y1 <= y0:
             continue
-        wy = _paste_weights(box[1] - y0, box[3] - y0, mask_size, y1 - y0)
-        wx = _paste_weights(box[0] - x0, box[2] - x0, mask_size, x1 - x0)
+        wy = _paste_weights(box[1] - y0, box[3] - y0, rows, y1 - y0)
+        wx = _paste_weights(box[0] - x0, box[2] - x0, cols, x1 - x0)
         out[i, y0:y1, x0:x1] = (wy @ mask @ wx.T) >= threshold
     return out
 

@@ -1,10 +1,13 @@
-"""Host side: a batch of model outputs -> per-image detections in original pixels -> COCO results.
+"""Host side: network outputs (by name, :mod:`mindseg.models.outputs`) -> one image's detections
+in original pixels -> COCO results. The one conversion that eval.py, infer.py, the Predictor and
+the benchmarks use.
 
 Shape shorthand: B images, D detections per image, S mask resolution (28).
 """
 import numpy as np
 
 from mindseg.models.mask_ops import mask_to_rle, paste_masks
+from mindseg.models.outputs import DEFAULT_MASK_THRESHOLD
 
 
 def to_original(boxes, scale, height, width):
@@ -14,36 +17,68 @@ def to_original(boxes, scale, height, width):
     return np.clip(boxes, 0, [width, height, width, height])
 
 
-def detections_to_coco(outputs, scale, original_sizes, image_ids, category_ids, mask_threshold=0.5,
-                       with_masks=True):
-    """outputs: the inference tuple (boxes (B, D, 4), scores (B, D), classes (B, D), valid (B, D),
-    mask_probs (B, D, S, S)[, mask_scores (B, D)]) as numpy or Tensors; scale (B, 2);
-    original_sizes (B, 2) as (h, w); image_ids (B,); category_ids: contiguous label -> COCO category id.
+def image_detections(outputs, index, scale_hw, height, width, score_thresh=0.0,
+                     mask_threshold=DEFAULT_MASK_THRESHOLD, canvas_hw=None):
+    """Image ``index`` of a batch of named outputs (``{name: (B, ...) array}``) -> its valid
+    detections above ``score_thresh`` in original pixels: ``{"boxes" (N, 4) xyxy, "scores" (N,),
+    "labels" (N,), "masks" (N, h, w) uint8}`` and ``"mask_scores"`` (N,) where the model scores
+    masks apart from boxes; best score first. ``canvas_hw``, the padded input's (H, W), places a
+    ``masks`` output (a grid over the canvas)."""
+    boxes, scores, classes, valid = (np.asarray(outputs[k][index]) for k in ("boxes", "scores", "classes", "valid"))
+    keep = np.flatnonzero(valid.astype(bool) & (scores >= score_thresh))
+    keep = keep[np.argsort(-scores[keep], kind="stable")]
+    scale_hw = np.asarray(scale_hw, np.float64)
+    boxes = to_original(boxes[keep], scale_hw, height, width)
+    if "mask_probs" in outputs:
+        masks = paste_masks(np.asarray(outputs["mask_probs"][index])[keep], boxes, height, width, mask_threshold)
+    else:
+        if canvas_hw is None:
+            raise ValueError("a 'masks' output (a grid over the padded canvas) needs canvas_hw")
+        canvas = [0.0, 0.0, canvas_hw[1] / scale_hw[1], canvas_hw[0] / scale_hw[0]]  # in original pixels
+        masks = paste_masks(np.asarray(outputs["masks"][index])[keep], np.tile(canvas, (len(keep), 1)),
+                            height, width, mask_threshold)
+    detections = {"boxes": boxes, "scores": scores[keep].astype(np.float32),
+                  "labels": classes[keep].astype(np.int64), "masks": masks}
+    if "mask_scores" in outputs:
+        detections["mask_scores"] = np.asarray(outputs["mask_scores"][index])[keep].astype(np.float32)
+    return detections
 
-    Returns a list of COCO result dicts {image_id, category_id, bbox xywh, score, segmentation}.
-    A model with a separate segm score (CenterMask: box score x predicted mask IoU) returns it as a
-    6th output; its results then also carry ``segm_score``, the score of the segm result.
-    """
-    boxes, scores, classes, valid, mask_probs = (_numpy(x) for x in outputs[:5])
-    segm_scores = _numpy(outputs[5]) if len(outputs) > 5 else None
+
+def coco_results(detections, category_ids, image, rounded=False):
+    """One image's detections as COCO result dicts: ``image`` (``{"image_id": id}``, or
+    ``{"image": file name}`` for infer.py) then ``category_id`` (original id), ``bbox`` xywh,
+    ``score``, ``segmentation`` (RLE, str counts) and ``segm_score`` where the model scores masks
+    apart from boxes (CenterMask: evaluator.py scores segm results by it). ``rounded``: bbox to
+    0.01 px and scores to 1e-5, for files people read."""
+    def value(v, digits):
+        return round(float(v), digits) if rounded else float(v)
     results = []
-    for b in range(boxes.shape[0]):
-        keep = valid[b].astype(bool)
-        if not keep.any():
-            continue
+    for i, (box, score, label, mask) in enumerate(zip(detections["boxes"], detections["scores"],
+                                                      detections["labels"], detections["masks"])):
+        result = dict(image)
+        result.update({
+            "category_id": int(category_ids[int(label)]),
+            "bbox": [value(v, 2) for v in (box[0], box[1], box[2] - box[0], box[3] - box[1])],
+            "score": value(score, 5),
+            "segmentation": mask_to_rle(mask),
+        })
+        if "mask_scores" in detections:
+            result["segm_score"] = value(detections["mask_scores"][i], 5)
+        results.append(result)
+    return results
+
+
+def batch_coco_results(outputs, scale, original_sizes, image_ids, category_ids,
+                       mask_threshold=DEFAULT_MASK_THRESHOLD, canvas_hw=None):
+    """COCO results of a batch of named outputs: scale (B, 2), original_sizes (B, 2) as (h, w),
+    image_ids (B,), category_ids: contiguous label -> COCO category id."""
+    outputs = {name: _numpy(value) for name, value in outputs.items()}
+    results = []
+    for b, image_id in enumerate(image_ids):
         height, width = int(original_sizes[b][0]), int(original_sizes[b][1])
-        image_boxes = to_original(boxes[b][keep], np.asarray(scale[b], np.float64), height, width)
-        masks = paste_masks(mask_probs[b][keep], image_boxes, height, width, mask_threshold) if with_masks else None
-        image_segm_scores = segm_scores[b][keep] if segm_scores is not None else None
-        for i, (box, score, label) in enumerate(zip(image_boxes, scores[b][keep], classes[b][keep])):
-            result = {"image_id": int(image_ids[b]), "category_id": int(category_ids[int(label)]),
-                      "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
-                      "score": float(score)}
-            if with_masks:
-                result["segmentation"] = mask_to_rle(masks[i])
-                if image_segm_scores is not None:
-                    result["segm_score"] = float(image_segm_scores[i])
-            results.append(result)
+        found = image_detections(outputs, b, scale[b], height, width, mask_threshold=mask_threshold,
+                                 canvas_hw=canvas_hw)
+        results.extend(coco_results(found, category_ids, {"image_id": int(image_id)}))
     return results
 
 

@@ -6,9 +6,9 @@ Shape shorthand: B images, G padded gt, M mask crop, L FCOS locations over P3-P7
 proposals per image in training (FCOS detections + gt slots), F mask RoIs per image in training
 (the fg slots of the sampler), K classes, D detections, r = 28 the mask resolution.
 
-Inference returns the model contract's five outputs plus ``mask_scores`` (B, D): the segm score
-(box score x predicted mask IoU of the predicted class, or the box score without MaskIoU), which
-``mindseg.models.postprocess`` uses for segm results; box results keep the FCOS score.
+Inference returns the outputs of ``output_names`` (docs/contracts.md), ``mask_scores`` (B, D)
+among them: the segm score (box score x predicted mask IoU of the predicted class, or the box
+score without MaskIoU), which segm results take; box results keep the FCOS score.
 """
 import mindspore as ms
 import mindspore.nn as nn
@@ -33,11 +33,13 @@ MASK_LEVELS = 3  # mask RoIs are pooled from P3..P5
 
 class CenterMask(nn.Cell):
     """Training: ``net(image, image_size, gt_boxes, gt_labels, gt_valid, gt_crowd, gt_masks)`` returns
-    the losses named by ``loss_names``. Inference: ``net(image, image_size)`` returns boxes (B, D, 4),
-    scores (B, D) (FCOS), classes (B, D) int32, valid (B, D) bool, mask_probs (B, D, r, r),
-    mask_scores (B, D) (segm)."""
+    the losses named by ``loss_names``. Inference: ``net(image, image_size)`` returns the outputs
+    named by ``output_names``: boxes (B, D, 4), scores (B, D) (FCOS), classes (B, D) int32, valid
+    (B, D) bool, mask_probs (B, D, r, r), mask_scores (B, D) (segm)."""
 
     loss_names = ("loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "loss_mask", "loss_maskiou")
+    output_names = ("boxes", "scores", "classes", "valid", "mask_probs", "mask_scores")  # docs/contracts.md
+    mask_threshold = 0.5
 
     def __init__(self, *, backbone, fpn, fcos_head, mask_pooler, mask_head, maskiou_head, num_classes, canvas,
                  fcos_target, fcos_loss, fcos_test, post_nms_topk_train, post_nms_topk_test, sampling, num_mask_rois,

@@ -22,10 +22,13 @@ from mindseg.models.rpn import RPN
 
 class MaskRCNN(nn.Cell):
     """Training: ``net(image, image_size, gt_boxes, gt_labels, gt_valid, gt_crowd, gt_masks)`` returns
-    the losses named by ``loss_names``. Inference: ``net(image, image_size)`` returns boxes (B, D, 4),
-    scores (B, D), classes (B, D) int32, valid (B, D) bool, mask_probs (B, D, 28, 28)."""
+    the losses named by ``loss_names``. Inference: ``net(image, image_size)`` returns the outputs
+    named by ``output_names``: boxes (B, D, 4), scores (B, D), classes (B, D) int32, valid (B, D)
+    bool, mask_probs (B, D, 28, 28)."""
 
     loss_names = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask")
+    output_names = ("boxes", "scores", "classes", "valid", "mask_probs")  # docs/contracts.md
+    mask_threshold = 0.5
 
     def __init__(self, *, backbone, fpn, rpn, box_pooler, box_head, mask_pooler, mask_head, num_classes,
                  sampling, box_loss, box_inference, num_mask_rois, mask_resolution=28, seed=0):
