@@ -42,20 +42,20 @@ def test_inference_decodes_peaks_boxes_and_masks_by_hand(mode):
     saliency = np.full((1, 3, 8, 8), 5.0, np.float32)
     saliency[0, 0] = -5.0  # class 0 has no saliency: its mask stays empty
     heads = tuple(ms.Tensor(x) for x in (heat, offset, size, shape, saliency))
-    run = ms.jit(point_inference, static_argnames=("stride", "max_detections", "score_thresh",
-                                                   "mask_threshold", "resolution")) \
+    run = ms.jit(point_inference, static_argnames=("stride", "max_detections", "score_thresh", "resolution")) \
         if mode == ms.GRAPH_MODE else point_inference
     boxes, scores, classes, valid, masks = (o.asnumpy()[0] for o in run(
         heads, ms.Tensor(np.array([[32.0, 32.0]], np.float32)), stride=4, max_detections=4, score_thresh=0.05,
-        mask_threshold=0.4, resolution=4))
+        resolution=4))
     sigmoid = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
     np.testing.assert_allclose(scores[:3], [sigmoid(2.0), sigmoid(-2.0), sigmoid(-3.5)], rtol=1e-5)
     assert classes[:3].tolist() == [2, 0, 1] and valid.tolist() == [True, True, False, False]
     np.testing.assert_allclose(boxes[0], [13, 10, 29, 18], atol=1e-5)
     np.testing.assert_allclose(boxes[1], [0, 0, 4, 4], atol=1e-5)
-    # rows of the 2x2 shape resized to 4 rows (half-pixel): 5, 2.5, -2.5, -5 -> on, on, off, off
-    np.testing.assert_array_equal(masks[0], np.repeat([[1], [1], [0], [0]], 4, 1))
-    assert masks[1].sum() == 0 and set(np.unique(masks)) <= {0.0, 1.0}
+    # rows of the 2x2 shape resized to 4 rows (half-pixel): 5, 2.5, -2.5, -5, times sigmoid(5)
+    rows = np.array([sigmoid(v) * sigmoid(5) for v in (5, 2.5, -2.5, -5)])
+    np.testing.assert_allclose(masks[0], np.repeat(rows[:, None], 4, 1), rtol=1e-5)
+    assert masks[1].max() < 0.4  # class 0's saliency is off
 
 
 def test_losses_at_init_by_hand():

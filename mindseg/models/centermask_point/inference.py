@@ -4,7 +4,8 @@ Shape shorthand as in ``targets.py``; D detections per image (``max_detections``
 Peaks are the heatmap probabilities equal to their 3x3 max-pool; the top D over classes and
 locations are kept, those above ``score_thresh`` valid. A box is centred at (pixel + offset) with
 the predicted size, in output pixels times the stride, clipped to the image. Its mask is the
-product of local shape and class saliency (``masks.py``) on the box grid, thresholded.
+product of local shape and class saliency (``masks.py``) on the box grid; the host pastes it into
+the box and thresholds it at the model's ``mask_threshold`` (0.4).
 """
 import mindspore as ms
 import mindspore.ops as ops
@@ -26,9 +27,9 @@ def heatmap_peaks(heatmap_logits, max_detections):
     return scores, classes, flat - classes * (out_h * out_w)
 
 
-def point_inference(heads, image_size, *, stride, max_detections, score_thresh, mask_threshold, resolution):
+def point_inference(heads, image_size, *, stride, max_detections, score_thresh, resolution):
     """heads: the five head outputs -> boxes (B, D, 4), scores (B, D), classes (B, D) int32,
-    valid (B, D) bool, masks (B, D, R, R) float32 in {0, 1} (M >= mask_threshold)."""
+    valid (B, D) bool, mask_probs (B, D, R, R): M = sigmoid(shape) x sigmoid(saliency)."""
     heatmap_logits, pred_offset, pred_size, shape_logits, saliency_logits = heads
     out_w = heatmap_logits.shape[3]
     scores, classes, index = heatmap_peaks(heatmap_logits, max_detections)
@@ -43,5 +44,4 @@ def point_inference(heads, image_size, *, stride, max_detections, score_thresh, 
     valid = ops.logical_and(scores > score_thresh, box_ops.nonempty(boxes))
     shapes, saliency = assemble_masks(shape_logits, saliency_logits, index, classes, boxes, stride=stride,
                                       resolution=resolution)
-    masks = (ops.sigmoid(shapes) * ops.sigmoid(saliency) >= mask_threshold).astype(ms.float32)
-    return boxes, scores, classes, valid, masks
+    return boxes, scores, classes, valid, ops.sigmoid(shapes) * ops.sigmoid(saliency)

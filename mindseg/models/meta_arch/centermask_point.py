@@ -7,8 +7,8 @@ mask grid over each box (``mask_resolution``), S the local shape size.
 
 Unlike CenterMask (FCOS + SAG-Mask, ``centermask.py``) it has no boxes to pool from: a mask is the
 object's local shape (S^2 values at its centre point) times its class's saliency map inside the
-box, both on an R x R grid over the box, so inference returns the contract's outputs with
-``mask_probs`` already thresholded at ``mask_threshold`` (0.4) into {0, 1}.
+box, both on an R x R grid over the box: ``mask_probs`` is that product, which the host pastes
+into the box and thresholds at ``mask_threshold`` (0.4, the paper's).
 """
 import mindspore as ms
 import mindspore.numpy as mnp
@@ -32,9 +32,10 @@ DLA_LEVELS = (2, 3, 4, 5)  # the levels DLA-Up merges (strides 4..32)
 class CenterMaskPoint(nn.Cell):
     """Training: ``net(image, image_size, gt_boxes, gt_labels, gt_valid, gt_crowd, gt_masks)`` returns
     the losses named by ``loss_names``. Inference: ``net(image, image_size)`` returns boxes (B, D, 4),
-    scores (B, D), classes (B, D) int32, valid (B, D) bool, mask_probs (B, D, R, R) in {0, 1}."""
+    scores (B, D), classes (B, D) int32, valid (B, D) bool, mask_probs (B, D, R, R) (``output_names``)."""
 
     loss_names = ("loss_heatmap", "loss_offset", "loss_size", "loss_mask")
+    output_names = ("boxes", "scores", "classes", "valid", "mask_probs")  # docs/contracts.md
 
     def __init__(self, *, backbone, neck, heads, num_classes, canvas, min_overlap=0.7, focal_alpha=2.0,
                  focal_beta=4.0, offset_weight=1.0, size_weight=0.1, mask_weight=1.0, mask_resolution=28,
@@ -52,7 +53,8 @@ class CenterMaskPoint(nn.Cell):
         self.size_weight = size_weight
         self.mask_weight = mask_weight
         self.mask_resolution = mask_resolution
-        self.test = dict(max_detections=max_detections, score_thresh=score_thresh, mask_threshold=mask_threshold)
+        self.test = dict(max_detections=max_detections, score_thresh=score_thresh)
+        self.mask_threshold = mask_threshold
 
     def construct(self, image, image_size, gt_boxes=None, gt_labels=None, gt_valid=None, gt_crowd=None,
                   gt_masks=None):
