@@ -120,7 +120,7 @@ def test_every_shipped_config_loads():
     assert paths, "no configs shipped"
     for path in paths:
         cfg = load_config(str(path))
-        assert cfg.model.name in ("mask_rcnn", "centermask"), path
+        assert cfg.model.name in ("mask_rcnn", "centermask", "centermask_point"), path
         h, w = cfg.data.canvas
         assert h % 32 == 0 and w % 32 == 0, f"{path}: canvas must be a multiple of 32"
 

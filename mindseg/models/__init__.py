@@ -9,8 +9,10 @@ from mindseg.models import backbones  # noqa: F401  (registers every backbone, V
 
 def _models():
     from mindseg.models.meta_arch.centermask import build_centermask
+    from mindseg.models.meta_arch.centermask_point import build_centermask_point
     from mindseg.models.meta_arch.mask_rcnn import build_mask_rcnn
-    return {"mask_rcnn": build_mask_rcnn, "centermask": build_centermask}
+    return {"mask_rcnn": build_mask_rcnn, "centermask": build_centermask,
+            "centermask_point": build_centermask_point}
 
 
 def build_model(cfg, num_classes=None):

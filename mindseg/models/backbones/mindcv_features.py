@@ -1,5 +1,6 @@
 """Feature extractors of mindcv models that :class:`ResNetBackbone` does not cover: VoVNetV2
-(registered into mindcv by :mod:`mindseg.models.backbones.vovnet`) and MobileNetV2.
+(registered into mindcv by :mod:`mindseg.models.backbones.vovnet`), DLA-34 (by
+:mod:`mindseg.models.backbones.dla`) and MobileNetV2.
 
 Each model's table row gives the mindcv feature index of every pyramid level (level l at stride
 2**l) and, per ``freeze_at`` stage, the cells it fixes: stage 1 is the stem (down to stride 2),
@@ -11,6 +12,7 @@ import os
 import mindcv
 import mindspore.nn as nn
 
+from mindseg.models.backbones import dla  # noqa: F401  (registers dla34 into mindcv)
 from mindseg.models.backbones import vovnet
 from mindseg.models.backbones.registry import level_strides, register_backbone
 from mindseg.models.backbones.resnet import NORMS
@@ -26,6 +28,8 @@ MINDCV_FEATURES = {
     **{name: _VOVNET for name in vovnet.VOVNET_SPECS},
     "mobilenet_v2_100": dict(levels={2: 3, 3: 6, 4: 13, 5: 17}, norm_arg=False,
                              stages=(_cells(0, 3), _cells(4, 5), _cells(6, 8), _cells(9, 15), _cells(16, 19))),
+    "dla34": dict(levels={2: 2, 3: 3, 4: 4, 5: 5}, norm_arg=True,  # registered into mindcv by dla.py
+                  stages=(("base_layer", "level0", "level1"), ("level2",), ("level3",), ("level4",), ("level5",))),
 }
 
 
