@@ -20,7 +20,7 @@ fi
 PYTHON=${PYTHON:-python}
 DATA=${DATA:-datasets/shapes}
 OUT=${OUT:-outputs/shapes_${MODEL}}
-NUM_TRAIN=${NUM_TRAIN:-200}
+NUM_TRAIN=${NUM_TRAIN:-1000}
 NUM_VAL=${NUM_VAL:-50}
 IMAGE_SIZE=${IMAGE_SIZE:-256}
 NUM_DRAW=${NUM_DRAW:-4}
