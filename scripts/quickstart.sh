@@ -23,7 +23,7 @@ OUT=${OUT:-outputs/shapes_${MODEL}}
 NUM_TRAIN=${NUM_TRAIN:-1000}
 NUM_VAL=${NUM_VAL:-50}
 IMAGE_SIZE=${IMAGE_SIZE:-256}
-NUM_DRAW=${NUM_DRAW:-4}
+NUM_DRAW=${NUM_DRAW:-8}
 NUM_INFER=${NUM_INFER:-4}
 SCORE_THRESH=${SCORE_THRESH:-0.3}
 GRAPH=$OUT/export/${MODEL}_shapes
@@ -46,9 +46,10 @@ step "2/5 train $MODEL -> $OUT"
 
 step "3/5 evaluate, draw $NUM_DRAW val images -> $OUT/eval"
 "$PYTHON" eval.py "${COMMON[@]}" --ckpt_path "$OUT/checkpoints" --output_dir "$OUT/eval" \
-    --draw "$NUM_DRAW" --draw_thresh "$SCORE_THRESH" "$@"
-# the README's picture: the first drawing, at most 800 px wide
-first=$(find "$OUT/eval/drawings" -maxdepth 1 -name '*.png' 2>/dev/null | sort | head -n 1)
+    --draw "$NUM_DRAW" --draw_thresh "$SCORE_THRESH" "$@" | tee "$OUT/eval.log"
+# the README's picture: the drawing with the most detections, at most 800 px wide
+first=$(sed -nE 's/^drawn (.+\.png): [0-9]+ objects, ([0-9]+) detections.*/\2 \1/p' "$OUT/eval.log" \
+        | sort -k1,1nr -s | head -n 1 | cut -d' ' -f2-)
 if [ -n "$first" ]; then
     "$PYTHON" -c 'import sys, cv2
 picture = cv2.imread(sys.argv[1])
