@@ -15,7 +15,7 @@ import os
 import sys
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
-from mindseg.cli import build_parser, config_from_args, script_errors, with_progress
+from mindseg.cli import build_parser, parse, script_errors, with_progress
 from mindseg.engine.inference import build_network, checkpoint_classes, coco_results_fn, load_weights
 from mindseg.utils.visualize import SCORE_THRESH
 
@@ -26,7 +26,7 @@ def main(argv=None):
                         help="draw N val images: ground truth left, predictions right")
     parser.add_argument("--draw_thresh", type=float, default=SCORE_THRESH,
                         help="the score a detection needs to be drawn")
-    args = parser.parse_args(argv)
+    args, cfg = parse("eval", __doc__.splitlines()[0], argv, parser)
     with script_errors("eval.py"):
         from mindseg.dataset.coco import coco_paths
         from mindseg.dataset.pipeline import create_dataset, dataset_info
@@ -35,7 +35,6 @@ def main(argv=None):
         from mindseg.runtime import init_runtime
         from mindseg.utils.modelarts import finish_modelarts, prepare_modelarts
 
-        cfg = config_from_args(args)
         runtime = init_runtime(cfg)
         cfg = prepare_modelarts(cfg, runtime)
         info = dataset_info(cfg, "val", report=print if runtime.is_main else None)

@@ -75,9 +75,10 @@ def config_from_args(args):
     return to_config(data)
 
 
-def parse(script, description, argv=None):
-    """Parse ``argv`` and return ``(args, cfg)``; a config error exits with its message."""
-    parser = build_parser(script, description)
+def parse(script, description, argv=None, parser=None):
+    """Parse ``argv`` and return ``(args, cfg)``; a config error exits with its message.
+    ``parser``: a :func:`build_parser` parser the script added its own flags to."""
+    parser = parser or build_parser(script, description)
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)

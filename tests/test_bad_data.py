@@ -10,7 +10,7 @@ from mindseg.dataset.synthetic import make_synthetic_coco
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES_CFG = os.path.join(ROOT, "config", "shapes", "mask_rcnn_shapes.yml")
-SMALL = ["data.canvas=[64,64]", "data.min_size=[64]", "data.max_size=64",
+SMALL = ["mode=pynative", "data.canvas=[64,64]", "data.min_size=[64]", "data.max_size=64",
          "data.test_min_size=64", "data.test_max_size=64", "data.num_workers=0",
          "data.max_instances=4", "data.mask_crop=14", "data.batch_size=1",
          "model.rpn.pre_nms_topk_train=50", "model.rpn.post_nms_topk_train=16",

@@ -47,7 +47,11 @@ def test_only_the_listed_layers_turn_float16():
     assert names == {p.name for p in plain.get_parameters()}  # checkpoints stay interchangeable
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
+# CenterMask (V-39) runs in PYNATIVE only: its layers are CenterMask-Lite's, which runs in both
+# modes, and its GRAPH compile is a minute of CI time
+@pytest.mark.parametrize("model,mode", [("mask_rcnn", "graph"), ("mask_rcnn", "pynative"),
+                                        ("centermask_lite", "graph"), ("centermask_lite", "pynative"),
+                                        ("centermask", "pynative")], indirect=["mode"])
 def test_overflow_is_skipped_then_a_mixed_step_trains(model, mode):
     net = mixed_net(model)
     batch = tiny_batch()

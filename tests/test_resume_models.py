@@ -61,9 +61,9 @@ def _train(model, data, out, overrides, resume=None, scramble=False):
 
 
 # every config in both modes, and mixed precision on each config and in each mode
+# GRAPH is covered once (Mask R-CNN); each model resumes with --mix in PYNATIVE, the cheaper mode
 @pytest.mark.parametrize("model,mode,mix", [("mask_rcnn", "graph", False), ("mask_rcnn", "pynative", True),
-                                            ("centermask_lite", "graph", True),
-                                            ("centermask_lite", "pynative", False),
+                                            ("centermask_lite", "pynative", True),
                                             ("centermask_point", "pynative", True)])
 def test_resume_equals_uninterrupted_on_real_models(shapes_5, tmp_path, model, mode, mix):
     overrides = [f"mode={mode}", f"train.mix={str(mix).lower()}", "train.loss_scale=1024"]
