@@ -10,9 +10,10 @@ levels, then hierarchical aggregation trees of basic residual blocks whose nodes
 concatenate their children and project them with a 1x1 conv.
 """
 from mindspore import nn, ops
-import mindspore.common.initializer as init
 from mindcv.models.helpers import build_model_with_cfg
 from mindcv.models.registry import register_model
+
+from mindseg.models.layers.init import he_init_convs
 
 __all__ = ["DLA", "DLA_SPECS"]
 
@@ -131,15 +132,7 @@ class DLA(nn.Cell):
         self.feature_info = [dict(chs=channels[i], reduction=2 ** i, name=f"level{i}") for i in range(6)]
         self.num_features = channels[-1]
         self.classifier = nn.Conv2d(channels[-1], num_classes, 1, has_bias=True)
-        self._initialize_weights()
-
-    def _initialize_weights(self):
-        for _, cell in self.cells_and_names():
-            if isinstance(cell, nn.Conv2d):
-                cell.weight.set_data(init.initializer(init.HeNormal(mode="fan_out", nonlinearity="relu"),
-                                                      cell.weight.shape, cell.weight.dtype))
-                if cell.bias is not None:
-                    cell.bias.set_data(init.initializer("zeros", cell.bias.shape, cell.bias.dtype))
+        he_init_convs(self, "fan_out")
 
     def forward_features(self, x):
         x = self.level1(self.level0(self.base_layer(x)))

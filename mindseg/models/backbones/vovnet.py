@@ -12,9 +12,10 @@ hard sigmoid). Blocks 2..n of a stage add an identity residual.
 from collections import OrderedDict
 
 from mindspore import nn, ops
-import mindspore.common.initializer as init
 from mindcv.models.helpers import build_model_with_cfg
 from mindcv.models.registry import register_model
+
+from mindseg.models.layers.init import he_init_convs
 
 __all__ = ["VoVNet", "OSAModule", "EffectiveSE", "VOVNET_SPECS"]
 
@@ -184,15 +185,7 @@ class VoVNet(nn.Cell):
             self.feature_info.append(dict(chs=stage_out_ch[i], reduction=4 * 2 ** i, name=f"stage{i + 2}"))
         self.num_features = stage_out_ch[-1]
         self.classifier = nn.Dense(self.num_features, num_classes)
-        self._initialize_weights()
-
-    def _initialize_weights(self):
-        for _, cell in self.cells_and_names():
-            if isinstance(cell, nn.Conv2d):
-                cell.weight.set_data(init.initializer(init.HeNormal(mode="fan_in", nonlinearity="relu"),
-                                                      cell.weight.shape, cell.weight.dtype))
-                if cell.bias is not None:
-                    cell.bias.set_data(init.initializer("zeros", cell.bias.shape, cell.bias.dtype))
+        he_init_convs(self, "fan_in")
 
     def forward_features(self, x):
         x = self.stem(x)
