@@ -13,7 +13,7 @@ from test_workflow import CATEGORY_IDS, ROOT, _losses, _run
 CONFIG = os.path.join(ROOT, "config", "shapes", "centermask_point_shapes.yml")
 STEPS = 2
 DETECTIONS = 10
-SMALL = ["data.canvas=[64,64]", "data.min_size=[64]", "data.max_size=64", "data.test_min_size=64",
+SMALL = ["mode=pynative", "data.canvas=[64,64]", "data.min_size=[64]", "data.max_size=64", "data.test_min_size=64",
          "data.test_max_size=64", "data.num_workers=0", "data.max_instances=8", "data.mask_crop=28",
          "model.centermask_point.head_channels=32", "model.centermask_point.shape_size=8",
          f"model.centermask_point.max_detections={DETECTIONS}", "model.centermask_point.score_thresh=0.0",

@@ -13,6 +13,7 @@ from mindseg.engine.train_step import TrainStep, build_optimizer
 from mindseg.models import build_model
 from test_centermask import TINY as CENTERMASK_TINY
 from test_centermask import tiny_batch
+from test_centermask_point import TINY as POINT_TINY
 from toy import net_weights
 
 MASK_RCNN_TINY = ["model.num_classes=5", "data.canvas=[128,128]", "data.max_instances=4",
@@ -23,6 +24,7 @@ MODELS = {
     "mask_rcnn": ("config/shapes/mask_rcnn_shapes.yml", MASK_RCNN_TINY),
     "centermask_lite": ("config/shapes/centermask_lite_shapes.yml", CENTERMASK_TINY),
     "centermask": ("config/centermask/centermask_V_39_eSE_FPN_ms_3x.yml", CENTERMASK_TINY),
+    "centermask_point": ("config/shapes/centermask_point_shapes.yml", POINT_TINY),
 }
 OVERFLOW_SCALE = 2.0 ** 40  # finite in float32, beyond float16's 65504 in every scaled gradient
 GOOD_SCALE = 128.0  # float16 holds it at init (CenterMask V-39 overflows at 1024)
@@ -48,10 +50,12 @@ def test_only_the_listed_layers_turn_float16():
 
 
 # CenterMask (V-39) runs in PYNATIVE only: its layers are CenterMask-Lite's, which runs in both
-# modes, and its GRAPH compile is a minute of CI time
+# modes, and its GRAPH compile is a minute of CI time. The point-representation CenterMask runs in
+# GRAPH only: tests/test_resume_models.py trains it mixed in PYNATIVE
 @pytest.mark.parametrize("model,mode", [("mask_rcnn", "graph"), ("mask_rcnn", "pynative"),
                                         ("centermask_lite", "graph"), ("centermask_lite", "pynative"),
-                                        ("centermask", "pynative")], indirect=["mode"])
+                                        ("centermask", "pynative"), ("centermask_point", "graph")],
+                         indirect=["mode"])
 def test_overflow_is_skipped_then_a_mixed_step_trains(model, mode):
     net = mixed_net(model)
     batch = tiny_batch()

@@ -31,7 +31,7 @@ CONFIG = os.path.join(ROOT, "config", "shapes", "centermask_lite_shapes.yml")
 HELPER = os.path.join(ROOT, "tests", "dp_train.py")
 MSRUN = os.path.join(ROOT, "scripts", "run_msrun_train.sh")
 # no shuffle and no flip: one process on images (0, 1) sees what ranks 0 and 1 see in their first step
-SMALL = ["data.canvas=[128,128]", "data.min_size=[128]", "data.max_size=128", "data.test_min_size=128",
+SMALL = ["mode=pynative", "data.canvas=[128,128]", "data.min_size=[128]", "data.max_size=128", "data.test_min_size=128",
          "data.test_max_size=128", "data.num_workers=0", "data.shuffle=false", "data.flip_prob=0.0",
          "data.max_instances=8", "data.mask_crop=28", "model.fcos.pre_nms_topk=100",
          "model.fcos.post_nms_topk_train=20", "train.warmup_iters=1", "train.lr_steps=[100]",

@@ -149,7 +149,7 @@ def test_infer_prints_each_drawings_detection_count(quickstart):
 
 
 # CenterMask-Lite at its smallest: its whole chain, 2 steps, every detection kept at test
-CENTERMASK_SMALL = ["data.canvas=[128,128]", "data.min_size=[128]", "data.max_size=128",
+CENTERMASK_SMALL = ["mode=pynative", "data.canvas=[128,128]", "data.min_size=[128]", "data.max_size=128",
                     "data.test_min_size=128", "data.test_max_size=128", "data.num_workers=0",
                     "data.max_instances=8", "data.mask_crop=28", "model.fpn.out_channels=32",
                     "model.fcos.pre_nms_topk=100", "model.fcos.post_nms_topk_train=20",
