@@ -1,4 +1,4 @@
-"""VoVNetV2: parameter counts against DESIGN.md, mindcv registration and features_only, eSE and the
+"""VoVNetV2: parameter counts against the design, mindcv registration and features_only, eSE and the
 identity residual by hand."""
 import os
 
@@ -12,7 +12,7 @@ import mindcv
 from mindseg.models.backbones import vovnet
 from mindseg.models.backbones.vovnet import EffectiveSE, OSAModule
 
-# DESIGN.md, "VoVNetV2": backbone parameters without a classifier, in millions.
+# The VoVNetV2 specification (the project design, "VoVNetV2"): backbone parameters without a classifier, in millions.
 DESIGN_PARAMS_M = {"vovnet19_slim_dw": 1.38, "vovnet19_slim": 2.65, "vovnet19": 10.18,
                    "vovnet39": 25.2, "vovnet57": 41.5, "vovnet99": 69.5}
 

@@ -3,7 +3,7 @@
 Importing this module registers ``vovnet19_slim_dw``, ``vovnet19_slim``, ``vovnet19``, ``vovnet39``,
 ``vovnet57`` and ``vovnet99``, so ``mindcv.create_model("vovnet39", features_only=True,
 out_indices=[2, 3, 4])`` returns stages 3-5 (strides 8, 16, 32). The specs follow centermask2's
-``vovnet.py`` (DESIGN.md, "VoVNetV2"). Feature indices: 0 stem (stride 4), 1-4 stages 2-5.
+``vovnet.py`` (parameter counts in tests/test_vovnet.py). Feature indices: 0 stem (stride 4), 1-4 stages 2-5.
 
 An OSA (one-shot aggregation) module chains L 3x3 convs, concatenates its input with all L
 outputs once, projects them with a 1x1 conv and rescales the channels with eSE (one 1x1 conv and a

@@ -67,7 +67,7 @@ class FPN(nn.Cell):
             outputs = (self.output_convs[i](top_down),) + outputs
         if self.top_block == "maxpool":
             # max_pool2d, not P5[:, :, ::2, ::2]: in PYNATIVE that slice's grad fails on the CPU
-            # ("StridedSliceGrad ... input memory out of bounds", PLATFORM.md)
+            # ("StridedSliceGrad ... input memory out of bounds", docs/platform_notes.md)
             outputs = outputs + (ops.max_pool2d(outputs[-1], kernel_size=1, stride=2),)
         elif self.top_block == "p6p7":
             p6 = self.p6(outputs[-1])
