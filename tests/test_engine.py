@@ -124,6 +124,35 @@ def test_train_step_is_momentum_sgd_with_weight_decay(mode, loss_scale):
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_train_step_is_adam_with_weight_decay(mode):
+    weight, bias, x, y = _linear_case()
+    net = LinearNet(weight, bias)
+    lr = np.array([0.1, 0.05, 0.02], np.float32)
+    opt = build_optimizer(net, lr, weight_decay=0.01, weight_decay_bias=0.0, name="adam")
+    step = TrainStep(net, opt, jit=mode == "graph")
+    w, b = weight.astype(np.float64), bias.astype(np.float64)
+    moments = {name: [0.0, 0.0] for name in ("w", "b")}
+    for i in range(3):
+        gw, gb = _numpy_grads(w, b, x, y)
+        new = {}
+        for name, value, grad in (("w", w, gw + 0.01 * w), ("b", b, gb)):
+            m, v = moments[name]
+            m, v = 0.9 * m + 0.1 * grad, 0.999 * v + 0.001 * grad ** 2
+            moments[name] = [m, v]
+            m_hat, v_hat = m / (1 - 0.9 ** (i + 1)), v / (1 - 0.999 ** (i + 1))
+            new[name] = value - lr[i] * m_hat / (np.sqrt(v_hat) + 1e-8)
+        if i == 0:  # by hand: Adam's first step moves every weight by lr against its gradient's sign
+            np.testing.assert_allclose(new["w"], w - lr[0] * np.sign(gw + 0.01 * w), atol=1e-6)
+        w, b = new["w"], new["b"]
+        assert bool(step(ms.Tensor(x), ms.Tensor(y))[2])
+    np.testing.assert_allclose(net.fc.weight.asnumpy(), w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.fc.bias.asnumpy(), b, rtol=1e-5, atol=1e-6)
+    assert step.step_index == 3
+    with pytest.raises(ValueError, match="train.optimizer: 'lamb' is not one of"):
+        build_optimizer(net, lr, name="lamb")
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
 def test_overflow_skips_update_and_lowers_scale(mode):
     weight, bias, x, y = _linear_case()
     net = LinearNet(weight, bias, loss_gain=1e30)  # x loss scale 1e10 overflows float32

@@ -41,13 +41,23 @@ def param_groups(net, weight_decay, weight_decay_norm, weight_decay_bias):
     return [g for g in groups if g["params"]]
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
 def build_optimizer(net, lr_schedule, momentum=0.9, weight_decay=1e-4, weight_decay_norm=0.0,
-                    weight_decay_bias=0.0):
-    """SGD with momentum; step ``i`` uses ``lr_schedule[i]`` (the optimizer's ``global_step``)."""
+                    weight_decay_bias=0.0, name="sgd"):
+    """SGD with momentum (``name`` "sgd") or Adam (beta 0.9 / 0.999, eps 1e-8; "adam", the
+    CenterNet family's optimizer), weight decay as an L2 term per :func:`param_groups` group;
+    step ``i`` uses ``lr_schedule[i]`` (the optimizer's ``global_step``)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"train.optimizer: '{name}' is not one of {OPTIMIZERS}")
     groups = param_groups(net, weight_decay, weight_decay_norm, weight_decay_bias)
     if not groups:
         raise ValueError("the network has no trainable parameters")
-    return nn.Momentum(groups, learning_rate=ms.Tensor(lr_schedule, ms.float32), momentum=momentum)
+    lr = ms.Tensor(lr_schedule, ms.float32)
+    if name == "adam":
+        return nn.Adam(groups, learning_rate=lr, beta1=0.9, beta2=0.999, eps=1e-8)
+    return nn.Momentum(groups, learning_rate=lr, momentum=momentum)
 
 
 def global_norm(grads):

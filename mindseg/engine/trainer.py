@@ -85,7 +85,7 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, stop_after=None,
         net = apply_mixed_precision(net, tcfg.amp_level)
     net.set_train(True)
     optimizer = build_optimizer(net, lr, tcfg.momentum, tcfg.weight_decay, tcfg.weight_decay_norm,
-                                tcfg.weight_decay_bias)
+                                tcfg.weight_decay_bias, name=tcfg.optimizer)
     step_fn = TrainStep(net, optimizer, world=runtime.world,
                         loss_scale=tcfg.loss_scale if tcfg.mix else None,
                         clip_grad_norm=tcfg.clip_grad_norm, jit=runtime.mode == "graph")
