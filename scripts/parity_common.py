@@ -129,7 +129,7 @@ def compare(reference, ours, height, width, source):
     from mindseg.models.mask_ops import paste_masks
     taken = np.zeros(len(ours["boxes"]), bool)
     segm = "segm_scores" in reference and "segm_scores" in ours
-    box_diffs, score_diffs, segm_diffs, mask_ious = [], [], [], []
+    box_diffs, score_diffs, segm_diffs, mask_ious, prob_diffs = [], [], [], [], []
     for i in np.argsort(-reference["scores"], kind="stable"):
         same = (ours["classes"] == reference["classes"][i]) & ~taken
         if not same.any():
@@ -143,6 +143,7 @@ def compare(reference, ours, height, width, source):
         score_diffs.append(abs(reference["scores"][i] - ours["scores"][j]))
         if segm:
             segm_diffs.append(abs(reference["segm_scores"][i] - ours["segm_scores"][j]))
+        prob_diffs.append(float(np.abs(reference["masks"][i] - ours["masks"][j]).max()))
         ref_mask = paste_masks(reference["masks"][i:i + 1], reference["boxes"][i:i + 1], height, width)[0]
         our_mask = paste_masks(ours["masks"][j:j + 1], ours["boxes"][j:j + 1], height, width)[0]
         union = np.logical_or(ref_mask, our_mask).sum()
@@ -151,7 +152,8 @@ def compare(reference, ours, height, width, source):
               "matched": len(box_diffs), "max_box_diff_px": float(max(box_diffs, default=float("nan"))),
               "max_score_diff": float(max(score_diffs, default=float("nan"))),
               "mean_mask_iou": float(np.mean(mask_ious)) if mask_ious else float("nan"),
-              "min_mask_iou": float(np.min(mask_ious)) if mask_ious else float("nan")}
+              "min_mask_iou": float(np.min(mask_ious)) if mask_ious else float("nan"),
+              "max_mask_prob_diff": float(max(prob_diffs, default=float("nan")))}
     if segm:
         result["max_segm_score_diff"] = float(max(segm_diffs, default=float("nan")))
     return result
