@@ -18,6 +18,10 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOX_TOL_PX = 0.01
 MASK_IOU_MIN = 0.99
+# the 28 x 28 mask probabilities of matched detections; a random model's probabilities sit near
+# the 0.5 threshold, where a 1e-3 difference flips pixels (torchvision: min mask IoU 0.57 at a
+# probability difference of 0.0015), so the verdict takes either measure
+MASK_PROB_TOL = 5e-3
 SCORE_TOL = 1e-4
 
 
@@ -164,7 +168,8 @@ def verdict(result, source):
     print(json.dumps(result, indent=1))
     score_keys = [k for k in ("max_score_diff", "max_segm_score_diff") if k in result]
     ok = (result["matched"] == result[f"{source}_detections"] == result["mindseg_detections"] > 0
-          and result["max_box_diff_px"] <= BOX_TOL_PX and result["mean_mask_iou"] >= MASK_IOU_MIN
+          and result["max_box_diff_px"] <= BOX_TOL_PX
+          and (result["mean_mask_iou"] >= MASK_IOU_MIN or result["max_mask_prob_diff"] <= MASK_PROB_TOL)
           and all(result[k] <= SCORE_TOL for k in score_keys))
     print("PARITY OK" if ok else "PARITY FAILED")
     return 0 if ok else 2
