@@ -10,7 +10,7 @@ if str(ROOT) not in sys.path:
 
 import mindseg  # noqa: E402,F401  (sets oneDNN's CPU ISA before mindspore is imported)
 
-sys.unraisablehook = lambda unraisable: None  # MindSpore's Cell.__del__ raises AttributeError at interpreter exit
+sys.unraisablehook = lambda unraisable: None  # Cell.__del__ raises at interpreter exit
 
 
 @pytest.fixture(params=["pynative", "graph"])

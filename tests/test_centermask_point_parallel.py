@@ -11,15 +11,13 @@ import pytest
 
 from mindseg.dataset.synthetic import make_synthetic_coco
 from test_distributed import _free_port
-from test_multinode import HELPER, _dump, _start, _wait
+from test_multinode import HELPER, ROOT, _dump, _start, _wait
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "config", "shapes", "centermask_point_shapes.yml")
 SMALL = ["mode=pynative", "data.canvas=[64,64]", "data.min_size=[64]", "data.max_size=64", "data.test_min_size=64",
          "data.test_max_size=64", "data.num_workers=0", "data.shuffle=false", "data.max_instances=8",
          "data.mask_crop=28", "model.centermask_point.head_channels=32",
-         "model.centermask_point.shape_size=8", "train.warmup_iters=1", "train.lr_steps=[100]",
-         "train.base_lr=0.02", "train.reference_batch_size=2", "train.log_interval=1",
+         "model.centermask_point.shape_size=8", "train.warmup_iters=1", "train.base_lr=0.02", "train.reference_batch_size=2", "train.log_interval=1",
          "train.ckpt_interval=100", "data.batch_size=1", "train.max_steps=2"]
 
 

@@ -17,7 +17,7 @@ SMALL = ["mode=pynative", "data.canvas=[64,64]", "data.min_size=[64]", "data.max
          "data.test_max_size=64", "data.num_workers=0", "data.max_instances=8", "data.mask_crop=28",
          "model.centermask_point.head_channels=32", "model.centermask_point.shape_size=8",
          f"model.centermask_point.max_detections={DETECTIONS}", "model.centermask_point.score_thresh=0.0",
-         f"train.max_steps={STEPS}", "train.warmup_iters=1", "train.lr_steps=[100]", "train.log_interval=1",
+         f"train.max_steps={STEPS}", "train.warmup_iters=1", "train.log_interval=1",
          f"train.ckpt_interval={STEPS}"]
 
 

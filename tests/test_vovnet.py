@@ -12,7 +12,7 @@ import mindcv
 from mindseg.models.backbones import vovnet
 from mindseg.models.backbones.vovnet import EffectiveSE, OSAModule
 
-# The VoVNetV2 specification (the project design, "VoVNetV2"): backbone parameters without a classifier, in millions.
+# The design's VoVNetV2 table: backbone parameters without a classifier, in millions.
 DESIGN_PARAMS_M = {"vovnet19_slim_dw": 1.38, "vovnet19_slim": 2.65, "vovnet19": 10.18,
                    "vovnet39": 25.2, "vovnet57": 41.5, "vovnet99": 69.5}
 

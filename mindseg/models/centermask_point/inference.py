@@ -35,8 +35,9 @@ def point_inference(heads, image_size, *, stride, max_detections, score_thresh, 
     scores, classes, index = heatmap_peaks(heatmap_logits, max_detections)
     offset = gather_at(pred_offset, index)
     size = gather_at(pred_size, index)
-    ys = (index // out_w).astype(ms.float32)
-    xs = (index - (index // out_w) * out_w).astype(ms.float32)
+    rows = index // out_w
+    ys = rows.astype(ms.float32)
+    xs = (index - rows * out_w).astype(ms.float32)
     cx, cy = xs + offset[..., 0], ys + offset[..., 1]
     half_w, half_h = size[..., 0] / 2, size[..., 1] / 2
     boxes = ops.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], -1) * stride
