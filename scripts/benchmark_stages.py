@@ -171,7 +171,7 @@ def mask_rcnn_stages(net, training):
 
     @stage("box pooler + head", "features proposals", "cls_logits box_deltas")
     def box_branch(features, proposals):
-        return net.box_head(net.box_pooler(features[:4], proposals))
+        return net.box_head(net.box_pooler(features[:net.pooler_levels], proposals))
 
     @stage("box post (per-class decode, nms)", "cls_logits box_deltas proposals proposal_valid image_size",
            "boxes scores classes valid")
@@ -181,7 +181,8 @@ def mask_rcnn_stages(net, training):
 
     @stage("mask pooler + head", "features boxes classes", "mask_probs")
     def mask_branch(features, boxes, classes):
-        return mask_branch_inference(net.mask_head(net.mask_pooler(features[:4], boxes)), classes)
+        pooled = net.mask_pooler(features[:net.pooler_levels], boxes)
+        return mask_branch_inference(net.mask_head(pooled), classes)
 
     outputs = net.output_names
     return head + [box_branch, box_post, mask_branch, host_postprocess_stage(outputs)], outputs
@@ -208,7 +209,7 @@ def _mask_rcnn_train_tail(net):
     @stage("box pooler + head + loss", "features rois roi_valid roi_gt_classes roi_gt_idx gt_boxes",
            "loss_cls loss_box_reg")
     def box_loss(features, rois, roi_valid, roi_gt_classes, roi_gt_idx, gt_boxes):
-        cls_logits, box_deltas = net.box_head(net.box_pooler(features[:4], rois))
+        cls_logits, box_deltas = net.box_head(net.box_pooler(features[:net.pooler_levels], rois))
         return box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes,
                                gather_rows(gt_boxes, roi_gt_idx), **net.box_loss)
 
@@ -216,7 +217,7 @@ def _mask_rcnn_train_tail(net):
            "loss_mask")
     def mask_loss(features, rois, roi_is_fg, roi_gt_classes, roi_gt_idx, gt_boxes, gt_masks):
         fg_rois, fg_gt_idx, fg_classes, fg = fg_slots(f, rois, roi_gt_idx, roi_gt_classes, roi_is_fg)
-        logits = net.mask_head(net.mask_pooler(features[:4], fg_rois))
+        logits = net.mask_head(net.mask_pooler(features[:net.pooler_levels], fg_rois))
         return mask_branch_loss(logits, fg_rois, fg_gt_idx, fg_classes, fg, gt_masks, gt_boxes)[0]
 
     return [_step_key(net), rpn_loss, sampling, box_loss, mask_loss]
