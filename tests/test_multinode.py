@@ -34,7 +34,7 @@ MSRUN = os.path.join(ROOT, "scripts", "run_msrun_train.sh")
 SMALL = ["mode=pynative", "data.canvas=[128,128]", "data.min_size=[128]", "data.max_size=128", "data.test_min_size=128",
          "data.test_max_size=128", "data.num_workers=0", "data.shuffle=false", "data.flip_prob=0.0",
          "data.max_instances=8", "data.mask_crop=28", "model.fcos.pre_nms_topk=100",
-         "model.fcos.post_nms_topk_train=20", "train.warmup_iters=1", "train.lr_steps=[100]",
+         "model.fcos.post_nms_topk_train=20", "train.warmup_iters=1", "train.lr_schedule=step", "train.lr_steps=[100]",
          "train.base_lr=0.02", "train.reference_batch_size=4", "train.log_interval=1",
          "train.ckpt_interval=100"]
 FCOS_LOSSES = ("loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr")
