@@ -1,4 +1,5 @@
-"""Time inference of one image, or one training step at the config's batch, after warm-up.
+"""Time inference of one image, or one training step at the config's batch (with its optimizer,
+weight decay and gradient clip, as train.py builds them), after warm-up.
 
     python scripts/benchmark.py --config CFG --task infer|train [--height H --width W]
                                 [--iters N] [--mode graph|pynative] [--num_classes K]
@@ -165,7 +166,10 @@ def main(argv=None):
         net.set_train(True)
         total = args.warmup + 2 * args.iters  # the profiled calls step the optimizer too
         lr = build_lr_schedule(1e-4, 1, 1, 0, 1.0, [], 0.1, total)
-        step = TrainStep(net, build_optimizer(net, lr), jit=args.mode == "graph")
+        tcfg = cfg.train  # the config's optimizer, weight decay and clip, as train.py builds them
+        optimizer = build_optimizer(net, lr, tcfg.momentum, tcfg.weight_decay, tcfg.weight_decay_norm,
+                                    tcfg.weight_decay_bias, name=tcfg.optimizer)
+        step = TrainStep(net, optimizer, clip_grad_norm=tcfg.clip_grad_norm, jit=args.mode == "graph")
 
         def run():
             loss, _, _ = step(*batch)

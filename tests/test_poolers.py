@@ -125,6 +125,36 @@ def test_gradient_matches_reference_adjoint(mode):
     assert shifted - float(loss(*features).asnumpy()) == pytest.approx(float(grads[1].asnumpy()[0, 1, 2, 3]), abs=1e-3)
 
 
+def test_chunked_taps_give_the_unchunked_pool_and_gradient(monkeypatch):
+    # a small transient budget makes _WeightedRows walk the 16 taps of each bin in chunks of 4;
+    # the pooled values and the feature gradient must be those of the one-pass walk
+    from mindseg.models.layers import poolers
+    rng = np.random.default_rng(7)
+    features = (Tensor(rng.standard_normal((1, 3, 8, 8)).astype(np.float32)),
+                Tensor(rng.standard_normal((1, 3, 4, 4)).astype(np.float32)))
+    rois = Tensor(np.array([[[1, 2, 20, 14], [3, 3, 30, 31], [0, 0, 5, 5]]], np.float32))
+    upstream = Tensor(rng.standard_normal((3, 3, 2, 2)).astype(np.float32))
+
+    def pool_and_grad():
+        pool = RoIPooler(2, [1 / 4, 1 / 8], 2, True, level_fn=coarse_rule)
+
+        def loss(f0, f1):
+            return (pool((f0, f1), rois) * upstream).sum()
+        grads = ms.grad(loss, grad_position=(0, 1))(*features)
+        return pool(features, rois).asnumpy(), [g.asnumpy() for g in grads]
+
+    whole, whole_grads = pool_and_grad()
+    assert RoIPooler(2, [1 / 4, 1 / 8], 2, True).weighted_rows._chunk(
+        ms.ops.zeros((12, 16), ms.int32), ms.ops.zeros((80, 3))) == 16
+    monkeypatch.setattr(poolers, "_CHUNK_FLOATS", 4 * 12 * 3)
+    assert RoIPooler(2, [1 / 4, 1 / 8], 2, True).weighted_rows._chunk(
+        ms.ops.zeros((12, 16), ms.int32), ms.ops.zeros((80, 3))) == 4
+    chunked, chunked_grads = pool_and_grad()
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+    for got, want in zip(chunked_grads, whole_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_centermask_rule_with_level_arg():
     rng = np.random.default_rng(8)
     scales = [1 / 8, 1 / 16, 1 / 32]
