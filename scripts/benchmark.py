@@ -136,7 +136,7 @@ def main(argv=None):
     import mindspore as ms
     from mindseg.config import load_config
     from mindseg.engine.lr_schedule import build_lr_schedule
-    from mindseg.engine.train_step import TrainStep, build_optimizer
+    from mindseg.engine.train_step import TrainStep, optimizer_from_config
     from mindseg.models import build_model
 
     overrides = list(args.overrides)
@@ -166,10 +166,9 @@ def main(argv=None):
         net.set_train(True)
         total = args.warmup + 2 * args.iters  # the profiled calls step the optimizer too
         lr = build_lr_schedule(1e-4, 1, 1, 0, 1.0, [], 0.1, total)
-        tcfg = cfg.train  # the config's optimizer, weight decay and clip, as train.py builds them
-        optimizer = build_optimizer(net, lr, tcfg.momentum, tcfg.weight_decay, tcfg.weight_decay_norm,
-                                    tcfg.weight_decay_bias, name=tcfg.optimizer)
-        step = TrainStep(net, optimizer, clip_grad_norm=tcfg.clip_grad_norm, jit=args.mode == "graph")
+        # the config's optimizer, weight decay and clip, as train.py builds them
+        step = TrainStep(net, optimizer_from_config(net, lr, cfg.train),
+                         clip_grad_norm=cfg.train.clip_grad_norm, jit=args.mode == "graph")
 
         def run():
             loss, _, _ = step(*batch)

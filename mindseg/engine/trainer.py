@@ -13,7 +13,7 @@ from mindseg.engine.curves import TrainCurves
 from mindseg.engine.logger import format_train_line, setup_logger
 from mindseg.engine.lr_schedule import build_lr_schedule, schedule_length
 from mindseg.engine.precision import apply_mixed_precision
-from mindseg.engine.train_step import TrainStep, build_optimizer
+from mindseg.engine.train_step import TrainStep, optimizer_from_config
 
 TRAIN_INPUTS = ("image", "image_size", "gt_boxes", "gt_labels", "gt_valid", "gt_crowd", "gt_masks")
 
@@ -84,8 +84,7 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, stop_after=None,
     if tcfg.mix:
         net = apply_mixed_precision(net, tcfg.amp_level)
     net.set_train(True)
-    optimizer = build_optimizer(net, lr, tcfg.momentum, tcfg.weight_decay, tcfg.weight_decay_norm,
-                                tcfg.weight_decay_bias, name=tcfg.optimizer)
+    optimizer = optimizer_from_config(net, lr, tcfg)
     step_fn = TrainStep(net, optimizer, world=runtime.world,
                         loss_scale=tcfg.loss_scale if tcfg.mix else None,
                         clip_grad_norm=tcfg.clip_grad_norm, jit=runtime.mode == "graph")
