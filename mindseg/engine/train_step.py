@@ -60,13 +60,13 @@ def build_optimizer(net, lr_schedule, momentum=0.9, weight_decay=1e-4, weight_de
     return nn.Momentum(groups, learning_rate=lr, momentum=momentum)
 
 
-
 def optimizer_from_config(net, lr_schedule, train_cfg):
     """:func:`build_optimizer` with the optimizer and weight-decay settings of a config's
     ``train`` section (what train.py and benchmark.py train with)."""
     return build_optimizer(net, lr_schedule, train_cfg.momentum, train_cfg.weight_decay,
                            train_cfg.weight_decay_norm, train_cfg.weight_decay_bias,
                            name=train_cfg.optimizer)
+
 
 def global_norm(grads):
     """The L2 norm of all gradients together, one float32 scalar. It is inf or NaN when any
