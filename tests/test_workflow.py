@@ -32,7 +32,7 @@ CATEGORY_IDS = {1, 3, 7, 12, 15}  # mindseg.dataset.synthetic: non-contiguous on
 # on this quick start: 0.01 px and 1e-4 with the 4-conv mask head; with the 2-conv head (another
 # checkpoint) scores up to 0.0057 apart (float16 keeps 11 significant bits, 5e-4 per rounding);
 # with 64 sampled RoIs, on a Xeon, one of 6 boxes 1.11 px apart (the float16 graph's low-confidence
-# boxes of a 2-step checkpoint; a broken float16 path misplaces them by tens of px)
+# boxes of the fixture's 12-step checkpoint; a broken float16 path misplaces them by tens of px)
 FLOAT16_BOX_TOL, FLOAT16_SCORE_TOL = 2.0, 0.02
 
 
