@@ -11,14 +11,18 @@ if str(ROOT) not in sys.path:
 
 import mindseg  # noqa: E402,F401  (sets oneDNN's CPU ISA before mindspore is imported)
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # One CPU kernel thread per xdist worker: with MindSpore's default pool each of the two
-    # workers spins threads on both cores, and a training test ran 3x slower beside the other
-    # (the CenterMask overfit test, two copies at once: 665 s each, against 215 s with one thread)
-    import mindspore as ms  # noqa: E402
-    ms.device_context.cpu.op_tuning.threads_num(1)
-
 sys.unraisablehook = lambda unraisable: None  # Cell.__del__ raises at interpreter exit
+
+
+def pytest_configure(config):
+    """One CPU kernel thread per xdist worker: with MindSpore's default pool each of the two
+    workers spins threads on both cores, and a training test ran 3x slower beside the other (the
+    CenterMask overfit test, two copies at once: 665 s each, against 215 s with one thread). A hook
+    rather than module code, since MindSpore refuses a second ``threads_num`` call and a test
+    module that imports ``tests.conftest`` would run module code twice."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import mindspore as ms
+        ms.device_context.cpu.op_tuning.threads_num(1)
 
 
 @pytest.fixture(params=["pynative", "graph"])

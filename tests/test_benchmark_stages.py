@@ -1,13 +1,14 @@
 """benchmark.py --breakdown: the stage lists follow the models' constructs (their staged outputs
 equal the whole network's), and a list that drifts from the model is caught."""
 import sys
+from pathlib import Path
 
 import mindspore as ms
 import pytest
 
-from tests.conftest import ROOT
 from tests.test_mask_rcnn import TINY, tiny_batch
 
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import benchmark_stages as bs  # noqa: E402
 
