@@ -153,3 +153,39 @@ def test_head_output_shapes_and_resolution():
     np.testing.assert_array_equal(cls_logits.asnumpy(), np.zeros((5, 4)))  # zero input, zero bias
     mask_head = MaskHead(in_channels=4, num_classes=3, conv_dims=8, num_convs=2)
     assert mask_head(T(np.zeros((5, 4, 14, 14), np.float32))).shape == (5, 3, 28, 28)
+
+
+def _conv3x3_same(x, weight, bias):
+    """NumPy 3x3 convolution, zero padding 1: x (N, C, H, W), weight (O, C, 3, 3)."""
+    n, _, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = np.zeros((n, weight.shape[0], h, w), np.float64)
+    for dy in range(3):
+        for dx in range(3):
+            out += np.einsum("nchw,oc->nohw", padded[:, :, dy:dy + h, dx:dx + w], weight[:, :, dy, dx])
+    return out + bias.reshape(1, -1, 1, 1)
+
+
+def test_conv_fc_box_head_against_numpy():
+    """num_conv 3x3 convs + ReLU before the FCs (detectron2's conv-FC head); 0 keeps the 2-FC
+    head's parameters, so converted torchvision / detectron2 weights still load."""
+    head = BoxHead(in_channels=4, resolution=7, fc_dim=16, num_classes=3, num_conv=2, conv_dim=6)
+    names = [p.name for p in head.trainable_params()]
+    assert names[:4] == ["convs.0.weight", "convs.0.bias", "convs.2.weight", "convs.2.bias"]
+    assert head.fc1.weight.shape == (16, 6 * 7 * 7)
+    plain = BoxHead(in_channels=4, resolution=7, fc_dim=16, num_classes=3)
+    assert [p.name for p in plain.trainable_params()] == names[4:]
+    rng = np.random.default_rng(0)
+    for p in head.trainable_params():  # nonzero biases too, so that a missing bias would show
+        p.set_data(T(rng.normal(0, 0.3, p.shape).astype(np.float32)))
+    x = rng.normal(0, 1, (3, 4, 7, 7)).astype(np.float32)
+    cls_logits, deltas = head(T(x))
+    w = {p.name: p.asnumpy().astype(np.float64) for p in head.trainable_params()}
+    hidden = np.maximum(_conv3x3_same(x, w["convs.0.weight"], w["convs.0.bias"]), 0)
+    hidden = np.maximum(_conv3x3_same(hidden, w["convs.2.weight"], w["convs.2.bias"]), 0)
+    hidden = np.maximum(hidden.reshape(3, -1) @ w["fc1.weight"].T + w["fc1.bias"], 0)
+    hidden = np.maximum(hidden @ w["fc2.weight"].T + w["fc2.bias"], 0)
+    np.testing.assert_allclose(cls_logits.asnumpy(), hidden @ w["cls_score.weight"].T + w["cls_score.bias"],
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(deltas.asnumpy(), hidden @ w["bbox_pred.weight"].T + w["bbox_pred.bias"],
+                               rtol=1e-4, atol=1e-4)

@@ -113,7 +113,7 @@ def build_mask_rcnn(cfg, num_classes):
                                     roi.pooler_aligned, poolers.fpn_level,
                                     adaptive_max_samples=roi.pooler_max_samples)
     box_head = BoxHead(in_channels=channels, resolution=roi.box_pooler_resolution, fc_dim=roi.box_head_fc_dim,
-                       num_classes=num_classes)
+                       num_classes=num_classes, num_conv=roi.box_head_num_conv, conv_dim=roi.box_head_conv_dim)
     mask_head = MaskHead(in_channels=channels, num_classes=num_classes, conv_dims=roi.mask_head_conv_dim,
                          num_convs=roi.mask_head_num_conv)
     return MaskRCNN(

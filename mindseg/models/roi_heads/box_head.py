@@ -1,4 +1,4 @@
-"""Fast R-CNN box head: 2 FC + ReLU, class scores (K+1) and class-specific deltas (4K); its loss
+"""Fast R-CNN box head: [convs +] 2 FC + ReLU, class scores (K+1) and class-specific deltas (4K); its loss
 and its inference (per-class decode, score threshold, class-wise NMS, top D).
 
 Shape shorthand: B images, R RoIs per image, K classes (K is background), D detections.
@@ -16,18 +16,29 @@ from mindseg.models.losses import smooth_l1
 
 
 class BoxHead(nn.Cell):
-    """Flatten -> FC fc_dim -> ReLU -> FC fc_dim -> ReLU -> (cls logits K+1, deltas 4K)."""
+    """[num_conv x (3x3 conv conv_dim + ReLU)] -> flatten -> FC fc_dim -> ReLU -> FC fc_dim -> ReLU
+    -> (cls logits K+1, deltas 4K). num_conv 0 is the 2-FC head of Mask R-CNN (torchvision's
+    ``TwoMLPHead``); convs before the FCs are detectron2's conv-FC head."""
 
-    def __init__(self, *, in_channels, resolution, fc_dim, num_classes):
+    def __init__(self, *, in_channels, resolution, fc_dim, num_classes, num_conv=0, conv_dim=256):
         super().__init__()
+        layers = []
+        for k in range(num_conv):
+            layers += [nn.Conv2d(in_channels if k == 0 else conv_dim, conv_dim, 3, pad_mode="pad", padding=1,
+                                 has_bias=True, weight_init=init.HeNormal(mode="fan_out", nonlinearity="relu"),
+                                 bias_init="zeros"), nn.ReLU()]
+        self.convs = nn.SequentialCell(layers) if layers else None
         xavier = init.HeUniform(negative_slope=1, mode="fan_in")
-        self.fc1 = nn.Dense(in_channels * resolution * resolution, fc_dim, weight_init=xavier, bias_init="zeros")
+        flat = (conv_dim if num_conv else in_channels) * resolution * resolution
+        self.fc1 = nn.Dense(flat, fc_dim, weight_init=xavier, bias_init="zeros")
         self.fc2 = nn.Dense(fc_dim, fc_dim, weight_init=xavier, bias_init="zeros")
         self.cls_score = nn.Dense(fc_dim, num_classes + 1, weight_init=init.Normal(0.01), bias_init="zeros")
         self.bbox_pred = nn.Dense(fc_dim, 4 * num_classes, weight_init=init.Normal(0.001), bias_init="zeros")
 
     def construct(self, roi_features):
         """roi_features (B*R, C, r, r) -> cls_logits (B*R, K+1), box_deltas (B*R, 4K)."""
+        if self.convs is not None:
+            roi_features = self.convs(roi_features)
         hidden = ops.relu(self.fc1(roi_features.reshape(roi_features.shape[0], -1)))
         hidden = ops.relu(self.fc2(hidden))
         return self.cls_score(hidden), self.bbox_pred(hidden)
