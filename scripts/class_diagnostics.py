@@ -14,34 +14,34 @@ beside its metrics. Prints:
   the share of found objects whose best detection names the right class.
 """
 import argparse
-import contextlib
-import copy
-import io
 import json
+import os
 import sys
+import tempfile
 
 import numpy as np
 from pycocotools import mask as mask_util
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mindseg.engine.evaluator import evaluate_coco  # noqa: E402
 
 MAX_DETS = 100
 
 
-def coco_ap(gt, results, iou_type):
-    """COCO AP, AP50, AP75, APs, APm, APl (percent) of ``results`` (a list of COCO result dicts)
-    against the ground-truth dict ``gt``; zeros when there are no results."""
-    if not results:
-        return np.zeros(6)
-    coco = COCO()
-    coco.dataset = copy.deepcopy(gt)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-        evaluator = COCOeval(coco, coco.loadRes(copy.deepcopy(results)), iou_type)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return np.asarray(evaluator.stats[:6]) * 100.0
+def class_aps(ann_file, results, iou_types=("bbox",)):
+    """{iou_type: (class-aware AP, class-agnostic AP)} in percent, both by eval.py's
+    :func:`~mindseg.engine.evaluator.evaluate_coco` (CenterMask's segm_score included)."""
+    with open(ann_file, "r", encoding="utf-8") as f:
+        gt = json.load(f)
+    merged_gt, merged = merge_categories(gt, results)
+    quiet = lambda line: None  # noqa: E731
+    aware = evaluate_coco(results, ann_file, iou_types, log=quiet)
+    with tempfile.TemporaryDirectory() as tmp:
+        merged_file = os.path.join(tmp, "merged.json")
+        with open(merged_file, "w", encoding="utf-8") as f:
+            json.dump(merged_gt, f)
+        agnostic = evaluate_coco(merged, merged_file, iou_types, log=quiet)
+    return {t: (aware[t]["AP"], agnostic[t]["AP"]) for t in iou_types}
 
 
 def merge_categories(gt, results, max_dets=MAX_DETS):
@@ -111,12 +111,9 @@ def main(argv=None):
     except ValueError as err:
         print(f"class_diagnostics.py: error: {err}", file=sys.stderr)
         return 2
-    merged_gt, merged = merge_categories(gt, results)
     iou_types = ["bbox"] + (["segm"] if results and all("segmentation" in r for r in results) else [])
-    for iou_type in iou_types:
-        aware, agnostic = coco_ap(gt, results, iou_type), coco_ap(merged_gt, merged, iou_type)
-        print(f"{iou_type}: class-aware AP {aware[0]:.2f} (AP50 {aware[1]:.2f}), "
-              f"class-agnostic AP {agnostic[0]:.2f} (AP50 {agnostic[1]:.2f})")
+    for iou_type, (aware, agnostic) in class_aps(args.ann, results, iou_types).items():
+        print(f"{iou_type}: class-aware AP {aware:.2f}, class-agnostic AP {agnostic:.2f}")
     counts = confusion_matrix(gt, results, args.iou)
     names = [c["name"][:9] for c in gt["categories"]]
     print(f"\nground truth (rows) against the best detection's class at box IoU >= {args.iou}:")

@@ -43,7 +43,7 @@ def test_merge_categories_keeps_each_images_best():
     assert GT["annotations"][1]["category_id"] == 2 and RESULTS[0]["category_id"] == 2  # inputs kept
 
 
-def test_class_aware_and_agnostic_ap_by_hand():
+def test_class_aware_and_agnostic_ap_by_hand(tmp_path):
     # COCO AP: 10 IoU thresholds, precision at 101 recall points.
     # Class a: its one object found first by the 0.4 box, at every threshold -> AP 1.
     # Class b: the 0.9 box is a false positive, the 0.8 one finds 1 of 2 objects at IoU <= 0.85
@@ -52,12 +52,12 @@ def test_class_aware_and_agnostic_ap_by_hand():
     # Merged: 3 objects; the 0.9 and 0.8 boxes find two at IoU <= 0.85 (precision 1 up to recall
     # 2/3: 67 points), only the first at 0.9 and 0.95 (34 points); the rest are false positives.
     agnostic = (8 * 67 + 2 * 34) / 101 / 10
-    assert cd.coco_ap(GT, RESULTS, "bbox")[0] == pytest.approx(100 * aware, abs=1e-6)
-    merged_gt, merged = cd.merge_categories(GT, RESULTS)
-    assert cd.coco_ap(merged_gt, merged, "bbox")[0] == pytest.approx(100 * agnostic, abs=1e-6)
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(GT))
+    assert cd.class_aps(str(ann), RESULTS)["bbox"] == pytest.approx((100 * aware, 100 * agnostic), abs=1e-6)
     # with the class of the 0.9 box right, class-aware AP rises: the classifier's cost
     fixed = [dict(RESULTS[0], category_id=1)] + RESULTS[1:]
-    assert cd.coco_ap(GT, fixed, "bbox")[0] > cd.coco_ap(GT, RESULTS, "bbox")[0] + 10
+    assert cd.class_aps(str(ann), fixed)["bbox"][0] > 100 * aware + 10
 
 
 def test_script_prints_both_aps_and_names_a_bad_file(tmp_path, capsys):
