@@ -37,6 +37,7 @@ class RuntimeInfo:
     local_rank: int = 0
     launcher: str = "none"
     local_world: int = 1
+    cpu_threads: object = None  # kernel threads set per CPU rank (None: MindSpore's default)
 
     @property
     def nodes(self):
@@ -156,6 +157,37 @@ def set_device_and_mode(device_target, mode, device_id=None):
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
 
 
+def cpu_threads_per_rank(cpu_count, local_world):
+    """Kernel threads for each of ``local_world`` CPU ranks sharing ``cpu_count`` cores: an equal
+    share, at least one. Every rank keeping MindSpore's default pool (one thread per core)
+    oversubscribes the cores ``local_world`` times over."""
+    return max(1, int(cpu_count or 1) // max(1, int(local_world)))
+
+
+def _env_local_world(env, launcher, world):
+    """Ranks on this server as the launcher's environment says, before ``init()``: OpenMPI's
+    local size, ``LOCAL_WORLD_SIZE`` (``scripts/run_msrun_train.sh``), else ``world``."""
+    for key in ("OMPI_COMM_WORLD_LOCAL_SIZE", "LOCAL_WORLD_SIZE"):
+        if env.get(key):
+            return int(env[key])
+    return world if launcher != "none" else 1
+
+
+def split_cpu_threads(local_world, cpu_count=None):
+    """Give each of ``local_world`` CPU ranks on this server its share of the cores (see
+    :func:`cpu_threads_per_rank`); one rank keeps MindSpore's default. Returns the count set, or
+    None. Must run before the first kernel."""
+    if local_world <= 1:
+        return None
+    import mindspore as ms
+    threads = cpu_threads_per_rank(cpu_count or os.cpu_count(), local_world)
+    try:
+        ms.device_context.cpu.op_tuning.threads_num(threads)
+    except RuntimeError:  # set already (it can be set once): the earlier choice stands
+        return None
+    return threads
+
+
 def init_distributed(device_target, launcher, world):
     """``init()`` the collective backend and set DATA_PARALLEL with mean gradients; under a plain
     ``mpirun`` first join the dynamic cluster (:func:`mpirun_cluster_env`).
@@ -185,6 +217,9 @@ def init_runtime(cfg, env=None):
     device_id = env.get("DEVICE_ID") or env.get("OMPI_COMM_WORLD_LOCAL_RANK")  # mpirun: local rank
     device_id = int(device_id) if device_id and cfg.device_target != "CPU" else None
     set_device_and_mode(cfg.device_target, cfg.mode, device_id)
+    cpu_threads = None
+    if cfg.device_target == "CPU":
+        cpu_threads = split_cpu_threads(_env_local_world(env, launcher, world))
     rank, local_rank, local_world = 0, 0, 1
     if launcher != "none":
         rank, world = init_distributed(cfg.device_target, launcher, world)
@@ -192,4 +227,4 @@ def init_runtime(cfg, env=None):
     seed_everything(int(cfg.seed))
     return RuntimeInfo(rank=rank, world=world, device_target=cfg.device_target, mode=cfg.mode,
                        is_main=rank == 0, local_rank=local_rank, launcher=launcher,
-                       local_world=local_world)
+                       local_world=local_world, cpu_threads=cpu_threads)

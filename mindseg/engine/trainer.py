@@ -108,7 +108,8 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, stop_after=None,
     logger.info(f"training {total_steps} steps ({steps_per_epoch} per epoch) on {runtime.nodes} "
                 f"node(s) x {runtime.local_world} device(s): global batch {images_per_step} "
                 f"({runtime.world} rank(s) x {cfg.data.batch_size} images), peak lr {lr.max():.6g}, "
-                f"mixed precision {tcfg.amp_level if tcfg.mix else 'off'}")
+                f"mixed precision {tcfg.amp_level if tcfg.mix else 'off'}"
+                + (f", {runtime.cpu_threads} CPU kernel thread(s) per rank" if runtime.cpu_threads else ""))
     bar = _progress_bar(runtime.is_main, total_steps, start_step)
     skipped, window_skipped, window_count, saved = 0, 0, 0, []
     window_losses, window_start, run_start = [], time.time(), time.time()
