@@ -37,7 +37,7 @@ class RuntimeInfo:
     local_rank: int = 0
     launcher: str = "none"
     local_world: int = 1
-    cpu_threads: object = None  # kernel threads set per CPU rank (None: MindSpore's default)
+    cpu_threads: int = 0  # kernel threads set per CPU rank (0: MindSpore's default)
 
     @property
     def nodes(self):
@@ -164,27 +164,18 @@ def cpu_threads_per_rank(cpu_count, local_world):
     return max(1, int(cpu_count or 1) // max(1, int(local_world)))
 
 
-def _env_local_world(env, launcher, world):
-    """Ranks on this server as the launcher's environment says, before ``init()``: OpenMPI's
-    local size, ``LOCAL_WORLD_SIZE`` (``scripts/run_msrun_train.sh``), else ``world``."""
-    for key in ("OMPI_COMM_WORLD_LOCAL_SIZE", "LOCAL_WORLD_SIZE"):
-        if env.get(key):
-            return int(env[key])
-    return world if launcher != "none" else 1
-
-
-def split_cpu_threads(local_world, cpu_count=None):
+def split_cpu_threads(local_world):
     """Give each of ``local_world`` CPU ranks on this server its share of the cores (see
     :func:`cpu_threads_per_rank`); one rank keeps MindSpore's default. Returns the count set, or
-    None. Must run before the first kernel."""
+    0. Must run before the first kernel."""
     if local_world <= 1:
-        return None
+        return 0
     import mindspore as ms
-    threads = cpu_threads_per_rank(cpu_count or os.cpu_count(), local_world)
+    threads = cpu_threads_per_rank(os.cpu_count(), local_world)
     try:
         ms.device_context.cpu.op_tuning.threads_num(threads)
     except RuntimeError:  # set already (it can be set once): the earlier choice stands
-        return None
+        return 0
     return threads
 
 
@@ -217,13 +208,11 @@ def init_runtime(cfg, env=None):
     device_id = env.get("DEVICE_ID") or env.get("OMPI_COMM_WORLD_LOCAL_RANK")  # mpirun: local rank
     device_id = int(device_id) if device_id and cfg.device_target != "CPU" else None
     set_device_and_mode(cfg.device_target, cfg.mode, device_id)
-    cpu_threads = None
-    if cfg.device_target == "CPU":
-        cpu_threads = split_cpu_threads(_env_local_world(env, launcher, world))
     rank, local_rank, local_world = 0, 0, 1
     if launcher != "none":
         rank, world = init_distributed(cfg.device_target, launcher, world)
         local_rank, local_world = local_layout(env, launcher, rank, world)
+    cpu_threads = split_cpu_threads(local_world) if cfg.device_target == "CPU" else 0
     seed_everything(int(cfg.seed))
     return RuntimeInfo(rank=rank, world=world, device_target=cfg.device_target, mode=cfg.mode,
                        is_main=rank == 0, local_rank=local_rank, launcher=launcher,

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from mindseg.dataset.synthetic import make_synthetic_coco
-from mindseg.runtime import RuntimeInfo, _env_local_world, cpu_threads_per_rank, local_layout, mpirun_cluster_env
+from mindseg.runtime import RuntimeInfo, cpu_threads_per_rank, local_layout, mpirun_cluster_env
 from test_distributed import _free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -205,8 +205,3 @@ def test_plain_mpirun_maps_onto_the_dynamic_cluster():
 def test_cpu_ranks_on_one_server_share_its_cores():
     # an equal share of the cores, at least one thread
     assert [cpu_threads_per_rank(c, n) for c, n in [(2, 2), (16, 8), (16, 3), (2, 4), (None, 2)]] == [1, 2, 5, 1, 1]
-    # the ranks on this server, from the launcher's environment before init()
-    assert _env_local_world({"OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, "mpirun", 4) == 2
-    assert _env_local_world({"LOCAL_WORLD_SIZE": "8"}, "msrun", 16) == 8
-    assert _env_local_world({}, "msrun", 4) == 4
-    assert _env_local_world({}, "none", 1) == 1
