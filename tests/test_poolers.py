@@ -125,9 +125,10 @@ def test_gradient_matches_reference_adjoint(mode):
     assert shifted - float(loss(*features).asnumpy()) == pytest.approx(float(grads[1].asnumpy()[0, 1, 2, 3]), abs=1e-3)
 
 
-def test_chunked_taps_give_the_unchunked_pool_and_gradient(monkeypatch):
+def test_chunked_taps_give_the_unchunked_pool_and_gradient(monkeypatch, mode):
     # a small transient budget makes _WeightedRows walk the 16 taps of each bin in chunks of 4;
-    # the pooled values and the feature gradient must be those of the one-pass walk
+    # the pooled values and the feature gradient must be those of the one-pass walk (in GRAPH
+    # mode the chunks are chained by ops.depend, which must not change what they add up to)
     from mindseg.models.layers import poolers
     rng = np.random.default_rng(7)
     features = (Tensor(rng.standard_normal((1, 3, 8, 8)).astype(np.float32)),

@@ -199,10 +199,13 @@ def run_evaluation(net, dataset, postprocess, ann_file, runtime, output_dir,
     batch (``image_id``, ``scale``, ...) into results with original category ids. Returns the
     metrics on rank 0, None on the others.
     """
+    from mindseg.engine.inference import compile_network
     from mindseg.models.outputs import named_outputs
     net.set_train(False)
     results, start, images, seen = [], time.time(), 0, []
     for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=False):
+        if not images:
+            compile_network(net, batch["image"], batch["image_size"])
         outputs = net(batch["image"], batch["image_size"])
         numpy_batch = {k: v.asnumpy() for k, v in batch.items()}
         results.extend(postprocess(named_outputs(net.output_names, (o.asnumpy() for o in outputs)), numpy_batch))

@@ -19,7 +19,8 @@ import mindspore.ops as ops
 # log2 on the CPU is not exact at powers of two (log2(4) = 1.9999999): a nudge of 1e-5 (a
 # relative size change of 7e-6) makes exact ratios land where the formula puts them.
 _TIE = 1e-5
-# The transient (Q, chunk, C) buffer of gathered rows stays under this many floats (128 MB).
+# The transient (Q, chunk, C) buffer of gathered rows stays under this many floats (128 MB), or
+# 4 taps' worth when Q * C is larger (1000 box RoIs of 256 channels: 200 MB).
 _CHUNK_FLOATS = 2 ** 25
 
 
@@ -89,6 +90,10 @@ class _WeightedRows(nn.Cell):
     Custom bprop so that the (Q, K, C) gathered rows are neither kept for the backward pass nor
     built whole: forward and backward walk K in chunks (at most 16, to bound graph size).
     Gradient only w.r.t. the table.
+
+    Each chunk waits for the sum of the ones before it (``ops.depend``): the chunks are otherwise
+    independent and GRAPH mode on the CPU runs their gathers together, all chunk buffers alive at
+    once (Mask R-CNN R50-FPN inference at 800x1216: 2.85 GB peak RSS with, 2.28 GB without).
     """
 
     @staticmethod
@@ -108,6 +113,8 @@ class _WeightedRows(nn.Cell):
         total = None
         for start in range(0, index.shape[1], chunk):
             idx, wgt = _taps(index, start, chunk), _taps(weight, start, chunk)
+            if total is not None:
+                idx = ops.depend(idx, total)
             rows = ops.gather(table, idx.reshape(-1), 0).reshape(idx.shape + (table.shape[1],))
             part = ops.bmm(wgt.expand_dims(1), rows).squeeze(1)
             total = part if total is None else total + part
@@ -117,8 +124,10 @@ class _WeightedRows(nn.Cell):
         chunk = self._chunk(index, table)
         grad = ops.zeros_like(table)
         for start in range(0, index.shape[1], chunk):
-            idx = _taps(index, start, chunk)
-            contrib = ops.bmm(_taps(weight, start, chunk).expand_dims(2), dout.expand_dims(1))
+            idx, wgt = _taps(index, start, chunk), _taps(weight, start, chunk)
+            if start:
+                wgt = ops.depend(wgt, grad)
+            contrib = ops.bmm(wgt.expand_dims(2), dout.expand_dims(1))
             grad = grad + ops.unsorted_segment_sum(contrib.reshape(-1, table.shape[1]),
                                                    idx.reshape(-1), table.shape[0])
         return grad, ops.zeros_like(index), ops.zeros_like(weight)
