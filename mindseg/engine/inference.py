@@ -79,13 +79,15 @@ def load_weights(net, ckpt_path):
 
 def release_freed_heap():
     """Hand the heap memory that glibc keeps after ``free`` back to the system (``malloc_trim``);
-    a no-op where the C library has no such call. Returns whether it ran."""
+    a no-op where the C library has no such call. Returns whether it ran (not whether there was
+    memory to hand back)."""
     import ctypes
-    import ctypes.util
     try:
-        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own symbols, libc among them
     except (OSError, AttributeError):
         return False
+    trim(0)
+    return True
 
 
 def compile_network(net, *inputs):
