@@ -72,3 +72,22 @@ def test_verdict_needs_every_float32_source_detection_matched():
     result = pc.compare_with_exact(reference, EXACT, shifted(0.001), HEIGHT, WIDTH, "src")
     assert result["matched_src_float32"] == 2 and result["src_float32_detections"] == 3
     assert pc.verdict(result, "src") == 2
+
+
+def test_a_detection_cut_at_the_limit_is_not_a_miss():
+    # both sides hold the cap of 2; their second detections differ, scored 5e-5 apart: each
+    # framework cut the other's at 2
+    ours = {name: value.copy() for name, value in EXACT.items()}
+    ours["boxes"][1] = [0.0, 40.0, 8.0, 60.0]
+    ours["scores"][1] = EXACT["scores"][1] + 5e-5
+    result = pc.compare(EXACT, ours, HEIGHT, WIDTH, "src", limit=2)
+    assert result["matched"] == 1 and result["src_at_limit"] == 1 and result["mindseg_at_limit"] == 1
+    assert pc.verdict(result, "src") == 0
+    # not at the cap, or scored apart: a miss
+    assert pc.verdict(pc.compare(EXACT, ours, HEIGHT, WIDTH, "src", limit=3), "src") == 2
+    assert pc.verdict(pc.compare(EXACT, ours, HEIGHT, WIDTH, "src"), "src") == 2
+    # mindseg's second scored 1e-3 above the source's: the source would have kept it over its own
+    ours["scores"][1] = EXACT["scores"][1] + 1e-3
+    result = pc.compare(EXACT, ours, HEIGHT, WIDTH, "src", limit=2)
+    assert result["src_at_limit"] == 1 and result["mindseg_at_limit"] == 0
+    assert pc.verdict(result, "src") == 2
