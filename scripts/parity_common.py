@@ -136,7 +136,7 @@ def compare(reference, ours, height, width, source, limit=None):
     taken = np.zeros(len(ours["boxes"]), bool)
     segm = "segm_scores" in reference and "segm_scores" in ours
     box_diffs, score_diffs, segm_diffs, mask_ious, prob_diffs = [], [], [], [], []
-    matched_reference = []
+    matched_reference = np.zeros(len(reference["boxes"]), bool)
     for i in np.argsort(-reference["scores"], kind="stable"):
         same = (ours["classes"] == reference["classes"][i]) & ~taken
         if not same.any():
@@ -146,7 +146,7 @@ def compare(reference, ours, height, width, source, limit=None):
         if ious[j] < 0.5:
             continue
         taken[j] = True
-        matched_reference.append(i)
+        matched_reference[i] = True
         box_diffs.append(np.abs(reference["boxes"][i] - ours["boxes"][j]).max())
         score_diffs.append(abs(reference["scores"][i] - ours["scores"][j]))
         if segm:
@@ -166,7 +166,7 @@ def compare(reference, ours, height, width, source, limit=None):
         result["max_segm_score_diff"] = float(max(segm_diffs, default=float("nan")))
     full = limit is not None and len(reference["scores"]) == len(ours["scores"]) == limit > 0
     unmatched_ours = ours["scores"][~taken]
-    unmatched_reference = np.delete(reference["scores"], matched_reference)
+    unmatched_reference = reference["scores"][~matched_reference]
     result[f"{source}_at_limit"] = int(full and (unmatched_reference <= ours["scores"].min() + SCORE_TOL).sum())
     result["mindseg_at_limit"] = int(full and (unmatched_ours <= reference["scores"].min() + SCORE_TOL).sum())
     return result
@@ -188,7 +188,7 @@ def compare_with_exact(reference, exact, ours, height, width, source, limit=None
     result = compare(exact, ours, height, width, source, limit)
     own = compare(exact, reference, height, width, source, limit)  # the float32 source in mindseg's place
     beside = compare(reference, ours, height, width, source, limit)
-    result.update({f"{source}_float32_detections": own["mindseg_detections"],
+    result.update({f"{source}_float32_detections": int(len(reference["boxes"])),
                    f"{source}_float32_matched_to_float64": own["matched"],
                    f"{source}_float32_max_box_diff_px": own["max_box_diff_px"],
                    f"matched_{source}_float32": beside["matched"],
