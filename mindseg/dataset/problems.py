@@ -10,8 +10,9 @@ Problem.__str__ = lambda p: f"image {p.image_id} ({p.file_name}): {p.reason}"
 # Short kinds for the summary count, in the order they are reported.
 PROBLEM_KINDS = ("missing image file", "unreadable image", "image size mismatch",
                  "bad image entry", "unknown image id", "unknown category id", "bad box",
-                 "box outside image", "clipped box", "bad polygon", "bad rle", "no segmentation")
-KEPT_KINDS = ("clipped box",)  # reported, but the item is kept (clipped)
+                 "box outside image", "clipped box", "bad polygon", "bad rle", "no segmentation",
+                 "duplicate annotation id")
+KEPT_KINDS = ("clipped box", "duplicate annotation id")  # reported, but the item is kept
 
 
 def problem_kind(problem):
