@@ -110,8 +110,16 @@ def test_eval_names_unreadable_images_and_leaves_their_ground_truth_out(bad_data
     net = build_model(cfg, num_classes=bad_data["num_classes"])
     ckpt = CheckpointManager(str(tmp_path / "ckpt"), meta=model_meta(cfg, bad_data)).save(
         net, nn.Momentum(net.trainable_params(), 0.1, 0.9), 1)
-    metrics = script_main("eval")(_argv(bad_data, tmp_path / "eval", "--ckpt_path", ckpt))
-    out = capsys.readouterr().out
+    # --draw into a path taken by a file: named on stderr, the evaluation still succeeds
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "drawings").write_text("not a folder")
+    metrics = script_main("eval")(_argv(bad_data, tmp_path / "eval", "--ckpt_path", ckpt,
+                                        "--draw", "2"))
+    captured = capsys.readouterr()
+    out = captured.out
+    assert captured.err.strip().splitlines()[-1].startswith(
+        "eval.py: --draw stopped, the evaluation and its metrics stand: FileExistsError")
+    assert (tmp_path / "eval" / "metrics.json").is_file()
     assert "skipped: image 777 (missing.jpg): missing image file" in out
     assert "skipped: 1 images, 1 problems (1 missing image file)" in out
     corrupt = bad_data["corrupt"]
