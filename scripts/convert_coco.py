@@ -3,8 +3,9 @@
 python scripts/convert_coco.py --dataset_dir DIR --split train2017 --output OUT_PREFIX
     [--num_shards N] [--workers W] [--strict]
 
-Writes OUT_PREFIX.mindrecord[0..N-1] (+ .db) and OUT_PREFIX.meta.json. Bad inputs are named and
-skipped (counted at the end), or stop the conversion with --strict.
+Writes OUT_PREFIX.mindrecord[0..N-1] (+ .db) and OUT_PREFIX.meta.json. Bad inputs are skipped,
+the first few of each kind named and all counted at the end and listed in OUT_PREFIX.problems.txt,
+or stop the conversion with --strict.
 """
 import argparse
 import os
@@ -46,8 +47,9 @@ def main(argv=None):
     print(f"{stats['images_per_s']:.1f} images/s ({args.workers} worker(s), "
           f"{stats['seconds']:.1f} s); {stats['bytes_per_image'] / 1024:.1f} KiB per image, "
           f"{stats['shard_bytes'] / max(stats['image_bytes'], 1):.3f}x the image bytes")
+    listed = f"; {stats['problem_list']}" if stats["problem_list"] else ""
     print(f"{problem_summary(stats['skipped_images'], stats['problems'], stats['problem_counts'])}"
-          f"; listed in {stats['meta']}")
+          f"{listed}")
     return 0
 
 

@@ -326,3 +326,13 @@ def test_duplicate_annotation_ids_are_named_kept_and_renumbered_for_cocoeval(tmp
     assert [i["id"] for i in gt["images"]] == [1, 2, 3, 4, 6, 7]
     with pytest.raises(DataError, match="image 2 \\(000002.jpg\\): duplicate annotation id"):
         load(root, strict=True)
+
+
+def test_problem_list_that_cannot_be_written_is_said_in_the_summary(tmp_path):
+    from mindseg.dataset.problems import report_problems
+    dataset = load(make_coco(tmp_path, bad=["zero-width box"])[0])
+    (tmp_path / "taken").write_text("a file, not a folder")
+    lines = []
+    report_problems(dataset.problems, lines.append, str(tmp_path / "taken" / "problems.txt"))
+    assert lines[-1].startswith("skipped: 0 images, 1 problems (1 bad box); the full list could "
+                                f"not be written to {tmp_path / 'taken' / 'problems.txt'}: ")
