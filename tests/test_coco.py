@@ -283,6 +283,8 @@ def test_boxes_outside_the_image_are_clipped_or_dropped_and_reported(tmp_path):
     assert "kept as [50.0, 40.0, 14.0, 8.0]" in clipped
     assert outside.startswith("image 1 (000001.jpg): box outside image") and "annotation 3" in outside
     assert "dropped" in outside
+    gt_boxes = {a["id"]: a["bbox"] for a in dataset.ground_truth()["annotations"]}
+    assert gt_boxes == {1: inside, 2: [50.0, 40.0, 14.0, 8.0], 4: rounding}  # as the records
     for box in (partly, wholly):
         with pytest.raises(DataError, match="image 1 \\(000001.jpg\\)"):
             load(_boxes_dataset(tmp_path / str(box[0]), [inside, box]), strict=True)

@@ -9,8 +9,8 @@ Bad input never stops loading unless ``strict``: each problem (missing image fil
 box, box wholly outside its image, polygon with fewer than 3 points, annotation on an unknown
 image or category, ...) is recorded as a :class:`Problem` naming the image id and file, and the
 item is skipped. An annotation id that appears twice is recorded too, and both annotations are
-kept (:meth:`CocoDataset.ground_truth` gives the later one a new id). A box reaching more than ``CLIP_TOLERANCE`` pixels outside its image is clipped
-to it, kept and recorded too (nearer ones, annotation-tool rounding, are clipped silently). With
+kept (:meth:`CocoDataset.ground_truth` gives the later one a new id). A box reaching more than
+``CLIP_TOLERANCE`` pixels outside its image is clipped to it, kept and recorded too (nearer ones, annotation-tool rounding, are clipped silently). With
 ``strict=True`` the first problem raises :class:`DataError` with the same text.
 :mod:`mindseg.dataset.problems` prints them and the one counted summary convert_coco.py,
 train.py and eval.py print.
@@ -225,6 +225,19 @@ def _box_problem(bbox):
     return None
 
 
+def _kept_annotation(ann, clipped_box, segm_problems):
+    """``ann`` as COCOeval's ground truth holds it: a reported clipped box clipped, as the
+    records hold it, and without the polygon parts that were dropped."""
+    changes = {}
+    if clipped_box is not None:
+        x0, y0, x1, y1 = clipped_box
+        changes["bbox"] = [x0, y0, x1 - x0, y1 - y0]
+    if segm_problems:
+        changes["segmentation"] = [part for k, part in enumerate(ann["segmentation"])
+                                   if not _polygon_problem(part, k)]
+    return dict(ann, **changes) if changes else ann
+
+
 class CocoDataset:
     """Per-image records of a COCO-format annotation file.
 
@@ -340,11 +353,13 @@ class CocoDataset:
                               f"unknown image id: annotation {ann.get('id')} refers to image id "
                               f"{image_id}, which is not in 'images'")
                 continue
-            if isinstance(ann.get("id"), int) and ann["id"] in ann_ids:
-                self._problem(image_id, images[image_id]["file_name"],
-                              f"duplicate annotation id: annotation {ann['id']} appears more "
-                              f"than once; both kept, this one under a new id for COCOeval")
-            ann_ids.add(ann.get("id"))
+            ann_id = ann.get("id")
+            if isinstance(ann_id, int):
+                if ann_id in ann_ids:
+                    self._problem(image_id, images[image_id]["file_name"],
+                                  f"duplicate annotation id: annotation {ann_id} appears more "
+                                  f"than once; both kept, this one under a new id for COCOeval")
+                ann_ids.add(ann_id)
             anns_of_image[image_id].append(ann)
 
         records = []
@@ -383,10 +398,10 @@ class CocoDataset:
             if reason:
                 self._problem(image_id, file_name, f"{reason} ({where})")
                 continue
-            box, reason = _clip_box(ann["bbox"], height, width)
-            if reason:
+            box, clipped = _clip_box(ann["bbox"], height, width)
+            if clipped:
                 self._problem(image_id, file_name,
-                              f"{reason} ({where}{'' if box else '; dropped'})")
+                              f"{clipped} ({where}{'' if box else '; dropped'})")
             if box is None:
                 continue
             segm, reasons = _normalize_segm(ann.get("segmentation"), height, width)
@@ -395,8 +410,7 @@ class CocoDataset:
                 self._problem(image_id, file_name, f"{reason} ({where}; dropped {dropped})")
             if segm is None:
                 continue
-            self._kept_anns.append(ann if not reasons else dict(ann, segmentation=[
-                part for k, part in enumerate(ann["segmentation"]) if not _polygon_problem(part, k)]))
+            self._kept_anns.append(_kept_annotation(ann, box if clipped else None, reasons))
             boxes.append(box)
             labels.append(self._label_of_category[category_id])
             iscrowd.append(crowd)
