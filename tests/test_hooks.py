@@ -54,7 +54,8 @@ def test_output_lock_of_a_killed_run_is_stale(tmp_path):
         import sys, time
         sys.path.insert(0, {ROOT!r})
         from mindseg.engine.hooks import OutputLock
-        OutputLock({str(tmp_path)!r}).acquire()
+        lock = OutputLock({str(tmp_path)!r})
+        lock.acquire()
         print("locked", flush=True)
         time.sleep(60)
     """)

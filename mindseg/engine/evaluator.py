@@ -278,9 +278,12 @@ def val_evaluator(cfg, category_ids, output_dir):
         raise ValueError(f"{ann_file}: its category ids {val_ids} are not the training set's "
                          f"{[int(c) for c in category_ids]}; evaluation while training needs the same classes")
 
+    from mindseg.dataset.coco import ground_truth_of
+    ground_truth, _ = ground_truth_of(ann_file)  # read once for every evaluation of the run
+
     def evaluate(net):
         dataset = create_dataset(cfg, "val", 0, 1)
         postprocess = coco_results_fn(category_ids, net.mask_threshold)
-        return run_evaluation(net, dataset, postprocess, ann_file, _MainProcess, output_dir,
+        return run_evaluation(net, dataset, postprocess, ground_truth, _MainProcess, output_dir,
                               log=lambda *args: None)
     return evaluate
