@@ -166,3 +166,28 @@ def test_eval_hook_resumes_record_and_best(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["segm_AP"]) for r in rows] == [(2, 10.0), (4, 30.0), (6, 5.0)]
     assert summary["steps_run"] == 2 and "best 30.00 at step 4" in summary["stopped_early"]
+
+
+@pytest.mark.parametrize("mode", ["graph", "pynative"])
+def test_evaluations_leave_training_unchanged(tmp_path, mode):
+    """The network runs in inference mode at each evaluation and the training step goes on after
+    it exactly as without (in GRAPH the compiled step must not keep the inference mode: the
+    toy's BatchNorm would stop updating its statistics)."""
+    batch = next(toy_dataset(2, num_images=8).create_tuple_iterator(output_numpy=False))
+    inputs = [batch[k] for k in (0, 1, 4, 5, 6, 7, 8)]  # the toy's training inputs
+
+    def evaluate(net):
+        net.set_train(False)
+        net(*inputs)  # an inference pass, as the evaluator's
+        return {"bbox": {"AP": 1.0}, "segm": {"AP": 1.0}}
+
+    weights = {}
+    for name, hooks in (("plain", []), ("evaluated", [H.EvalHook(evaluate, 2, str(tmp_path / "evaluated"))])):
+        cfg = toy_config([f"output_dir={tmp_path / name}", f"mode={mode}", "train.max_steps=6"])
+        runtime = init_runtime(cfg, env={})  # seeds the toy's initialisation
+        net = ToyNet()
+        train(cfg, net, toy_dataset(2, num_images=8), runtime, hooks=hooks)
+        weights[name] = {p.name: p.asnumpy() for p in net.get_parameters()}
+    assert len((tmp_path / "evaluated" / "metrics.jsonl").read_text().splitlines()) == 3
+    for name, value in weights["plain"].items():
+        np.testing.assert_array_equal(weights["evaluated"][name], value, err_msg=name)

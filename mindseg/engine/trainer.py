@@ -123,26 +123,25 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, class_info=None, hook
     """
     tcfg = cfg.train
     resume_ckpt = resume_ckpt or tcfg.resume_ckpt
-    ckpt_dir = os.path.join(cfg.output_dir, "checkpoints")
-    steps_per_epoch = dataset.get_dataset_size()
-    total_steps = schedule_length(tcfg.epochs, tcfg.max_steps, steps_per_epoch)
-    images_per_step = cfg.data.batch_size * runtime.world
-    lr = build_lr_schedule(tcfg.base_lr, images_per_step, tcfg.reference_batch_size,
-                           tcfg.warmup_iters, tcfg.warmup_factor, tcfg.lr_steps, tcfg.gamma,
-                           total_steps, tcfg.lr_schedule)
-    if tcfg.mix:
-        net = apply_mixed_precision(net, tcfg.amp_level)
-    net.set_train(True)
-    optimizer = optimizer_from_config(net, lr, tcfg)
-    step_fn = TrainStep(net, optimizer, world=runtime.world,
-                        loss_scale=tcfg.loss_scale if tcfg.mix else None,
-                        clip_grad_norm=tcfg.clip_grad_norm, jit=runtime.mode == "graph")
     start = H.StartWeights(resume_ckpt, tcfg.pre_trained, (class_info or {}).get("class_names"))
     with H.OutputLock(cfg.output_dir) if runtime.is_main else contextlib.nullcontext():
         logger = setup_logger(cfg.output_dir if runtime.is_main else None, runtime.rank)
-        aside = claim_checkpoint_dir(ckpt_dir, resume_ckpt, tcfg.overwrite) if runtime.is_main else None
-        if aside:
-            logger.info(f"--overwrite: moved the earlier checkpoints of {ckpt_dir} to {aside}")
+        if runtime.is_main:  # before any work: an earlier run's checkpoints stop this one at once
+            ckpt_dir = os.path.join(cfg.output_dir, "checkpoints")
+            aside = claim_checkpoint_dir(ckpt_dir, resume_ckpt, tcfg.overwrite)
+            if aside:
+                logger.info(f"--overwrite: moved the earlier checkpoints of {ckpt_dir} to {aside}")
+        total_steps = schedule_length(tcfg.epochs, tcfg.max_steps, dataset.get_dataset_size())
+        images_per_step = cfg.data.batch_size * runtime.world
+        lr = build_lr_schedule(tcfg.base_lr, images_per_step, tcfg.reference_batch_size,
+                               tcfg.warmup_iters, tcfg.warmup_factor, tcfg.lr_steps, tcfg.gamma,
+                               total_steps, tcfg.lr_schedule)
+        if tcfg.mix:
+            net = apply_mixed_precision(net, tcfg.amp_level)
+        net.set_train(True)
+        step_fn = TrainStep(net, optimizer_from_config(net, lr, tcfg), world=runtime.world,
+                            loss_scale=tcfg.loss_scale if tcfg.mix else None,
+                            clip_grad_norm=tcfg.clip_grad_norm, jit=runtime.mode == "graph")
         trainer = Trainer(step_fn, dataset, lr, total_steps, logger)
         trainer.hooks = _standard_hooks(cfg, runtime, trainer, start, class_info, images_per_step) + list(hooks)
         run_start = time.time()
