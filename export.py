@@ -21,7 +21,7 @@ def main(argv=None):
     parser = build_parser("export", __doc__.splitlines()[0])
     parser.add_argument("--output", default=None,
                         help="graph path, extension optional (default OUTPUT_DIR/<model name>)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     with script_errors("export.py"):
         from mindseg.engine import precision
         from mindseg.engine.exporter import check_file_format, export_model

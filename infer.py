@@ -28,7 +28,7 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="folder for the drawings and JSON files")
     parser.add_argument("--score_thresh", type=float, default=SCORE_THRESH,
                         help="drop weaker detections")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     with script_errors("infer.py"):
         import cv2
         from mindseg.engine import inference

@@ -1,7 +1,8 @@
 """Command-line flags and error reporting shared by train.py, eval.py, export.py and infer.py.
 
 Each flag is a shortcut for a config key (``--mix True`` is ``train.mix=True``); anything else is
-given as trailing ``key=value`` overrides. Flags keep the names users of MindSpore model zoos type.
+given as ``key=value`` overrides, before, between or after the flags
+(argparse's intermixed parsing). Flags keep the names users of MindSpore model zoos type.
 Every script accepts every flag, as the model zoos' scripts do: one that means nothing to the
 script (``--resume_ckpt`` to eval.py, the ModelArts flags to export.py) is ignored with one line.
 """
@@ -81,7 +82,7 @@ def parse(script, description, argv=None, parser=None):
     """Parse ``argv`` and return ``(args, cfg)``; a config error exits with its message.
     ``parser``: a :func:`build_parser` parser the script added its own flags to."""
     parser = parser or build_parser(script, description)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         cfg = config_from_args(args)
     except ConfigError as err:

@@ -1,0 +1,30 @@
+"""The entry scripts' command line: key=value overrides anywhere among the flags."""
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = str(ROOT / "config" / "base.yml")
+
+
+def test_overrides_between_flags_are_applied():
+    from mindseg.cli import parse
+    _, cfg = parse("train", "test", ["train.base_lr=0.5", "--config", BASE, "seed=3",
+                                     "--output_dir", "/tmp/o", "--overwrite", "data.batch_size=4"])
+    assert (cfg.train.base_lr, cfg.seed, cfg.data.batch_size) == (0.5, 3, 4)
+    assert cfg.output_dir == "/tmp/o" and cfg.train.overwrite is True
+
+
+@pytest.mark.parametrize("script", ["train", "eval", "export", "infer"])
+def test_every_script_reads_an_override_after_a_later_flag(script, script_main, capsys, tmp_path):
+    """The override after --output_dir is read (and refused here for its value, naming it), not
+    taken for an unrecognized argument."""
+    argv = ["--config", BASE, "seed=1", "--ckpt_path", str(tmp_path / "x.ckpt"),
+            "data.canvas=[1]"]
+    argv += ["--input", str(tmp_path), "--output", str(tmp_path / "o")] if script == "infer" else \
+        ["--output_dir", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as info:
+        script_main(script)(argv)
+    err = capsys.readouterr().err
+    assert info.value.code != 0 and "unrecognized arguments" not in err, err
+    assert "key 'data.canvas' must be a list of 2 items" in err and "data.canvas=[1]" in err, err
