@@ -69,6 +69,8 @@ class Predictor:
                 self.runner, self.spec, names, _ = inference.build_runner(self.cfg, self.checkpoint,
                                                                           mindir)
             except FileNotFoundError as err:
+                if mindir is not None:  # the graph or its JSON: the error names the file
+                    raise
                 raise ValueError(f"{self.checkpoint} carries no class names: pass class_names=[...] "
                                  f"or have the annotations under data.dataset_dir ({err})") from None
             self.class_names = list(names)

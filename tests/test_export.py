@@ -413,3 +413,35 @@ def test_a_meta_architecture_with_image_masks_plugs_into_export_infer_and_eval(t
     assert eval_result[0]["image_id"] == 5 and "segm_score" not in eval_result[0]
     rle = dict(eval_result[0]["segmentation"], counts=eval_result[0]["segmentation"]["counts"].encode())
     np.testing.assert_array_equal(mask_util.decode(rle), mask)
+
+
+def test_a_file_that_is_not_an_exported_graph_is_named_in_one_line(tmp_path, capsys, shapes_data,
+                                                                   script_main):
+    """Not a MINDIR (with a good JSON beside it), a MINDIR without its JSON or with a JSON that is
+    not JSON, a missing file: infer.py says it in one line naming the file, and Predictor raises an
+    error naming it."""
+    import shutil
+    import mindseg
+    from mindseg.engine.exporter import export_model
+    graph, json_path = export_model(_ImageMaskNet(), load_config(SHAPES_CFG, SMALL),
+                                    {"num_classes": 1, "class_names": ["a"], "category_ids": [7]},
+                                    str(tmp_path / "m"))
+    (tmp_path / "junk.mindir").write_bytes(b"not a graph\n")
+    shutil.copy(json_path, tmp_path / "junk.json")
+    shutil.copy(graph, tmp_path / "lonely.mindir")
+    shutil.copy(graph, tmp_path / "text.mindir")
+    (tmp_path / "text.json").write_bytes(b"\xff not json")
+    cases = {"junk.mindir": ("junk.mindir", "cannot load it as a MINDIR graph"),
+             "text.mindir": ("text.json", "not JSON"), "lonely.mindir": ("lonely.mindir", "its description"),
+             "missing.mindir": ("missing.mindir", "not found")}
+    for name, (culprit, why) in cases.items():
+        path, named = str(tmp_path / name), str(tmp_path / culprit)
+        err = _refusal(capsys, script_main, "infer",
+                       ["--config", SHAPES_CFG, "--mindir", path, "--input", shapes_data["val_dir"],
+                        "--output", str(tmp_path / "out")])
+        assert err.startswith("infer.py: error: ") and named in err and why in err, err
+        with pytest.raises((OSError, ValueError, RuntimeError)) as info:
+            mindseg.Predictor(mindir=path)
+        message = str(info.value)
+        assert named in message and why in message and "\n" not in message, message
+    assert not (tmp_path / "out").exists()
