@@ -186,3 +186,10 @@ def test_predictor_refuses_what_it_cannot_run(data):
     assert mindseg.Predictor(nowhere, checkpoint=saved).class_names == ["disc", "bar"]
     with pytest.raises(ValueError, match=r"got \(96, 160\) uint8"):
         predictor(data["image"][:, :, 0])
+    for array, problem in [(np.zeros((0, 0, 3), np.uint8), "no pixels"),
+                           (np.zeros((4, 4, 3, 1), np.uint8), "4 dimensions instead of 3"),
+                           (np.zeros((4, 4, 4), np.uint8), "4 channels instead of 3"),
+                           (np.zeros((4, 4, 3), np.float32), "float32 pixels instead of uint8")]:
+        with pytest.raises(ValueError, match=problem):
+            predictor(array)
+
