@@ -17,7 +17,8 @@ import os
 import sys
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
-from mindseg.cli import ScriptError, build_parser, config_from_args, list_images, script_errors
+from mindseg.cli import (ScriptError, build_parser, check_writable, config_from_args, list_images,
+                         script_errors)
 from mindseg.utils.visualize import SCORE_THRESH
 
 
@@ -41,6 +42,7 @@ def main(argv=None):
             raise ScriptError("give exactly one of --ckpt_path (a checkpoint) and --mindir (an "
                               "exported graph)")
         paths = list_images(args.input)
+        check_writable(args.output)
         set_device_and_mode(cfg.device_target, cfg.mode)
         runner, spec, class_names, category_ids = inference.build_runner(cfg, cfg.eval.ckpt_path,
                                                                          args.mindir)

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import os
 import sys
+import tempfile
 
 from mindseg.config import ConfigError, apply_overrides, load_yaml_with_base, to_config
 
@@ -95,6 +96,38 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 class ScriptError(RuntimeError):
     """A condition that stops an entry script with a message and a non-zero status."""
+
+
+def check_writable(path, kind="folder"):
+    """Refuse (ScriptError) an output ``path`` (a folder, or with ``kind="file"`` a file) that
+    cannot be written, before any model work: it must not be a file where a folder is wanted (or
+    the reverse), and the nearest existing folder at or above it must take a new file (tried with a
+    temporary one, so permissions and read-only mounts count as they will)."""
+    full = os.path.abspath(path)
+    if kind == "folder" and os.path.isfile(full):
+        raise ScriptError(f"cannot write to {path}: it is a file, not a folder")
+    if kind == "file" and os.path.isdir(full):
+        raise ScriptError(f"cannot write to {path}: it is a folder, not a file")
+    if kind == "file" and os.path.exists(full) and not os.access(full, os.W_OK):
+        raise ScriptError(f"cannot write to {path}: the file is read-only")
+    existing = full if kind == "folder" else os.path.dirname(full)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ScriptError(f"cannot write to {path}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ScriptError(f"cannot write to {path}: no file can be created in {existing} "
+                          f"({err.strerror})") from None
+
+
+def check_output_dir(cfg):
+    """:func:`check_writable` of ``cfg.output_dir``; on ModelArts the outputs go to the job's
+    cache folder instead (:func:`mindseg.utils.modelarts.prepare_modelarts`)."""
+    if not cfg.enable_modelarts:
+        check_writable(cfg.output_dir)
 
 
 @contextlib.contextmanager
