@@ -7,6 +7,7 @@ Every script accepts every flag, as the model zoos' scripts do: one that means n
 script (``--resume_ckpt`` to eval.py, the ModelArts flags to export.py) is ignored with one line.
 """
 import argparse
+import collections
 import contextlib
 import os
 import sys
@@ -185,3 +186,21 @@ def list_images(input_path):
         raise ScriptError(f"--input {input_path}: the folder holds no images "
                           f"({', '.join(IMAGE_EXTENSIONS)})")
     return paths
+
+
+def output_stems(paths):
+    """``{path: stem}`` of infer.py's outputs ``<stem>.png`` and ``<stem>.json``: the file name
+    without its extension, or with it for images whose names differ only in extension (``x.jpg``
+    and ``x.png`` give ``x.jpg.png`` and ``x.png.png``), so that no image's outputs replace
+    another's. Names are compared ignoring case, as some file systems do; outputs that would still
+    share a name are refused."""
+    names = {path: os.path.basename(path) for path in paths}
+    bare = collections.Counter(os.path.splitext(name)[0].lower() for name in names.values())
+    stems = {path: name if bare[os.path.splitext(name)[0].lower()] > 1 else os.path.splitext(name)[0]
+             for path, name in names.items()}
+    shared = collections.Counter(stem.lower() for stem in stems.values())
+    clash = sorted(path for path, stem in stems.items() if shared[stem.lower()] > 1)
+    if clash:
+        raise ScriptError(f"the outputs of {' and '.join(clash)} would have the same name "
+                          f"({stems[clash[0]]}.png, .json): rename one of them")
+    return stems
