@@ -151,7 +151,7 @@ class Predictor:
         return np.ascontiguousarray(drawn[:, :, ::-1]) if self.format == "RGB" else drawn
 
 
-def _check_image(array, format):
+def _check_image(array, channel_order):
     """A ValueError naming what keeps ``array`` from being an (h, w, 3) uint8 image with pixels."""
     if array.ndim != 3:
         problem = f"{array.ndim} dimensions instead of 3"
@@ -163,7 +163,7 @@ def _check_image(array, format):
         problem = "no pixels"
     else:
         return
-    raise ValueError(f"Predictor needs an (h, w, 3) uint8 {format} image or a path, "
+    raise ValueError(f"Predictor needs an (h, w, 3) uint8 {channel_order} image or a path, "
                      f"got {array.shape} {array.dtype}: {problem}")
 
 

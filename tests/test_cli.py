@@ -1,4 +1,5 @@
-"""The entry scripts' command line: key=value overrides anywhere among the flags."""
+"""The entry scripts' command line: key=value overrides anywhere among the flags; an output that
+cannot be written is refused in one line before any other work."""
 from pathlib import Path
 
 import cv2

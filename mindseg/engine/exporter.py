@@ -20,7 +20,7 @@ SPEC_VERSION = 1
 
 
 class ExportError(RuntimeError):
-    """An export the chosen format or backend cannot do."""
+    """An export the chosen format or backend cannot do, or a graph MindSpore cannot load."""
 
 
 def check_file_format(file_format, device_target):
