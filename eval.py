@@ -15,7 +15,7 @@ import os
 import sys
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
-from mindseg.cli import build_parser, parse, script_errors, with_progress
+from mindseg.cli import build_parser, check_output_dir, parse, script_errors, with_progress
 from mindseg.engine.inference import build_network, checkpoint_classes, coco_results_fn, load_weights
 from mindseg.utils.visualize import SCORE_THRESH
 
@@ -28,6 +28,7 @@ def main(argv=None):
                         help="the score a detection needs to be drawn")
     args, cfg = parse("eval", __doc__.splitlines()[0], argv, parser)
     with script_errors("eval.py"):
+        check_output_dir(cfg)
         from mindseg.dataset.pipeline import create_dataset, dataset_info
         from mindseg.dataset.sources import split_paths
         from mindseg.engine import precision

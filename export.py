@@ -13,7 +13,7 @@ box arithmetic stays float32; its top detections match the float32 graph's withi
 import os
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
-from mindseg.cli import build_parser, config_from_args, script_errors
+from mindseg.cli import build_parser, check_writable, config_from_args, script_errors
 from mindseg.engine.inference import build_network, checkpoint_classes, load_weights
 
 
@@ -21,20 +21,22 @@ def main(argv=None):
     parser = build_parser("export", __doc__.splitlines()[0])
     parser.add_argument("--output", default=None,
                         help="graph path, extension optional (default OUTPUT_DIR/<model name>)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     with script_errors("export.py"):
         from mindseg.engine import precision
-        from mindseg.engine.exporter import check_file_format, export_model
+        from mindseg.engine.exporter import check_file_format, export_model, export_paths
         from mindseg.runtime import set_device_and_mode
 
         cfg = config_from_args(args)
         file_format = check_file_format(cfg.export.file_format, cfg.device_target)
+        output = args.output or os.path.join(cfg.output_dir, cfg.model.name)
+        for path in export_paths(output, file_format):
+            check_writable(path, kind="file")
         set_device_and_mode(cfg.device_target, "pynative")
         ckpt, info, num_classes = checkpoint_classes(cfg, cfg.eval.ckpt_path)
         net = build_network(cfg, num_classes)
         load_weights(net, ckpt)
         precision.for_inference(net, cfg)
-        output = args.output or os.path.join(cfg.output_dir, cfg.model.name)
         graph, spec = export_model(net, cfg, info, output, file_format, cfg.export.batch_size)
         print(f"exported {ckpt} -> {graph}\ndescription -> {spec}")
     return graph, spec

@@ -5,8 +5,10 @@ python infer.py --config CFG (--ckpt_path PATH | --mindir PATH) --input IMG_OR_D
 
 Writes DIR/<name>.png (masks, boxes, class names and scores drawn on the image) and DIR/<name>.json
 (the image's detections in the COCO results format, with an ``image`` file name instead of an
-``image_id``), and prints one line per drawing: ``<name>.png: N detections``. Images are
-preprocessed exactly as the evaluation pipeline does; with --mindir the preprocessing and class
+``image_id``), and prints one line per drawing: ``<name>.png: N detections``. <name> is the
+image's file name without its extension; images whose names differ only in extension keep it, so
+that each keeps its outputs (x.jpg and x.png give x.jpg.png / x.jpg.json and x.png.png /
+x.png.json). Images are preprocessed exactly as the evaluation pipeline does; with --mindir the preprocessing and class
 names come from the JSON written beside the graph, with --ckpt_path the class names from the
 checkpoint (the dataset only for checkpoints that do not carry them). An image that cannot be
 read is named, skipped and counted ("N images, M skipped"); the exit status is non-zero only when
@@ -17,7 +19,8 @@ import os
 import sys
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
-from mindseg.cli import ScriptError, build_parser, config_from_args, list_images, script_errors
+from mindseg.cli import (ScriptError, build_parser, check_writable, config_from_args, list_images,
+                         output_stems, script_errors)
 from mindseg.utils.visualize import SCORE_THRESH
 
 
@@ -28,7 +31,7 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="folder for the drawings and JSON files")
     parser.add_argument("--score_thresh", type=float, default=SCORE_THRESH,
                         help="drop weaker detections")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     with script_errors("infer.py"):
         import cv2
         from mindseg.engine import inference
@@ -41,6 +44,8 @@ def main(argv=None):
             raise ScriptError("give exactly one of --ckpt_path (a checkpoint) and --mindir (an "
                               "exported graph)")
         paths = list_images(args.input)
+        stems = output_stems(paths)
+        check_writable(args.output)
         set_device_and_mode(cfg.device_target, cfg.mode)
         runner, spec, class_names, category_ids = inference.build_runner(cfg, cfg.eval.ckpt_path,
                                                                          args.mindir)
@@ -65,8 +70,7 @@ def main(argv=None):
                 detections = image_detections(outputs, k, scale_hw, *original.shape[:2],
                                               score_thresh=args.score_thresh,
                                               mask_threshold=runner.mask_threshold, canvas_hw=spec.canvas)
-                name = os.path.basename(path)
-                stem = os.path.splitext(name)[0]
+                name, stem = os.path.basename(path), stems[path]
                 drawn = draw_instances(original, detections["boxes"], detections["labels"],
                                        detections["scores"], detections["masks"], class_names)
                 if not cv2.imwrite(os.path.join(args.output, stem + ".png"), drawn):

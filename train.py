@@ -18,13 +18,14 @@ moves them aside. Each checkpoint carries the model and class names, so export.p
 need no dataset.
 """
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
-from mindseg.cli import parse, script_errors
+from mindseg.cli import check_output_dir, parse, script_errors
 from mindseg.engine.inference import build_network, resolve_num_classes
 
 
 def main(argv=None):
     args, cfg = parse("train", __doc__.splitlines()[0], argv)
     with script_errors("train.py"):
+        check_output_dir(cfg)
         from mindseg.dataset.pipeline import create_dataset, dataset_info
         from mindseg.engine.trainer import train
         from mindseg.runtime import init_runtime

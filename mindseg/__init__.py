@@ -11,7 +11,8 @@ The public names (``Predictor``, ``model_zoo``, ``build_model``, ``load_config``
 MindSpore. Importing mindseg before mindspore lets it choose oneDNN's fast CPU kernels: on
 AVX-512 machines oneDNN otherwise picks a reference convolution that is ~60x slower (see
 docs/platform_notes.md). The entry scripts and the tests import mindseg first; library users should do the
-same.
+same. Importing mindseg also keeps the interpreter's exit quiet: it drops the AttributeError that
+each MindSpore Cell's ``__del__`` raises at shutdown (and nothing else).
 """
 
 __version__ = "0.1.0"
@@ -57,4 +58,21 @@ def _select_cpu_isa():
     os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
 
 
+def _quiet_cell_teardown():
+    """Drop the AttributeError each MindSpore Cell's ``__del__`` raises while the interpreter shuts
+    down (MindSpore 2.10 reads module globals that are already gone), which Python would print as
+    ``Exception ignored in: <function Cell.__del__ ...>`` with a traceback once per Cell. Every
+    other unraisable exception goes to the hook that was installed before."""
+    import sys
+    # bound as defaults: the hook runs after module globals have been cleared
+    def hook(unraisable, previous=sys.unraisablehook, finalizing=sys.is_finalizing,
+             attribute_error=AttributeError, getattr=getattr):
+        if (finalizing() and unraisable.exc_type is attribute_error
+                and getattr(unraisable.object, "__qualname__", None) == "Cell.__del__"):
+            return
+        previous(unraisable)
+    sys.unraisablehook = hook
+
+
 _select_cpu_isa()
+_quiet_cell_teardown()

@@ -1,14 +1,17 @@
 """Command-line flags and error reporting shared by train.py, eval.py, export.py and infer.py.
 
 Each flag is a shortcut for a config key (``--mix True`` is ``train.mix=True``); anything else is
-given as trailing ``key=value`` overrides. Flags keep the names users of MindSpore model zoos type.
+given as ``key=value`` overrides, before, between or after the flags
+(argparse's intermixed parsing). Flags keep the names users of MindSpore model zoos type.
 Every script accepts every flag, as the model zoos' scripts do: one that means nothing to the
 script (``--resume_ckpt`` to eval.py, the ModelArts flags to export.py) is ignored with one line.
 """
 import argparse
+import collections
 import contextlib
 import os
 import sys
+import tempfile
 
 from mindseg.config import ConfigError, apply_overrides, load_yaml_with_base, to_config
 
@@ -81,7 +84,7 @@ def parse(script, description, argv=None, parser=None):
     """Parse ``argv`` and return ``(args, cfg)``; a config error exits with its message.
     ``parser``: a :func:`build_parser` parser the script added its own flags to."""
     parser = parser or build_parser(script, description)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         cfg = config_from_args(args)
     except ConfigError as err:
@@ -94,6 +97,38 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 class ScriptError(RuntimeError):
     """A condition that stops an entry script with a message and a non-zero status."""
+
+
+def check_writable(path, kind="folder"):
+    """Refuse (ScriptError) an output ``path`` (a folder, or with ``kind="file"`` a file) that
+    cannot be written, before any model work: it must not be a file where a folder is wanted (or
+    the reverse), and the nearest existing folder at or above it must take a new file (tried with a
+    temporary one, so permissions and read-only mounts count as they will)."""
+    full = os.path.abspath(path)
+    if kind == "folder" and os.path.isfile(full):
+        raise ScriptError(f"cannot write to {path}: it is a file, not a folder")
+    if kind == "file" and os.path.isdir(full):
+        raise ScriptError(f"cannot write to {path}: it is a folder, not a file")
+    if kind == "file" and os.path.exists(full) and not os.access(full, os.W_OK):
+        raise ScriptError(f"cannot write to {path}: the file is read-only")
+    existing = full if kind == "folder" else os.path.dirname(full)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ScriptError(f"cannot write to {path}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ScriptError(f"cannot write to {path}: no file can be created in {existing} "
+                          f"({err.strerror})") from None
+
+
+def check_output_dir(cfg):
+    """:func:`check_writable` of ``cfg.output_dir``; on ModelArts the outputs go to the job's
+    cache folder instead (:func:`mindseg.utils.modelarts.prepare_modelarts`)."""
+    if not cfg.enable_modelarts:
+        check_writable(cfg.output_dir)
 
 
 @contextlib.contextmanager
@@ -151,3 +186,21 @@ def list_images(input_path):
         raise ScriptError(f"--input {input_path}: the folder holds no images "
                           f"({', '.join(IMAGE_EXTENSIONS)})")
     return paths
+
+
+def output_stems(paths):
+    """``{path: stem}`` of infer.py's outputs ``<stem>.png`` and ``<stem>.json``: the file name
+    without its extension, or with it for images whose names differ only in extension (``x.jpg``
+    and ``x.png`` give ``x.jpg.png`` and ``x.png.png``), so that no image's outputs replace
+    another's. Names are compared ignoring case, as some file systems do; outputs that would still
+    share a name are refused."""
+    names = {path: os.path.basename(path) for path in paths}
+    bare = collections.Counter(os.path.splitext(name)[0].lower() for name in names.values())
+    stems = {path: name if bare[os.path.splitext(name)[0].lower()] > 1 else os.path.splitext(name)[0]
+             for path, name in names.items()}
+    shared = collections.Counter(stem.lower() for stem in stems.values())
+    clash = sorted(path for path, stem in stems.items() if shared[stem.lower()] > 1)
+    if clash:
+        raise ScriptError(f"the outputs of {' and '.join(clash)} would have the same name "
+                          f"({stems[clash[0]]}.png, .json): rename one of them")
+    return stems

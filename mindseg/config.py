@@ -2,7 +2,10 @@
 
 ``config/base.yml`` holds every key mindseg knows, with its default; a model config names it as
 ``__BASE__`` and overrides what differs. A key absent from the base, or a value whose type differs
-from the base value's, is rejected with the key and the file that set it.
+from the base value's, is rejected with the key and the file that set it. So is a list whose
+items are not of the type of the default's items (``data.min_size=[abc]``), or whose nested lists
+differ in length from the default's (``model.fcos.size_ranges`` pairs), or, for the keys of
+:data:`FIXED_LENGTHS`, whose length differs from the default's (``data.canvas=[192]``).
 """
 import copy
 import os
@@ -10,6 +13,16 @@ import os
 import yaml
 
 BASE_KEY = "__BASE__"
+# list keys whose length is part of their meaning: a value must have as many items as the default
+FIXED_LENGTHS = {
+    "data.canvas": "(H, W)",
+    "data.mean": "one per channel",
+    "data.std": "one per channel",
+    "model.rpn.bbox_reg_weights": "(wx, wy, ww, wh)",
+    "model.roi_heads.bbox_reg_weights": "(wx, wy, ww, wh)",
+    "model.rpn.iou_thresholds": "(background below, foreground from)",
+    "model.centermask.pooler_levels": "(lowest, highest)",
+}
 
 
 class ConfigError(ValueError):
@@ -63,7 +76,7 @@ def _type_name(value):
 
 def _check_value(key, default, value, source):
     """Accept ``value`` for ``key`` when its type matches the default's (int is accepted for
-    float, anything for a null default)."""
+    float, anything for a null default); a list's items are checked by :func:`_check_list`."""
     if default is None or value is None:
         return value
     if isinstance(default, bool) or isinstance(value, bool):
@@ -74,13 +87,62 @@ def _check_value(key, default, value, source):
     elif isinstance(default, int) and isinstance(value, int):
         return value
     elif isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
-        return list(value)
+        return _check_list(key, default, value, source)
     elif isinstance(default, str) and isinstance(value, str):
         return value
     elif isinstance(default, dict) and isinstance(value, dict):
         return value
     raise ConfigError(f"{source}: key '{key}' must be {_type_name(default)} "
                       f"(like its default {default!r}), got {_type_name(value)} {value!r}")
+
+
+def _item_kind(items):
+    """What the items of a default list are: ``("list", length)`` for lists of one length,
+    else the name of their scalar type ("number" for ints and floats mixed); None when the default
+    says nothing (empty, or items of several kinds)."""
+    if items and all(isinstance(v, (list, tuple)) for v in items):
+        lengths = {len(v) for v in items}
+        return ("list", lengths.pop()) if len(lengths) == 1 else None
+    kinds = {"bool" if isinstance(v, bool) else _type_name(v) for v in items}
+    if kinds <= {"int", "float"} and len(kinds) == 2:
+        return "number"
+    return kinds.pop() if len(kinds) == 1 and kinds <= {"bool", "int", "float", "str"} else None
+
+
+def _fits(kind, item):
+    if kind == "bool":
+        return isinstance(item, bool)
+    if isinstance(item, bool):
+        return False
+    numbers = {"int": (int,), "float": (int, float), "number": (int, float), "str": (str,)}
+    return isinstance(item, numbers[kind])
+
+
+def _check_list(key, default, value, source):
+    """``value`` as a list whose items are of the default's item kind (ints become floats in a
+    float list; nested lists have the default's inner length), with the default's length for the
+    keys of :data:`FIXED_LENGTHS`."""
+    def refuse(what):
+        raise ConfigError(f"{source}: key '{key}' must be {what} (like its default {default!r}), "
+                          f"got {value!r}")
+    if key in FIXED_LENGTHS and len(value) != len(default):
+        refuse(f"a list of {len(default)} items {FIXED_LENGTHS[key]}")
+    kind = _item_kind(default)
+    if isinstance(kind, tuple):
+        leaf = _item_kind([v for row in default for v in row])
+        leaf = None if isinstance(leaf, tuple) else leaf  # deeper nesting: items unchecked
+        if not all(isinstance(row, (list, tuple)) and len(row) == kind[1] for row in value):
+            refuse(f"a list of {kind[1]}-item lists")
+        return [_check_items(row, leaf, refuse, f"lists of {leaf}") for row in value]
+    return _check_items(value, kind, refuse, f"a list of {kind}")
+
+
+def _check_items(items, kind, refuse, what):
+    if kind is None:
+        return list(items)
+    if not all(_fits(kind, item) for item in items):
+        refuse(what)
+    return [float(item) for item in items] if kind == "float" else list(items)
 
 
 def merge(base, override, source, prefix=""):

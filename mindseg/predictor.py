@@ -69,6 +69,8 @@ class Predictor:
                 self.runner, self.spec, names, _ = inference.build_runner(self.cfg, self.checkpoint,
                                                                           mindir)
             except FileNotFoundError as err:
+                if mindir is not None:  # the graph or its JSON: the error names the file
+                    raise
                 raise ValueError(f"{self.checkpoint} carries no class names: pass class_names=[...] "
                                  f"or have the annotations under data.dataset_dir ({err})") from None
             self.class_names = list(names)
@@ -97,9 +99,7 @@ class Predictor:
             with open(path, "rb") as f:
                 return f.read(), path
         array = np.asarray(image)
-        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-            raise ValueError(f"Predictor needs an (h, w, 3) uint8 {self.format} image or a path, "
-                             f"got {array.shape} {array.dtype}")
+        _check_image(array, self.format)
         import cv2
         bgr = array[:, :, ::-1] if self.format == "RGB" else array
         ok, encoded = cv2.imencode(".png", np.ascontiguousarray(bgr))  # lossless
@@ -149,6 +149,22 @@ class Predictor:
         drawn = draw_instances(bgr, detections["boxes"], detections["class_ids"],
                                detections["scores"], masks, self.class_names)
         return np.ascontiguousarray(drawn[:, :, ::-1]) if self.format == "RGB" else drawn
+
+
+def _check_image(array, channel_order):
+    """A ValueError naming what keeps ``array`` from being an (h, w, 3) uint8 image with pixels."""
+    if array.ndim != 3:
+        problem = f"{array.ndim} dimensions instead of 3"
+    elif array.shape[2] != 3:
+        problem = f"{array.shape[2]} channels instead of 3"
+    elif array.dtype != np.uint8:
+        problem = f"{array.dtype} pixels instead of uint8 (0..255)"
+    elif array.size == 0:
+        problem = "no pixels"
+    else:
+        return
+    raise ValueError(f"Predictor needs an (h, w, 3) uint8 {channel_order} image or a path, "
+                     f"got {array.shape} {array.dtype}: {problem}")
 
 
 def _decode_rles(rles):

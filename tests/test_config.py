@@ -86,6 +86,38 @@ def test_wrong_types_on_command_line(base_file, override):
         load_config(str(base_file), [override])
 
 
+@pytest.mark.parametrize("override, wanted", [
+    ("data.min_size=[[192]]", "a list of int"), ("data.min_size=[abc]", "a list of int"),
+    ("data.min_size=[600.5]", "a list of int"), ("data.canvas=[192]", "a list of 2 items (H, W)"),
+    ("data.mean=[1, 2]", "a list of 3 items one per channel"),
+    ("model.rpn.iou_thresholds=[0.3, true]", "a list of float"),
+    ("model.rpn.bbox_reg_weights=[1, 1, 1]", "a list of 4 items"),
+    ("model.fcos.size_ranges=[[0, 64], [64]]", "a list of 2-item lists"),
+    ("model.fcos.size_ranges=[[0, 64], [64, x]]", "lists of number"),
+    ("data.transforms=[resize, 3]", "a list of str")])
+def test_list_items_and_fixed_lengths_follow_the_shipped_base(override, wanted):
+    """A list's items must be of the kind of its default's items in config/base.yml, nested
+    lists of its inner length; canvas, mean, std, the box weights keep their length."""
+    with pytest.raises(ConfigError) as err:
+        load_config("shapes/mask_rcnn_shapes", [override])
+    message = str(err.value)
+    assert f"key '{override.split('=')[0]}' must be {wanted}" in message, message
+    assert override in message and "\n" not in message
+
+
+def test_list_values_in_a_file_are_checked_and_named_with_the_file(tmp_path, base_file):
+    child = write(tmp_path / "child.yml", {"__BASE__": "base.yml", "data": {"canvas": [800]}})
+    with pytest.raises(ConfigError, match=r"child\.yml: key 'data\.canvas' must be a list of 2"):
+        load_config(str(child))
+    cfg = load_config("shapes/mask_rcnn_shapes", [
+        "data.mean=[1, 2, 3]", "data.min_size=[160, 192]", "train.lr_steps=[]",
+        "model.fcos.size_ranges=[[0, 64], [64, .inf]]", "data.transforms=[resize, pad]"])
+    assert cfg.data.mean == [1.0, 2.0, 3.0] and all(isinstance(v, float) for v in cfg.data.mean)
+    assert cfg.data.min_size == [160, 192] and cfg.train.lr_steps == []
+    assert cfg.model.fcos.size_ranges == [[0, 64], [64, float("inf")]]
+    assert cfg.data.transforms == ["resize", "pad"]
+
+
 def test_override_without_equals_is_rejected(base_file):
     with pytest.raises(ConfigError, match="key=value"):
         load_config(str(base_file), ["train.base_lr"])

@@ -413,3 +413,66 @@ def test_a_meta_architecture_with_image_masks_plugs_into_export_infer_and_eval(t
     assert eval_result[0]["image_id"] == 5 and "segm_score" not in eval_result[0]
     rle = dict(eval_result[0]["segmentation"], counts=eval_result[0]["segmentation"]["counts"].encode())
     np.testing.assert_array_equal(mask_util.decode(rle), mask)
+
+
+@pytest.fixture(scope="module")
+def image_mask_graph(tmp_path_factory):
+    """``(graph, json)`` of _ImageMaskNet exported as MINDIR: one detection per image, class "a"."""
+    from mindseg.engine.exporter import export_model
+    return export_model(_ImageMaskNet(), load_config(SHAPES_CFG, SMALL),
+                        {"num_classes": 1, "class_names": ["a"], "category_ids": [7]},
+                        str(tmp_path_factory.mktemp("image_mask") / "m"))
+
+
+def test_a_file_that_is_not_an_exported_graph_is_named_in_one_line(tmp_path, capsys, shapes_data,
+                                                                   script_main, image_mask_graph):
+    """Not a MINDIR (with a good JSON beside it), a MINDIR without its JSON or with a JSON that is
+    not JSON, a missing file: infer.py says it in one line naming the file, and Predictor raises an
+    error naming it."""
+    import shutil
+    import mindseg
+    graph, json_path = image_mask_graph
+    (tmp_path / "junk.mindir").write_bytes(b"not a graph\n")
+    shutil.copy(json_path, tmp_path / "junk.json")
+    shutil.copy(graph, tmp_path / "lonely.mindir")
+    shutil.copy(graph, tmp_path / "text.mindir")
+    (tmp_path / "text.json").write_bytes(b"\xff not json")
+    cases = {"junk.mindir": ("junk.mindir", "cannot load it as a MINDIR graph"),
+             "text.mindir": ("text.json", "not JSON"), "lonely.mindir": ("lonely.mindir", "its description"),
+             "missing.mindir": ("missing.mindir", "not found")}
+    for name, (culprit, why) in cases.items():
+        path, named = str(tmp_path / name), str(tmp_path / culprit)
+        err = _refusal(capsys, script_main, "infer",
+                       ["--config", SHAPES_CFG, "--mindir", path, "--input", shapes_data["val_dir"],
+                        "--output", str(tmp_path / "out")])
+        assert err.startswith("infer.py: error: ") and named in err and why in err, err
+        with pytest.raises((OSError, ValueError, RuntimeError)) as info:
+            mindseg.Predictor(mindir=path)
+        message = str(info.value)
+        assert named in message and why in message and "\n" not in message, message
+    assert not (tmp_path / "out").exists()
+
+
+def test_infer_keeps_the_outputs_of_images_that_differ_only_in_extension(tmp_path, capsys,
+                                                                         script_main,
+                                                                         image_mask_graph):
+    """x.jpg and x.png keep their extension in their outputs' names, y.png does not; names that
+    would still clash are refused before any work."""
+    import cv2
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("x.jpg", "x.png", "y.png"):
+        cv2.imwrite(str(images / name), np.full((64, 64, 3), 120, np.uint8))
+    argv = ["--config", SHAPES_CFG, "--mindir", image_mask_graph[0], "--input", str(images)]
+    counts = script_main("infer")(argv + ["--output", str(tmp_path / "o")])
+    assert counts == {"x.jpg": 1, "x.png": 1, "y.png": 1}
+    assert sorted(os.listdir(tmp_path / "o")) == [
+        "x.jpg.json", "x.jpg.png", "x.png.json", "x.png.png", "y.json", "y.png"]
+    for name in ("x.jpg", "x.png"):
+        assert json.load(open(tmp_path / "o" / f"{name}.json"))[0]["image"] == name
+    out = capsys.readouterr().out
+    assert "x.jpg.png: 1 detection\n" in out and "x.png.png: 1 detection\n" in out
+    cv2.imwrite(str(images / "X.jpg.png"), np.full((64, 64, 3), 120, np.uint8))
+    err = _refusal(capsys, script_main, "infer", argv + ["--output", str(tmp_path / "o2")])
+    assert f"{images / 'X.jpg.png'} and {images / 'x.jpg'} would have the same name" in err, err
+    assert not (tmp_path / "o2").exists()

@@ -5,6 +5,9 @@ pixels; a checkpoint and its exported MINDIR give the same detections; the drawi
 draw_instances'."""
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import cv2
 import numpy as np
@@ -186,3 +189,40 @@ def test_predictor_refuses_what_it_cannot_run(data):
     assert mindseg.Predictor(nowhere, checkpoint=saved).class_names == ["disc", "bar"]
     with pytest.raises(ValueError, match=r"got \(96, 160\) uint8"):
         predictor(data["image"][:, :, 0])
+    for array, problem in [(np.zeros((0, 0, 3), np.uint8), "no pixels"),
+                           (np.zeros((4, 4, 3, 1), np.uint8), "4 dimensions instead of 3"),
+                           (np.zeros((4, 4, 4), np.uint8), "4 channels instead of 3"),
+                           (np.zeros((4, 4, 3), np.float32), "float32 pixels instead of uint8")]:
+        with pytest.raises(ValueError, match=problem):
+            predictor(array)
+
+
+# A library user's program: its own unraisable exceptions are printed, MindSpore's Cell.__del__
+# complaints at exit are not.
+QUIET_EXIT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import mindseg
+    config, ckpt, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
+    predictor = mindseg.Predictor(config, checkpoint=ckpt, class_names=list("abcde"),
+                                  score_thresh=0.0, overrides=overrides)
+    print(len(predictor(np.full((40, 60, 3), 100, np.uint8))["scores"]))
+
+    class Noisy:
+        def __del__(self):
+            raise ValueError("a user's own unraisable error")
+    kept = Noisy()
+""")
+
+
+def test_a_library_users_program_exits_without_cell_teardown_tracebacks(checkpoint):
+    _, overrides, ckpt = checkpoint("mask_rcnn")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, GLOG_v="3")
+    result = subprocess.run([sys.executable, "-c", QUIET_EXIT, MODELS["mask_rcnn"][0], ckpt]
+                            + overrides, cwd=root, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.split() == ["10"], result.stderr
+    assert "Cell.__del__" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.count("Exception ignored in") == 1, result.stderr[-2000:]
+    assert "ValueError: a user's own unraisable error" in result.stderr

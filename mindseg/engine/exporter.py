@@ -20,7 +20,7 @@ SPEC_VERSION = 1
 
 
 class ExportError(RuntimeError):
-    """An export the chosen format or backend cannot do."""
+    """An export the chosen format or backend cannot do, or a graph MindSpore cannot load."""
 
 
 def check_file_format(file_format, device_target):
@@ -157,9 +157,12 @@ def load_export_spec(json_path):
         raise FileNotFoundError(f"{json_path}: the export description is missing (export.py writes "
                                 f"it beside the graph)")
     with open(json_path, "r", encoding="utf-8") as f:
-        spec = json.load(f)
+        try:
+            spec = json.load(f)
+        except ValueError as err:  # also a file that is not UTF-8 text
+            raise ValueError(f"{json_path}: not an export description (not JSON: {err})") from None
     missing = [k for k in ("inputs", "outputs", "preprocess", "postprocess", "class_names", "category_ids")
-               if k not in spec]
+               if not isinstance(spec, dict) or k not in spec]
     if missing:
         raise ValueError(f"{json_path}: not an export description (lacks {missing})")
     from mindseg.models.outputs import check_output_names
@@ -180,8 +183,16 @@ class ExportedModel:
         if not graph_path.lower().endswith(FILE_FORMATS["MINDIR"]):
             raise ValueError(f"{graph_path}: only MINDIR graphs can be run here (AIR runs on Ascend "
                              f"through ACL)")
-        self.spec = load_export_spec(export_paths(graph_path, "MINDIR")[1])
-        self.graph = nn.GraphCell(ms.load(graph_path))
+        json_path = export_paths(graph_path, "MINDIR")[1]
+        if not os.path.isfile(json_path):
+            raise FileNotFoundError(f"{graph_path}: its description {json_path} is missing "
+                                    f"(export.py writes the two side by side)")
+        self.spec = load_export_spec(json_path)
+        try:
+            self.graph = nn.GraphCell(ms.load(graph_path))
+        except (RuntimeError, ValueError) as err:
+            raise ExportError(f"{graph_path}: MindSpore cannot load it as a MINDIR graph "
+                              f"({str(err).strip().splitlines()[0]})") from None
         self.batch_size = int(self.spec["inputs"][0]["shape"][0])
         self.output_names = tuple(o["name"] for o in self.spec["outputs"])
         self.mask_threshold = float(self.spec["postprocess"]["mask_threshold"])
