@@ -16,7 +16,6 @@ import sys
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
 from mindseg.cli import build_parser, check_output_dir, parse, script_errors, with_progress
-from mindseg.engine.inference import build_network, checkpoint_classes, coco_results_fn, load_weights
 from mindseg.utils.visualize import SCORE_THRESH
 
 
@@ -31,18 +30,16 @@ def main(argv=None):
         check_output_dir(cfg)
         from mindseg.dataset.pipeline import create_dataset, dataset_info
         from mindseg.dataset.sources import split_paths
-        from mindseg.engine import precision
-        from mindseg.engine.evaluator import run_evaluation
+        from mindseg.engine.evaluator import coco_results_fn, run_evaluation
+        from mindseg.engine.loading import load_trained_model
         from mindseg.runtime import init_runtime
         from mindseg.utils.modelarts import finish_modelarts, prepare_modelarts
 
         runtime = init_runtime(cfg)
         cfg = prepare_modelarts(cfg, runtime)
         info = dataset_info(cfg, "val", report=print if runtime.is_main else None)
-        ckpt, info, num_classes = checkpoint_classes(cfg, cfg.eval.ckpt_path, info)
-        net = build_network(cfg, num_classes)
-        load_weights(net, ckpt)
-        precision.for_inference(net, cfg)
+        model = load_trained_model(cfg, cfg.eval.ckpt_path, info=info)
+        net, ckpt, info = model.net, model.checkpoint, model.info
         dataset = create_dataset(cfg, "val", runtime.rank, runtime.world)
         ann_file, image_dir = split_paths(cfg, "val")
         log = print if runtime.is_main else (lambda *a: None)

@@ -14,7 +14,6 @@ import os
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
 from mindseg.cli import build_parser, check_writable, config_from_args, script_errors
-from mindseg.engine.inference import build_network, checkpoint_classes, load_weights
 
 
 def main(argv=None):
@@ -23,8 +22,8 @@ def main(argv=None):
                         help="graph path, extension optional (default OUTPUT_DIR/<model name>)")
     args = parser.parse_intermixed_args(argv)
     with script_errors("export.py"):
-        from mindseg.engine import precision
         from mindseg.engine.exporter import check_file_format, export_model, export_paths
+        from mindseg.engine.loading import load_trained_model
         from mindseg.runtime import set_device_and_mode
 
         cfg = config_from_args(args)
@@ -33,12 +32,9 @@ def main(argv=None):
         for path in export_paths(output, file_format):
             check_writable(path, kind="file")
         set_device_and_mode(cfg.device_target, "pynative")
-        ckpt, info, num_classes = checkpoint_classes(cfg, cfg.eval.ckpt_path)
-        net = build_network(cfg, num_classes)
-        load_weights(net, ckpt)
-        precision.for_inference(net, cfg)
-        graph, spec = export_model(net, cfg, info, output, file_format, cfg.export.batch_size)
-        print(f"exported {ckpt} -> {graph}\ndescription -> {spec}")
+        model = load_trained_model(cfg, cfg.eval.ckpt_path)
+        graph, spec = export_model(model.net, cfg, model.info, output, file_format, cfg.export.batch_size)
+        print(f"exported {model.checkpoint} -> {graph}\ndescription -> {spec}")
     return graph, spec
 
 

@@ -34,10 +34,9 @@ def main(argv=None):
     args = parser.parse_intermixed_args(argv)
     with script_errors("infer.py"):
         import cv2
-        from mindseg.engine import inference
-        from mindseg.models.postprocess import coco_results, image_detections
-        from mindseg.runtime import set_device_and_mode
-        from mindseg.utils.visualize import draw_instances
+        from mindseg.dataset.transforms import ImageDecodeError
+        from mindseg.models.postprocess import coco_results
+        from mindseg.predictor import Predictor
 
         cfg = config_from_args(args)
         if bool(args.mindir) == bool(cfg.eval.ckpt_path):
@@ -46,47 +45,39 @@ def main(argv=None):
         paths = list_images(args.input)
         stems = output_stems(paths)
         check_writable(args.output)
-        set_device_and_mode(cfg.device_target, cfg.mode)
-        runner, spec, class_names, category_ids = inference.build_runner(cfg, cfg.eval.ckpt_path,
-                                                                         args.mindir)
+        predictor = Predictor(cfg, checkpoint=cfg.eval.ckpt_path or None, mindir=args.mindir,
+                              score_thresh=args.score_thresh)
         os.makedirs(args.output, exist_ok=True)
-        batch_size = getattr(runner, "batch_size", None) or cfg.eval.batch_size
         counts, skipped = {}, []
-        for start in range(0, len(paths), batch_size):
-            chunk, samples = [], []
-            for path in paths[start:start + batch_size]:
-                sample, why = inference.preprocess_file(path, spec)
-                if sample is None:
-                    print(f"infer.py: skipped {path}: {why}", file=sys.stderr, flush=True)
-                    skipped.append(path)
-                    continue
-                chunk.append(path)
-                samples.append(sample)
-            if not samples:
+        for path in paths:
+            try:
+                detections = predictor(path)
+            except (OSError, ImageDecodeError) as err:
+                print(f"infer.py: skipped {path}: {_why(err)}", file=sys.stderr, flush=True)
+                skipped.append(path)
                 continue
-            outputs = inference.run_batched(runner, [s[0] for s in samples],
-                                            [s[1] for s in samples], batch_size)
-            for k, (path, (_, _, scale_hw, original)) in enumerate(zip(chunk, samples)):
-                detections = image_detections(outputs, k, scale_hw, *original.shape[:2],
-                                              score_thresh=args.score_thresh,
-                                              mask_threshold=runner.mask_threshold, canvas_hw=spec.canvas)
-                name, stem = os.path.basename(path), stems[path]
-                drawn = draw_instances(original, detections["boxes"], detections["labels"],
-                                       detections["scores"], detections["masks"], class_names)
-                if not cv2.imwrite(os.path.join(args.output, stem + ".png"), drawn):
-                    raise ScriptError(f"cannot write {os.path.join(args.output, stem + '.png')}")
-                results = coco_results(detections, category_ids, {"image": name}, rounded=True)
-                with open(os.path.join(args.output, stem + ".json"), "w", encoding="utf-8") as f:
-                    json.dump(results, f)
-                counts[name] = len(results)
-                print(f"{stem}.png: {len(results)} detection{'' if len(results) == 1 else 's'}",
-                      flush=True)
+            name, stem = os.path.basename(path), stems[path]
+            drawing = os.path.join(args.output, stem + ".png")
+            if not cv2.imwrite(drawing, predictor.draw(path, detections)):
+                raise ScriptError(f"cannot write {drawing}")
+            results = coco_results(dict(detections, labels=detections["class_ids"]),
+                                   predictor.category_ids, {"image": name}, rounded=True)
+            with open(os.path.join(args.output, stem + ".json"), "w", encoding="utf-8") as f:
+                json.dump(results, f)
+            counts[name] = len(results)
+            print(f"{stem}.png: {len(results)} detection{'' if len(results) == 1 else 's'}", flush=True)
         if not counts:
             raise ScriptError(f"--input {args.input}: none of its {len(paths)} image(s) could be "
                               f"read ({len(skipped)} skipped)")
         print(f"{len(paths)} images, {len(skipped)} skipped; {sum(counts.values())} detection(s) "
               f"with score >= {args.score_thresh} -> {args.output}")
     return counts
+
+
+def _why(err):
+    if isinstance(err, OSError):
+        return f"cannot read it: {err.strerror or err}"
+    return f"not a decodable image ({err})"
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ need no dataset.
 """
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
 from mindseg.cli import check_output_dir, parse, script_errors
-from mindseg.engine.inference import build_network, resolve_num_classes
+from mindseg.engine.loading import resolve_num_classes
 
 
 def main(argv=None):
@@ -28,13 +28,14 @@ def main(argv=None):
         check_output_dir(cfg)
         from mindseg.dataset.pipeline import create_dataset, dataset_info
         from mindseg.engine.trainer import train
+        from mindseg.models import build_model
         from mindseg.runtime import init_runtime
         from mindseg.utils.modelarts import finish_modelarts, prepare_modelarts
 
         runtime = init_runtime(cfg)
         cfg = prepare_modelarts(cfg, runtime)
         info = dataset_info(cfg, "train", report=print if runtime.is_main else None)
-        net = build_network(cfg, resolve_num_classes(cfg, info))
+        net = build_model(cfg, num_classes=resolve_num_classes(cfg, info))
         dataset = create_dataset(cfg, "train", runtime.rank, runtime.world)
         summary = train(cfg, net, dataset, runtime, class_info=info)
         finish_modelarts(cfg, runtime)

@@ -1,9 +1,9 @@
 """``Predictor``: a trained model (checkpoint or exported MINDIR) called on one image at a time,
 returning its detections in the image's own pixels, like detectron2's ``DefaultPredictor``.
 
-It runs what infer.py runs: the eval preprocessing of
-:func:`mindseg.engine.inference.preprocess_image` (the evaluation pipeline's ``build_sample``),
-the network or the graph, and
+It is what infer.py runs: the model of :func:`mindseg.engine.loading.load_trained_model`, the
+eval preprocessing of :func:`mindseg.dataset.sample.preprocess_image` (the evaluation pipeline's
+``build_sample``), the network or the graph, and
 :func:`~mindseg.models.postprocess.image_detections`; the drawing is
 :func:`mindseg.utils.visualize.draw_instances`.
 """
@@ -44,9 +44,8 @@ class Predictor:
 
     def __init__(self, config=None, checkpoint=None, mindir=None, *, class_names=None,
                  format="BGR", score_thresh=0.5, mask_format="bitmask", overrides=()):
-        from mindseg.dataset.sample import sample_spec
-        from mindseg.engine import inference, precision
         from mindseg.engine.checkpoint import resolve_checkpoint
+        from mindseg.engine.loading import load_trained_model
         from mindseg.model_zoo import _as_config
         from mindseg.runtime import set_device_and_mode
         if format not in FORMATS:
@@ -63,24 +62,17 @@ class Predictor:
         self.cfg = None if config is None else _as_config(config, overrides)
         if self.cfg is not None:
             set_device_and_mode(self.cfg.device_target, self.cfg.mode)
-        if mindir is not None or class_names is None:
-            self.checkpoint = None if mindir is not None else resolve_checkpoint(checkpoint)
-            try:
-                self.runner, self.spec, names, _ = inference.build_runner(self.cfg, self.checkpoint,
-                                                                          mindir)
-            except FileNotFoundError as err:
-                if mindir is not None:  # the graph or its JSON: the error names the file
-                    raise
-                raise ValueError(f"{self.checkpoint} carries no class names: pass class_names=[...] "
-                                 f"or have the annotations under data.dataset_dir ({err})") from None
-            self.class_names = list(names)
-        else:
-            self.class_names = self._given_class_names(class_names)
-            net = inference.build_network(self.cfg, len(self.class_names))
-            self.checkpoint = inference.load_weights(net, checkpoint)
-            precision.for_inference(net, self.cfg)
-            self.runner = inference.NetworkRunner(net)
-            self.spec = sample_spec(self.cfg, training=False)
+        names = None if class_names is None or mindir is not None else self._given_class_names(class_names)
+        checkpoint = None if checkpoint is None else resolve_checkpoint(checkpoint)
+        try:
+            model = load_trained_model(self.cfg, checkpoint, mindir, class_names=names)
+        except FileNotFoundError as err:
+            if mindir is not None:  # the graph or its JSON: the error names the file
+                raise
+            raise ValueError(f"{checkpoint} carries no class names: pass class_names=[...] "
+                             f"or have the annotations under data.dataset_dir ({err})") from None
+        self.runner, self.spec, self.checkpoint = model.runner, model.spec, model.checkpoint
+        self.class_names, self.category_ids = model.class_names, model.category_ids
         self.batch_size = getattr(self.runner, "batch_size", None)
 
     def _given_class_names(self, class_names):
@@ -112,12 +104,13 @@ class Predictor:
         ``boxes`` (N, 4) float x0 y0 x1 y1 in the image's pixels, ``scores`` (N,), ``class_ids``
         (N,) contiguous indices, ``class_names`` (N names), ``masks`` (N, h, w) bool or N RLE
         dicts, ``image_size`` (h, w), and for CenterMask ``mask_scores`` (N,), the masks' score."""
-        from mindseg.engine import inference
+        from mindseg.dataset.sample import preprocess_image
+        from mindseg.engine.runners import run_batched
         from mindseg.models.mask_ops import mask_to_rle
         from mindseg.models.postprocess import image_detections
         encoded, name = self._read(image)
-        tensor, size_hw, scale_hw, original = inference.preprocess_image(encoded, self.spec, name)
-        outputs = inference.run_batched(self.runner, [tensor], [size_hw], self.batch_size)
+        tensor, size_hw, scale_hw, original = preprocess_image(encoded, self.spec, name)
+        outputs = run_batched(self.runner, [tensor], [size_hw], self.batch_size)
         height, width = original.shape[:2]
         found = image_detections(outputs, 0, scale_hw, height, width, score_thresh=self.score_thresh,
                                  mask_threshold=self.runner.mask_threshold, canvas_hw=self.spec.canvas)

@@ -157,7 +157,7 @@ def main(argv=None):
                                                    np.random.default_rng(0), batch_size)]
     extra = {}
     if args.task == "infer":
-        from mindseg.engine.inference import compile_network
+        from mindseg.engine.runners import compile_network
         net.set_train(False)
         compile_network(net, batch[0], batch[1])  # as eval.py, infer.py and Predictor do
 

@@ -60,7 +60,7 @@ def prepare_input(args, cfg, prefix):
     """mindseg's eval preprocessing of ``args.image``, padded to the canvas, saved for the source
     side. Returns (work dir, image (3, H, W) float32, size_hw (2,), image .npy, size .npy)."""
     from mindseg.dataset.sample import SampleSpec
-    from mindseg.engine.inference import preprocess_image
+    from mindseg.dataset.sample import preprocess_image
     work = args.work_dir or tempfile.mkdtemp(prefix=prefix)
     os.makedirs(work, exist_ok=True)
     data = cfg.data

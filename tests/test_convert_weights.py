@@ -433,15 +433,11 @@ def test_centermask2_fills_every_parameter(backbone, channels, num_convs, mask_c
 
 
 def test_centermask2_onto_the_centermask_model():
-    """The same mapping onto CenterMask as build_model makes it (V-39), once the meta-architecture exists."""
+    """The same mapping onto CenterMask as build_model makes it (V-39)."""
     overrides = ["model.name=centermask", "model.backbone.name=vovnet39", "model.fpn.top_block=p6p7",
                  "model.backbone.freeze_at=0"]
     cfg = load_config(os.path.join(REPO, "config/base.yml"), overrides)
-    try:
-        net = build_model(cfg, num_classes=80)
-    except (ImportError, ValueError, KeyError) as err:
-        pytest.skip(f"the CenterMask meta-architecture cannot be built here yet: {err}")
-    shapes = model_shapes(net)
+    shapes = model_shapes(build_model(cfg, num_classes=80))
     params, report = convert_to_shapes("centermask2", centermask2_state_dict("vovnet39", 256, 4, 4), shapes)
     assert report.missing == [] and report.unmapped == []
     assert len(params) == len(shapes)

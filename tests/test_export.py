@@ -20,7 +20,9 @@ from mindseg.dataset.synthetic import make_synthetic_coco
 from mindseg.engine.checkpoint import save_train_state
 from mindseg.engine.exporter import (ExportError, check_file_format, describe_preprocess, export_paths,
                                      load_export_spec, spec_from_export)
-from mindseg.engine.inference import load_weights, preprocess_image, run_batched
+from mindseg.dataset.sample import preprocess_image
+from mindseg.engine.loading import load_weights
+from mindseg.engine.runners import run_batched
 from toy import ToyNet, net_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -383,8 +385,9 @@ def test_a_meta_architecture_with_image_masks_plugs_into_export_infer_and_eval(t
     """Declaring output_names and mask_threshold is all a new meta-architecture does: its graph is
     exported with its names and threshold, the exported model and the evaluator's conversion read
     its canvas-grid masks by name, and the threshold decides (0.45 passes 0.4, not 0.5)."""
-    from mindseg.engine.exporter import ExportedModel, export_model
-    from mindseg.engine.inference import coco_results_fn
+    from mindseg.engine.evaluator import coco_results_fn
+    from mindseg.engine.exporter import export_model
+    from mindseg.engine.runners import ExportedModel
     from mindseg.models.postprocess import coco_results, image_detections
     from pycocotools import mask as mask_util
     cfg = load_config(SHAPES_CFG, SMALL)

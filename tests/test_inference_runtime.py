@@ -1,4 +1,4 @@
-"""engine.inference.compile_network: GRAPH networks compiled before their first run, with the
+"""engine.runners.compile_network: GRAPH networks compiled before their first run, with the
 heap the compiler freed handed back; the outputs are those of an uncompiled call."""
 import platform
 
@@ -6,7 +6,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from mindseg.engine.inference import compile_network, release_freed_heap
+from mindseg.engine.runners import compile_network, release_freed_heap
 
 
 def test_compile_network_compiles_in_graph_mode_only_and_keeps_the_outputs(mode):

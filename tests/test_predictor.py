@@ -19,7 +19,8 @@ import mindseg
 from mindseg.dataset.pipeline import dataset_info
 from mindseg.dataset.synthetic import make_synthetic_coco
 from mindseg.engine.exporter import export_model
-from mindseg.engine.inference import build_network, load_weights
+from mindseg.engine.loading import load_weights
+from mindseg.models import build_model
 from mindseg.models.mask_ops import mask_to_rle
 from mindseg.utils.visualize import draw_instances
 
@@ -130,7 +131,7 @@ def test_predictor_agrees_with_infer_in_original_pixels(model, checkpoint, data,
 @pytest.mark.parametrize("model", ["mask_rcnn", "centermask_lite"])
 def test_checkpoint_and_its_mindir_give_the_same_detections(model, checkpoint, data, tmp_path):
     cfg, _, ckpt = checkpoint(model)
-    net = build_network(cfg, data["num_classes"])
+    net = build_model(cfg, num_classes=data["num_classes"])
     load_weights(net, ckpt)
     graph, _ = export_model(net, cfg, dataset_info(cfg, "val"), str(tmp_path / model))
     from_ckpt = mindseg.Predictor(cfg, checkpoint=ckpt, score_thresh=0.0)(data["image"])

@@ -109,3 +109,28 @@ def dummy_sample(spec, image_id=-1):
             np.ones(2, np.float32), np.array(image_id, np.int32),
             np.zeros((size, 4), np.float32), np.zeros(size, np.int32), np.zeros(size, np.bool_),
             np.zeros(size, np.bool_), np.zeros((size, masks, masks), np.uint8))
+
+
+def preprocess_image(image_bytes, spec, name=""):
+    """Encoded image -> ``(image (3, H, W) float32, size_hw (2,), scale_hw (2,), original
+    (h, w, 3) uint8 BGR)`` through the evaluation pipeline's ``build_sample``."""
+    original = T.decode_image(image_bytes, name=name)
+    record = {"image_id": 0, "file_name": name, "height": original.shape[0],
+              "width": original.shape[1], "image_bytes": image_bytes,
+              "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int32),
+              "segms": []}
+    image, size_hw, scale_hw = build_sample(record, spec)[:3]
+    return image, size_hw, scale_hw, original
+
+
+def preprocess_file(path, spec):
+    """:func:`preprocess_image` of the file at ``path``, or ``(None, why)`` when the file
+    cannot be read or decoded (infer.py names, skips and counts it)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        return preprocess_image(data, spec, path), None
+    except OSError as err:
+        return None, f"cannot read it: {err.strerror or err}"
+    except T.ImageDecodeError:
+        return None, f"not a decodable image ({len(data)} bytes)"

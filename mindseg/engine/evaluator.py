@@ -221,7 +221,7 @@ def run_evaluation(net, dataset, postprocess, ann_file, runtime, output_dir,
     batch (``image_id``, ``scale``, ...) into results with original category ids. Returns the
     metrics on rank 0, None on the others.
     """
-    from mindseg.engine.inference import compile_network
+    from mindseg.engine.runners import compile_network
     from mindseg.models.outputs import named_outputs
     net.set_train(False)
     results, start, images, seen = [], time.time(), 0, []
@@ -271,7 +271,6 @@ def val_evaluator(cfg, category_ids, output_dir):
     ``output_dir``; the log of each evaluation is kept out of the training log."""
     from mindseg.dataset.pipeline import create_dataset, dataset_info
     from mindseg.dataset.sources import split_paths
-    from mindseg.engine.inference import coco_results_fn
     ann_file, _ = split_paths(cfg, "val")
     val_ids = [int(c) for c in dataset_info(cfg, "val")["category_ids"]]
     if val_ids != [int(c) for c in category_ids]:
@@ -287,3 +286,19 @@ def val_evaluator(cfg, category_ids, output_dir):
         return run_evaluation(net, dataset, postprocess, ground_truth, _MainProcess, output_dir,
                               log=lambda *args: None)
     return evaluate
+
+
+def coco_results_fn(category_ids, mask_threshold=0.5):
+    """The ``postprocess(outputs, batch)`` of :func:`mindseg.engine.evaluator.run_evaluation`:
+    COCO results of the real images of a batch (dummy rows, image_id -1, are dropped) through
+    :func:`mindseg.models.postprocess.batch_coco_results`. The original size is recovered from
+    the batch as ``image_size / scale``."""
+    from mindseg.models.postprocess import batch_coco_results
+
+    def postprocess(outputs, batch):
+        real = batch["image_id"] >= 0
+        original_sizes = np.round(batch["image_size"] / batch["scale"]).astype(np.int64)
+        return batch_coco_results({name: value[real] for name, value in outputs.items()}, batch["scale"][real],
+                                  original_sizes[real], batch["image_id"][real], category_ids,
+                                  mask_threshold=mask_threshold, canvas_hw=batch["image"].shape[-2:])
+    return postprocess

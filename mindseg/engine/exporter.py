@@ -168,38 +168,3 @@ def load_export_spec(json_path):
     from mindseg.models.outputs import check_output_names
     check_output_names([o["name"] for o in spec["outputs"]], f"{json_path}: outputs")
     return spec
-
-
-class ExportedModel:
-    """An exported MINDIR graph and its description, callable like the network at inference:
-    ``model(image, image_size) -> {output name: numpy array}``; ``output_names`` and
-    ``mask_threshold`` as the JSON gives them."""
-
-    def __init__(self, graph_path):
-        import mindspore as ms
-        from mindspore import nn
-        if not os.path.isfile(graph_path):
-            raise FileNotFoundError(f"exported graph not found: {graph_path}")
-        if not graph_path.lower().endswith(FILE_FORMATS["MINDIR"]):
-            raise ValueError(f"{graph_path}: only MINDIR graphs can be run here (AIR runs on Ascend "
-                             f"through ACL)")
-        json_path = export_paths(graph_path, "MINDIR")[1]
-        if not os.path.isfile(json_path):
-            raise FileNotFoundError(f"{graph_path}: its description {json_path} is missing "
-                                    f"(export.py writes the two side by side)")
-        self.spec = load_export_spec(json_path)
-        try:
-            self.graph = nn.GraphCell(ms.load(graph_path))
-        except (RuntimeError, ValueError) as err:
-            raise ExportError(f"{graph_path}: MindSpore cannot load it as a MINDIR graph "
-                              f"({str(err).strip().splitlines()[0]})") from None
-        self.batch_size = int(self.spec["inputs"][0]["shape"][0])
-        self.output_names = tuple(o["name"] for o in self.spec["outputs"])
-        self.mask_threshold = float(self.spec["postprocess"]["mask_threshold"])
-
-    def __call__(self, image, image_size):
-        import mindspore as ms
-        from mindseg.models.outputs import named_outputs
-        outputs = self.graph(ms.Tensor(np.asarray(image, np.float32)),
-                             ms.Tensor(np.asarray(image_size, np.float32)))
-        return named_outputs(self.output_names, (o.asnumpy() for o in outputs))
