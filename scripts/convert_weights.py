@@ -6,7 +6,7 @@ python scripts/convert_weights.py --source torchvision|detectron2|centermask2 --
 --config is the mindseg config whose model receives the weights and whose switches match the
 source's conventions (default: config/maskrcnn/mask_rcnn_resnet50_fpn_<source>.yml for torchvision
 and detectron2; centermask2 needs one). Reading .pth needs torch (optional). Every unmapped source
-key and missing mindseg parameter is listed; a shape mismatch stops the conversion. See docs/weights.md.
+key and missing mindseg parameter is listed; a shape mismatch stops the conversion. See docs/model_zoo.md.
 """
 import argparse
 import os
