@@ -6,7 +6,8 @@
   and docs/ (and the launchers' train.py arguments) parses with that script's own parser, and
   every config it names exists.
 - Every repository path, Markdown link and ``mindseg.`` name the docs use exists.
-- Every name docs/architecture.md cites is defined in the code.
+- Every name docs/architecture.md and docs/contracts.md cite is defined in the code, and every
+  page of docs/ is linked from the README.
 """
 import argparse
 import ast
@@ -302,6 +303,9 @@ def defined_names():
                 names.add(node.arg)
             elif isinstance(node, ast.keyword) and node.arg:
                 names.add(node.arg)
+            elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store) \
+                    and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+                names.add(node.slice.value)
             elif isinstance(node, ast.Dict):
                 names |= {k.value for k in node.keys if isinstance(k, ast.Constant)
                           and isinstance(k.value, str)}
@@ -338,11 +342,19 @@ def architecture_problems(text, names, keys):
     return problems
 
 
-def test_every_name_the_architecture_page_cites_exists():
-    with open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8") as f:
+@pytest.mark.parametrize("page", ["architecture.md", "contracts.md"])
+def test_every_name_the_architecture_pages_cite_exists(page):
+    with open(os.path.join(ROOT, "docs", page), encoding="utf-8") as f:
         text = f.read()
     problems = architecture_problems(text, defined_names(), config_keys())
-    assert not problems, "\n".join(f"docs/architecture.md:{p}" for p in problems)
+    assert not problems, "\n".join(f"docs/{page}:{p}" for p in problems)
+
+
+def test_every_page_is_linked_from_the_readme():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    pages = [p for p in DOCS if p.startswith("docs/")]
+    assert [p for p in pages if f"]({p})" not in readme] == []
 
 
 def test_the_architecture_check_catches_a_removed_name():
@@ -368,3 +380,13 @@ def test_maintainer_instruments_are_not_user_tools(tool):
     assert not os.path.exists(os.path.join(ROOT, "scripts", tool))
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         assert tool not in f.read()
+
+
+def test_the_custom_data_example_config_loads():
+    """examples/custom_data/ is the config docs/custom_data.md trains with: every key it sets is a
+    key of config/base.yml, of the right type."""
+    if "train.pre_trained" not in config_keys():
+        pytest.skip("config/base.yml has no fine-tuning keys yet (train.pre_trained, data.train_ann)")
+    from mindseg.config import load_config
+    cfg = load_config(os.path.join(ROOT, "examples", "custom_data", "mask_rcnn_R50_finetune.yml"))
+    assert cfg.data.train_ann and cfg.train.pre_trained and cfg.train.eval_interval > 0
