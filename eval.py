@@ -28,8 +28,8 @@ def main(argv=None):
                         help="the score a detection needs to be drawn")
     args, cfg = parse("eval", __doc__.splitlines()[0], argv, parser)
     with script_errors("eval.py"):
-        from mindseg.dataset.coco import coco_paths
         from mindseg.dataset.pipeline import create_dataset, dataset_info
+        from mindseg.dataset.sources import split_paths
         from mindseg.engine import precision
         from mindseg.engine.evaluator import run_evaluation
         from mindseg.runtime import init_runtime
@@ -43,7 +43,7 @@ def main(argv=None):
         load_weights(net, ckpt)
         precision.for_inference(net, cfg)
         dataset = create_dataset(cfg, "val", runtime.rank, runtime.world)
-        ann_file, image_dir = coco_paths(cfg.data.dataset_dir, cfg.data.val_split)
+        ann_file, image_dir = split_paths(cfg, "val")
         log = print if runtime.is_main else (lambda *a: None)
         log(f"evaluating {ckpt} on {info['num_samples']} images of {ann_file}")
         progress = with_progress(dataset, runtime.is_main and sys.stderr.isatty())

@@ -21,6 +21,8 @@ FLAG_KEYS = {
     "mix": ("train.mix", "mixed precision: float16 conv / dense layers (True | False); training adds "
                          "dynamic loss scaling"),
     "resume_ckpt": ("train.resume_ckpt", "resume weights, optimizer, step and lr from a checkpoint"),
+    "pre_trained": ("train.pre_trained", "start a new run from a checkpoint's weights (fine-tuning; "
+                    "classes matched by name)"),
     "overwrite": ("train.overwrite", "move the checkpoints of an earlier run in OUTPUT_DIR aside "
                   "instead of refusing to start"),
     "strict": ("data.strict", "refuse bad data (named) instead of skipping it"),
@@ -34,7 +36,7 @@ FLAG_KEYS = {
 SWITCHES = ("overwrite", "strict")
 
 FLAGS_BY_SCRIPT = {
-    "train": ("device_target", "mode", "output_dir", "dataset_dir", "mix", "resume_ckpt",
+    "train": ("device_target", "mode", "output_dir", "dataset_dir", "mix", "resume_ckpt", "pre_trained",
               "overwrite", "strict", "enable_modelarts", "data_url", "train_url"),
     "eval": ("device_target", "mode", "output_dir", "dataset_dir", "mix", "ckpt_path", "strict",
              "enable_modelarts", "data_url", "train_url"),
@@ -100,10 +102,12 @@ def script_errors(script):
     ``<script>: error: ...`` and exit status 1; ``MINDSEG_DEBUG=1`` keeps the traceback.
     Also silences the tracebacks each Cell's ``__del__`` prints at interpreter exit (MindSpore 2.10)."""
     from mindseg.engine.exporter import ExportError
+    from mindseg.engine.hooks import TrainingStopped
     sys.unraisablehook = lambda unraisable: None
     try:
         yield
-    except (ScriptError, ConfigError, ExportError, FileNotFoundError, ValueError, KeyError) as err:
+    except (ScriptError, ConfigError, ExportError, TrainingStopped, FileNotFoundError, ValueError,
+            KeyError) as err:
         if os.environ.get("MINDSEG_DEBUG"):
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -2,6 +2,12 @@
 
 python scripts/convert_coco.py --dataset_dir DIR --split train2017 --output OUT_PREFIX
     [--num_shards N] [--workers W] [--strict]
+python scripts/convert_coco.py --ann_file ANN.json --image_dir IMAGES --output DIR/train2017 ...
+
+The first form reads the COCO 2017 layout (DIR/annotations/instances_<split>.json, DIR/<split>/),
+the second any COCO-format annotation file and image folder (the config's data.train_ann /
+data.train_images). Train on the shards with data.format=mindrecord data.mindrecord_dir=DIR; the
+output prefix's last part is the split name the config's data.train_split / data.val_split look for.
 
 Writes OUT_PREFIX.mindrecord[0..N-1] (+ .db) and OUT_PREFIX.meta.json. Bad inputs are named and
 skipped (counted at the end), or stop the conversion with --strict.
@@ -20,9 +26,9 @@ from mindseg.dataset.mindrecord import convert_coco_to_mindrecord  # noqa: E402
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset_dir", required=True,
+    parser.add_argument("--dataset_dir", default=None,
                         help="COCO layout: annotations/instances_<split>.json and <split>/")
-    parser.add_argument("--split", required=True, help="e.g. train2017")
+    parser.add_argument("--split", default=None, help="e.g. train2017 (with --dataset_dir)")
     parser.add_argument("--output", required=True,
                         help="output prefix, e.g. DIR/mindrecord/train2017")
     parser.add_argument("--num_shards", type=int, default=1)
@@ -32,10 +38,13 @@ def main(argv=None):
     parser.add_argument("--image_dir", default=None, help="override the image folder")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
+    by_path = args.ann_file is not None and args.image_dir is not None
+    if not by_path and (args.dataset_dir is None or args.split is None):
+        parser.error("give --dataset_dir and --split (COCO 2017 layout), or --ann_file and --image_dir")
 
     try:
         stats = convert_coco_to_mindrecord(
-            args.dataset_dir, args.split, args.output, num_shards=args.num_shards,
+            args.dataset_dir or "", args.split or os.path.basename(args.output), args.output, num_shards=args.num_shards,
             workers=args.workers, strict=args.strict, progress=not args.no_progress,
             ann_file=args.ann_file, image_dir=args.image_dir)
     except (DataError, FileNotFoundError) as err:

@@ -6,9 +6,13 @@ python scripts/convert_weights.py --source torchvision|detectron2|centermask2 --
 --config is the mindseg config whose model receives the weights and whose switches match the
 source's conventions (default: config/maskrcnn/mask_rcnn_resnet50_fpn_<source>.yml for torchvision
 and detectron2; centermask2 needs one). Reading .pth needs torch (optional). Every unmapped source
-key and missing mindseg parameter is listed; a shape mismatch stops the conversion. See docs/model_zoo.md.
+key and missing mindseg parameter is listed; a shape mismatch stops the conversion. A model of 80
+classes is written with COCO's class names and category ids, as the published weights were trained
+on them, so that eval, export and infer need no dataset and fine-tuning (train.py --pre_trained)
+keeps the rows of the classes a new dataset shares with COCO. See docs/model_zoo.md.
 """
 import argparse
+import json
 import os
 import sys
 
@@ -17,6 +21,8 @@ sys.path.insert(0, REPO)
 
 import mindseg  # noqa: E402,F401  (before mindspore)
 from mindseg.config import ConfigError, load_config  # noqa: E402
+from mindseg.engine.checkpoint import META_KEY, model_meta  # noqa: E402
+from mindseg.utils.weights.coco_classes import coco_class_info  # noqa: E402
 from mindseg.utils.convert_weights import (DEFAULT_CONFIGS, SOURCES, WeightConversionError,  # noqa: E402
                                            convert_checkpoint)
 
@@ -40,8 +46,10 @@ def main(argv=None):
         config = os.path.join(REPO, config)
     try:
         cfg = load_config(config, args.overrides)
+        classes = coco_class_info(args.num_classes)
+        meta = {META_KEY: json.dumps(model_meta(cfg, classes))} if classes else None
         report = convert_checkpoint(args.source, args.input, args.output, cfg, num_classes=args.num_classes,
-                                    allow_missing=args.allow_missing)
+                                    allow_missing=args.allow_missing, append_dict=meta)
     except (ConfigError, WeightConversionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

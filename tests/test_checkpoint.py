@@ -15,6 +15,7 @@ import mindspore as ms
 
 from mindseg.engine.checkpoint import (CheckpointManager, LATEST, load_train_state, read_latest,
                                        resolve_checkpoint, save_train_state)
+from mindseg.engine.hooks import HookBase
 from mindseg.engine.train_step import build_optimizer
 from mindseg.engine.trainer import train
 from mindseg.runtime import init_runtime, seed_everything
@@ -29,6 +30,17 @@ def pynative():
     ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
+class StopAt(HookBase):
+    """Ends the run after ``step`` steps, as a preempted job would."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def after_step(self, trainer):
+        if trainer.step == self.step:
+            trainer.request_stop(f"stopped at step {self.step}")
+
+
 def _run(out, overrides, resume=None, stop_after=None, scramble=False):
     cfg = toy_config([f"output_dir={out}", "train.max_steps=12", "train.ckpt_interval=3",
                       "train.lr_steps=[8]", "train.log_interval=3"] + overrides)
@@ -38,7 +50,8 @@ def _run(out, overrides, resume=None, stop_after=None, scramble=False):
         for param in net.get_parameters():
             param.set_data(ms.Tensor(np.full(param.shape, 0.123, np.float32)))
     dataset = toy_dataset(2, num_images=10, shuffle=True, seed=cfg.seed)
-    summary = train(cfg, net, dataset, runtime, resume_ckpt=resume, stop_after=stop_after)
+    summary = train(cfg, net, dataset, runtime, resume_ckpt=resume,
+                    hooks=[StopAt(stop_after)] if stop_after else ())
     return net_weights(net), summary
 
 

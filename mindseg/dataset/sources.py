@@ -62,6 +62,19 @@ def split_name(cfg, split):
     return cfg.data.train_split if split == "train" else cfg.data.val_split
 
 
+def split_paths(cfg, split):
+    """``(ann_file, image_dir)`` of ``split`` ("train" or "val"): ``data.<split>_ann`` and
+    ``data.<split>_images`` when set (relative paths are taken from ``data.dataset_dir``, so on
+    ModelArts they point inside the copied ``data_url``), else the COCO 2017 layout under
+    ``data.dataset_dir``."""
+    from mindseg.dataset.coco import coco_paths
+    default_ann, default_images = coco_paths(cfg.data.dataset_dir, split_name(cfg, split))
+    ann_file = cfg.data.train_ann if split == "train" else cfg.data.val_ann
+    image_dir = cfg.data.train_images if split == "train" else cfg.data.val_images
+    return (os.path.join(cfg.data.dataset_dir, ann_file) if ann_file else default_ann,
+            os.path.join(cfg.data.dataset_dir, image_dir) if image_dir else default_images)
+
+
 def mindrecord_dir(cfg):
     """Where the MindRecord shards are: ``data.mindrecord_dir``, else <dataset_dir>/mindrecord."""
     return cfg.data.mindrecord_dir or os.path.join(cfg.data.dataset_dir, "mindrecord")
@@ -70,8 +83,8 @@ def mindrecord_dir(cfg):
 def open_coco(cfg, split):
     """The CocoDataset of ``split`` ("train" filters empty images per config, "val" keeps all);
     ``data.strict`` makes bad data an error instead of a skipped, counted problem."""
-    from mindseg.dataset.coco import CocoDataset, coco_paths
-    ann_file, image_dir = coco_paths(cfg.data.dataset_dir, split_name(cfg, split))
+    from mindseg.dataset.coco import CocoDataset
+    ann_file, image_dir = split_paths(cfg, split)
     filter_empty = cfg.data.filter_empty if split == "train" else False
     return CocoDataset(ann_file, image_dir, crowd=cfg.data.crowd, filter_empty=filter_empty,
                        strict=bool(cfg.data.strict))

@@ -18,6 +18,7 @@ import mindspore as ms
 from mindspore import nn
 
 LATEST = "latest"
+BEST = "best.ckpt"  # the best checkpoint by train.best_metric (evaluation while training)
 TMP_PREFIX = ".tmp_"
 CKPT_PATTERN = re.compile(r"^ckpt_(\d+)\.ckpt$")
 SKIP_ON_LOAD = ("learning_rate",)
@@ -232,34 +233,38 @@ def existing_checkpoints(directory):
 def claim_checkpoint_dir(directory, resume_ckpt=None, overwrite=False):
     """Make sure a run into ``directory`` writes over no earlier run's checkpoint.
 
-    Without ``resume_ckpt`` any checkpoint there is another run's; resuming, those of a later step
-    than the resumed one would be written over. Either refuses (ValueError naming the folder
+    Without ``resume_ckpt`` any checkpoint there (``best.ckpt`` included) is another run's;
+    resuming, those of a later step than the resumed one would be written over. Either refuses (ValueError naming the folder
     and the choices) or, with ``overwrite``, first moves them into ``<directory>.old-<time>``
     (with a ``latest`` pointer, so it can be resumed from); ``latest`` in ``directory`` then
     names the newest checkpoint left there, if any. Returns that folder, or None.
     """
     existing = existing_checkpoints(directory)
-    if resume_ckpt and existing:
+    best = os.path.join(directory, BEST)
+    best = [best] if os.path.isfile(best) else []
+    if resume_ckpt and (existing or best):
         start = _saved_step(resolve_checkpoint(resume_ckpt))
         existing = [p for p in existing if start is None or _step_of_name(p) > start]
-    if not existing:
+        best = [p for p in best if start is None or (_saved_step(p) or 0) > start]
+    if not existing and not best:
         return None
     if not overwrite:
-        newest = os.path.basename(existing[-1])
+        newest = os.path.basename((existing + best)[-1])
         if resume_ckpt:
-            why = (f"resuming from {resume_ckpt} would write over its {len(existing)} later "
+            why = (f"resuming from {resume_ckpt} would write over its {len(existing + best)} later "
                    f"checkpoint(s) (newest {newest})")
         else:
-            why = f"it holds {len(existing)} checkpoint(s) of an earlier run (newest {newest})"
+            why = f"it holds {len(existing + best)} checkpoint(s) of an earlier run (newest {newest})"
         raise ValueError(f"{directory}: {why}; resume with --resume_ckpt {directory}, choose a new "
                          f"--output_dir, or pass --overwrite to move them aside first")
     aside = f"{directory}.old-{time.strftime('%Y%m%d-%H%M%S')}"
     while os.path.exists(aside):
         aside += "_"
     os.makedirs(aside)
-    for path in existing:
+    for path in existing + best:
         os.replace(path, os.path.join(aside, os.path.basename(path)))
-    atomic_write_text(os.path.join(aside, LATEST), os.path.basename(existing[-1]) + "\n")
+    if existing:
+        atomic_write_text(os.path.join(aside, LATEST), os.path.basename(existing[-1]) + "\n")
     pointer = os.path.join(directory, LATEST)
     if os.path.isfile(pointer) and read_latest(directory) is None:  # it named a moved file
         remaining = existing_checkpoints(directory)
@@ -292,11 +297,12 @@ class CheckpointManager:
         """Saved checkpoint paths, oldest first."""
         return existing_checkpoints(self.directory)
 
+    def _extra(self, extra):
+        return dict(extra or {}, **{META_KEY: json.dumps(self.meta)}) if self.meta is not None else extra
+
     def save(self, net, optimizer, step, extra=None):
         path = os.path.join(self.directory, f"ckpt_{step:08d}.ckpt")
-        if self.meta is not None:
-            extra = dict(extra or {}, **{META_KEY: json.dumps(self.meta)})
-        save_train_state(path, net, optimizer, step, extra)
+        save_train_state(path, net, optimizer, step, self._extra(extra))
         atomic_write_text(os.path.join(self.directory, LATEST), os.path.basename(path) + "\n")
         if path in self.written:
             self.written.remove(path)
@@ -306,3 +312,8 @@ class CheckpointManager:
                 os.remove(old)
             self.written.remove(old)
         return path
+
+    def save_best(self, net, optimizer, step, extra=None):
+        """Write ``best.ckpt`` (a full checkpoint: evaluate, export or resume from it); rotation
+        never removes it."""
+        return save_train_state(os.path.join(self.directory, BEST), net, optimizer, step, self._extra(extra))

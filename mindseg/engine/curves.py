@@ -49,11 +49,13 @@ class TrainCurves:
         for values in self.history.values():
             values.extend([float("nan")] * (count + 1 - len(values)))
 
-    def write(self):
-        """Write ``train_curves.json`` and ``train_curves.png``; returns the picture's path."""
+    def write(self, ap=None):
+        """Write ``train_curves.json`` and ``train_curves.png`` (with ``ap`` {"step": [...],
+        metric: [...]}, the evaluations while training, in a panel of their own); returns the
+        picture's path."""
         os.makedirs(self.output_dir, exist_ok=True)
         atomic_write_text(os.path.join(self.output_dir, HISTORY_FILE), json.dumps(self.history))
         path = os.path.join(self.output_dir, PICTURE_FILE)
         losses = {k: v for k, v in self.history.items() if k != "step"}
-        plot_train_curves(self.history["step"], losses, self.lr, self.total_steps, path)
+        plot_train_curves(self.history["step"], losses, self.lr, self.total_steps, path, ap=ap)
         return path

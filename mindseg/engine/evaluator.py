@@ -235,3 +235,30 @@ def _write_json(value, path):
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(value, f)
     os.replace(tmp, path)
+
+
+class _MainProcess:
+    """The runtime of an evaluation that rank 0 runs alone (while training)."""
+    rank, world, is_main = 0, 1, True
+
+
+def val_evaluator(cfg, category_ids, output_dir):
+    """``evaluate(net) -> metrics``: the val split of ``cfg`` through eval.py's pipeline,
+    postprocess and COCOeval, in this process alone (evaluation while training). The val
+    annotations must have the training classes (``category_ids``). Rank files and results go to
+    ``output_dir``; the log of each evaluation is kept out of the training log."""
+    from mindseg.dataset.pipeline import create_dataset, dataset_info
+    from mindseg.dataset.sources import split_paths
+    from mindseg.engine.inference import coco_results_fn
+    ann_file, _ = split_paths(cfg, "val")
+    val_ids = [int(c) for c in dataset_info(cfg, "val")["category_ids"]]
+    if val_ids != [int(c) for c in category_ids]:
+        raise ValueError(f"{ann_file}: its category ids {val_ids} are not the training set's "
+                         f"{[int(c) for c in category_ids]}; evaluation while training needs the same classes")
+
+    def evaluate(net):
+        dataset = create_dataset(cfg, "val", 0, 1)
+        postprocess = coco_results_fn(category_ids, net.mask_threshold)
+        return run_evaluation(net, dataset, postprocess, ann_file, _MainProcess, output_dir,
+                              log=lambda *args: None)
+    return evaluate

@@ -15,8 +15,8 @@ def resolve_num_classes(cfg, info):
     """Foreground classes from the dataset; a config that names another count is an error."""
     found = int(info["num_classes"])
     if cfg.model.num_classes and int(cfg.model.num_classes) != found:
-        raise ValueError(f"model.num_classes is {cfg.model.num_classes} but the annotations of "
-                         f"{cfg.data.dataset_dir} have {found} categories")
+        raise ValueError(f"model.num_classes is {cfg.model.num_classes} but the annotations "
+                         f"have {found} categories")
     return found
 
 
@@ -59,7 +59,7 @@ def checkpoint_classes(cfg, ckpt_path, info=None):
         raise ValueError(f"{path}: the checkpoint holds {theirs}; the config builds {ours}")
     if info is not None and [int(c) for c in info["category_ids"]] != meta["category_ids"]:
         raise ValueError(f"{path}: the checkpoint was trained on category ids "
-                         f"{meta['category_ids']}, the annotations of {cfg.data.dataset_dir} have "
+                         f"{meta['category_ids']}, the annotations have "
                          f"{list(info['category_ids'])}")
     return path, info or meta, wanted
 

@@ -21,6 +21,7 @@ from mindspore.common import initializer as init
 
 from mindseg.models import box_ops
 from mindseg.models.fcos_targets import compute_locations, location_levels, per_location
+from mindseg.models.layers.class_rows import mark_class_rows
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.layers.nms import batched_nms
 from mindseg.models.layers.reduce import data_parallel_mean
@@ -74,7 +75,8 @@ class FCOSHead(nn.Cell):
         self.strides = tuple(float(s) for s in strides)
         self.cls_tower = _tower(in_channels, num_convs, num_groups)
         self.bbox_tower = _tower(in_channels, num_convs, num_groups)
-        self.cls_logits = _predictor(in_channels, num_classes, -math.log((1 - prior_prob) / prior_prob))
+        self.cls_logits = mark_class_rows(_predictor(in_channels, num_classes,
+                                                     -math.log((1 - prior_prob) / prior_prob)))
         self.bbox_pred = _predictor(in_channels, 4)
         self.ctrness = _predictor(in_channels, 1)
         self.scales = nn.CellList([Scale() for _ in strides])

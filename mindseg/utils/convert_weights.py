@@ -38,8 +38,9 @@ def convert_to_shapes(source, state_dict, target_shapes, class_indices=None):
 
 
 def convert_checkpoint(source, input_path, output_path, cfg, num_classes=80, class_indices=None,
-                       allow_missing=False):
-    """Read ``input_path``, convert it for ``build_model(cfg, num_classes)`` and write ``output_path``.
+                       allow_missing=False, append_dict=None):
+    """Read ``input_path``, convert it for ``build_model(cfg, num_classes)`` and write ``output_path``
+    (with ``append_dict``: the model metadata scripts/convert_weights.py adds).
 
     Missing mindseg parameters are an error unless ``allow_missing`` (the model would run with
     random weights there). Returns the ConversionReport.
@@ -54,7 +55,7 @@ def convert_checkpoint(source, input_path, output_path, cfg, num_classes=80, cla
             f"{report.missing[0]}); the checkpoint does not fit model {cfg.model.name} / "
             f"{cfg.model.backbone.name}. Pass --allow_missing to write the partial checkpoint anyway.\n"
             + "\n".join(report.lines()))
-    save_ckpt(params, output_path)
+    save_ckpt(params, output_path, append_dict)
     return report
 
 

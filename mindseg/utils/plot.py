@@ -139,18 +139,21 @@ def draw_legend(canvas, origin, entries):
         _text(canvas, name, (left + 28, row + 4))
 
 
-def plot_train_curves(steps, losses, lr, total_steps, path=None, size=(960, 720)):
+def plot_train_curves(steps, losses, lr, total_steps, path=None, size=(960, 720), ap=None):
     """Draw the training curves: ``losses`` {name: values at ``steps``} (the ``total`` in black,
     the terms in the class colours, the last value in the legend) on a log y axis above the lr
     of every step, ``lr[i]`` being the lr of step i + 1 (grey beyond the last logged step).
-    Writes ``path`` when given.
+    ``ap`` {"step": [...], name: [...]} (evaluations while training, AP in percent) adds a panel
+    between the two. Writes ``path`` when given.
     Returns ``(canvas (h, w, 3) uint8 BGR, loss Axes, lr Axes)``."""
     width, height = size
     canvas = np.full((height, width, 3), 255, np.uint8)
     left, legend_w = 70, 170
     plot_w = width - left - legend_w - 20
-    loss_h = int((height - 110) * 0.68)
-    lr_h = height - 110 - loss_h - 50
+    with_ap = bool(ap) and len(ap.get("step", ())) > 0
+    loss_h = int((height - 110 - (50 if with_ap else 0)) * (0.45 if with_ap else 0.68))
+    ap_h = loss_h // 2 if with_ap else 0
+    lr_h = height - 110 - loss_h - 50 - (ap_h + 50 if with_ap else 0)
     steps = np.asarray(steps, np.float64)
     x_range = (0.0, float(max(total_steps, steps.max() if steps.size else 1, 1)))
     x_ticks = [t for t in linear_ticks(*x_range) if float(t).is_integer()]  # whole steps
@@ -172,7 +175,11 @@ def plot_train_curves(steps, losses, lr, total_steps, path=None, size=(960, 720)
     lr = np.asarray(lr, np.float64)
     lr_hi = float(lr.max()) if lr.size and lr.max() > 0 else 1.0
     lr_ticks = linear_ticks(0.0, lr_hi * 1.05, 4)
-    lr_axes = Axes((left, 30 + loss_h + 50, plot_w, lr_h), x_range, (0.0, lr_hi * 1.05))
+    lr_top = 30 + loss_h + 50
+    if with_ap:
+        _draw_ap(canvas, ap, (left, lr_top, plot_w, ap_h), x_range, x_ticks)
+        lr_top += ap_h + 50
+    lr_axes = Axes((left, lr_top, plot_w, lr_h), x_range, (0.0, lr_hi * 1.05))
     draw_frame(canvas, lr_axes, x_ticks, lr_ticks, title="learning rate", x_label="step")
     lr_steps = np.arange(1, len(lr) + 1, dtype=np.float64)
     done = int(steps.max()) if steps.size else 0
@@ -183,3 +190,20 @@ def plot_train_curves(steps, losses, lr, total_steps, path=None, size=(960, 720)
     if path is not None and not cv2.imwrite(path, canvas):
         raise OSError(f"cannot write {path}")
     return canvas, loss_axes, lr_axes
+
+
+def _draw_ap(canvas, ap, rect, x_range, x_ticks):
+    """The AP of each evaluation while training (percent, linear axis), one line per metric."""
+    names = sorted(n for n in ap if n != "step")
+    values = np.concatenate([np.asarray(ap[n], np.float64) for n in names]) if names else np.zeros(0)
+    finite = values[np.isfinite(values)]
+    hi = max(float(finite.max()) * 1.1 if finite.size else 0.0, 1.0)
+    axes = Axes(rect, x_range, (0.0, hi))
+    draw_frame(canvas, axes, x_ticks, linear_ticks(0.0, hi, 4), title="val AP (%) while training")
+    entries = []
+    for k, name in enumerate(names):
+        color = instance_color(k + 3)
+        draw_series(canvas, axes, ap["step"], ap[name], color, thickness=2)
+        last = np.asarray(ap[name], np.float64)[-1:]
+        entries.append((f"{name} {last[0]:.1f}" if last.size else name, color))
+    draw_legend(canvas, (rect[0] + rect[2] + 16, rect[1] + 4), entries)

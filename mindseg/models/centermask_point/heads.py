@@ -6,6 +6,8 @@ heatmap's last bias -2.19, the other heads N(0, 0.001) with zero biases).
 from mindspore import nn
 from mindspore.common import initializer as init
 
+from mindseg.models.layers.class_rows import mark_class_rows
+
 
 def _head(in_channels, head_channels, out_channels, bias=None):
     if bias is None:  # CenterNet's fill_fc_weights
@@ -26,10 +28,12 @@ class PointHeads(nn.Cell):
     def __init__(self, *, in_channels, num_classes, head_channels=256, shape_size=32, heatmap_bias=-2.19):
         super().__init__()
         self.heatmap = _head(in_channels, head_channels, num_classes, bias=heatmap_bias)
+        mark_class_rows(self.heatmap[-1])
         self.offset = _head(in_channels, head_channels, 2)
         self.size = _head(in_channels, head_channels, 2)
         self.shape = _head(in_channels, head_channels, shape_size * shape_size)
         self.saliency = _head(in_channels, head_channels, num_classes)
+        mark_class_rows(self.saliency[-1])
 
     def construct(self, features):
         return (self.heatmap(features), self.offset(features), self.size(features), self.shape(features),

@@ -11,6 +11,7 @@ from mindspore.common import initializer as init
 
 from mindseg.models import box_ops
 from mindseg.models.layers import nms
+from mindseg.models.layers.class_rows import mark_class_rows
 from mindseg.models.layers.gather import gather_rows, select_class
 from mindseg.models.losses import smooth_l1
 
@@ -32,8 +33,10 @@ class BoxHead(nn.Cell):
         flat = (conv_dim if num_conv else in_channels) * resolution * resolution
         self.fc1 = nn.Dense(flat, fc_dim, weight_init=xavier, bias_init="zeros")
         self.fc2 = nn.Dense(fc_dim, fc_dim, weight_init=xavier, bias_init="zeros")
-        self.cls_score = nn.Dense(fc_dim, num_classes + 1, weight_init=init.Normal(0.01), bias_init="zeros")
-        self.bbox_pred = nn.Dense(fc_dim, 4 * num_classes, weight_init=init.Normal(0.001), bias_init="zeros")
+        self.cls_score = mark_class_rows(nn.Dense(fc_dim, num_classes + 1, weight_init=init.Normal(0.01),
+                                                  bias_init="zeros"), extra=1)
+        self.bbox_pred = mark_class_rows(nn.Dense(fc_dim, 4 * num_classes, weight_init=init.Normal(0.001),
+                                                  bias_init="zeros"), per_class=4)
 
     def construct(self, roi_features):
         """roi_features (B*R, C, r, r) -> cls_logits (B*R, K+1), box_deltas (B*R, 4K)."""

@@ -12,6 +12,7 @@ import mindspore.ops as ops
 from mindspore.common import initializer as init
 
 from mindseg.models import mask_ops
+from mindseg.models.layers.class_rows import mark_class_rows
 from mindseg.models.layers.gather import select_class
 from mindseg.models.losses import mask_bce_loss
 
@@ -53,8 +54,8 @@ class MaskHead(nn.Cell):
         self.spatial_attention = SpatialAttention() if spatial_attention else None
         self.deconv = nn.Conv2dTranspose(conv_dims if num_convs else in_channels, conv_dims, 2, stride=2,
                                          has_bias=True, weight_init=msra, bias_init="zeros")
-        self.predictor = nn.Conv2d(conv_dims, num_classes, 1, has_bias=True,
-                                   weight_init=init.Normal(sigma=0.001), bias_init="zeros")
+        self.predictor = mark_class_rows(nn.Conv2d(conv_dims, num_classes, 1, has_bias=True,
+                                                   weight_init=init.Normal(sigma=0.001), bias_init="zeros"))
 
     def construct(self, roi_features):
         x = self.convs(roi_features)

@@ -9,6 +9,7 @@ import mindspore.nn as nn
 import mindspore.ops as ops
 from mindspore.common import initializer as init
 
+from mindseg.models.layers.class_rows import mark_class_rows
 from mindseg.models.layers.gather import select_class
 
 __all__ = ["MaskIoUHead", "gt_mask_areas", "maskiou_targets", "maskiou_loss", "mask_scores"]
@@ -39,7 +40,8 @@ class MaskIoUHead(nn.Cell):
         fc_init = init.HeUniform(negative_slope=1, mode="fan_in")
         self.fc1 = nn.Dense(flat, fc_dim, weight_init=fc_init, bias_init="zeros", activation="relu")
         self.fc2 = nn.Dense(fc_dim, fc_dim, weight_init=fc_init, bias_init="zeros", activation="relu")
-        self.predictor = nn.Dense(fc_dim, num_classes, weight_init=init.Normal(sigma=0.01), bias_init="zeros")
+        self.predictor = mark_class_rows(nn.Dense(fc_dim, num_classes, weight_init=init.Normal(sigma=0.01),
+                                                  bias_init="zeros"))
 
     def construct(self, roi_features, mask_probs):
         pooled_mask = self.mask_pool(mask_probs.expand_dims(1))

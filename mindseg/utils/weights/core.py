@@ -201,12 +201,13 @@ def model_shapes(net):
             if name.rsplit(".", 1)[-1] != COUNTER_NAME}
 
 
-def save_ckpt(params, path):
-    """Write {name: array} as a weights-only MindSpore checkpoint."""
+def save_ckpt(params, path, append_dict=None):
+    """Write {name: array} as a weights-only MindSpore checkpoint (with ``append_dict`` entries)."""
     import mindspore as ms
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    ms.save_checkpoint([{"name": name, "data": ms.Tensor(array)} for name, array in params.items()], path)
+    ms.save_checkpoint([{"name": name, "data": ms.Tensor(array)} for name, array in params.items()], path,
+                       append_dict=append_dict)
 
 
 __all__ = ["SKIP", "BN_NAMES", "WeightConversionError", "ConversionReport", "read_checkpoint", "read_pkl",

@@ -18,11 +18,10 @@ import re
 
 import numpy as np
 
+from mindseg.utils.weights.coco_classes import COCO_CATEGORY_IDS
 from mindseg.utils.weights.core import BN_NAMES, SKIP, WeightConversionError
 from mindseg.utils.weights.detectron2 import is_non_weight, mask_fcn_name
 
-COCO_UNUSED_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
-COCO_CATEGORY_IDS = tuple(i for i in range(1, 91) if i not in COCO_UNUSED_IDS)
 
 _HEAD_RULES = (
     (r"backbone\.fpn\.inner_blocks\.(\d)(?:\.0)?\.(weight|bias)", "fpn", "lateral_convs.{}.{}"),
