@@ -390,3 +390,17 @@ def test_the_custom_data_example_config_loads():
     from mindseg.config import load_config
     cfg = load_config(os.path.join(ROOT, "examples", "custom_data", "mask_rcnn_R50_finetune.yml"))
     assert cfg.data.train_ann and cfg.train.pre_trained and cfg.train.eval_interval > 0
+
+
+def test_the_readme_shows_what_the_quick_start_prints():
+    """The listing the README shows is the one scripts/quickstart.sh ends with."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, "scripts", "quickstart.sh"), encoding="utf-8") as f:
+        script = f.read()
+    block = re.search(r"```\n(done in .*?)```", readme, re.S)
+    assert block, "README.md shows no quick-start listing"
+    labels = re.findall(r"^  (\S.*?)\s{2,}", block.group(1), re.M)
+    assert len(labels) >= 6
+    assert [label for label in labels if f'echo "  {label}  ' not in script] == []
+    assert re.search(r'echo "done in .* s \(\$MODEL\):"', script)
