@@ -167,14 +167,20 @@ def parse_with_own_parser(script, argv):
         "doc_" + re.sub(r"\W", "_", script), os.path.join(ROOT, script))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    original = argparse.ArgumentParser.parse_args
+    # the parsers' entry points (parse_args and parse_intermixed_args each call
+    # parse_known_args or parse_known_intermixed_args, never the other entry point)
+    originals = {name: getattr(argparse.ArgumentParser, name)
+                 for name in ("parse_args", "parse_intermixed_args")}
 
-    def parse_then_stop(self, args=None, namespace=None):
-        original(self, args, namespace)
-        raise _Parsed
+    def parse_then_stop(original):
+        def parse(self, args=None, namespace=None):
+            original(self, args, namespace)
+            raise _Parsed
+        return parse
 
     stderr = io.StringIO()
-    argparse.ArgumentParser.parse_args = parse_then_stop
+    for name, original in originals.items():
+        setattr(argparse.ArgumentParser, name, parse_then_stop(original))
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             if inspect.signature(module.main).parameters:
@@ -187,7 +193,8 @@ def parse_with_own_parser(script, argv):
     except SystemExit:
         return stderr.getvalue().strip().splitlines()[-1] if stderr.getvalue().strip() else "exit"
     finally:
-        argparse.ArgumentParser.parse_args = original
+        for name, original in originals.items():
+            setattr(argparse.ArgumentParser, name, original)
     return "main() ran past its parser"
 
 
