@@ -124,7 +124,8 @@ def main(argv=None):
     parser.add_argument("--output", default=None, help="write the drawn detections to this image file")
     parser.add_argument("--json", default=None, help="write the detections (masks as pixel counts) here")
     args = parser.parse_args(argv)
-    image = cv2.imread(args.image, cv2.IMREAD_COLOR)
+    # the stored pixels, EXIF orientation ignored, as mindseg decodes (COCO boxes are in that frame)
+    image = cv2.imread(args.image, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         sys.exit(f"deploy_mindir.py: error: cannot read {args.image} as an image")
     graph, spec = load(args.mindir)
