@@ -54,10 +54,15 @@ def main(argv=None):
                   f"(results and metrics.json in {cfg.output_dir})")
         if metrics is not None and args.draw > 0:
             from mindseg.engine.drawings import draw_val_images
-            with open(os.path.join(cfg.output_dir, "results.json"), "r", encoding="utf-8") as f:
-                results = json.load(f)
-            draw_val_images(ann_file, image_dir, results, info["class_names"], info["category_ids"],
-                            os.path.join(cfg.output_dir, "drawings"), args.draw, args.draw_thresh)
+            try:  # a side output: a problem drawing leaves the finished evaluation as it is
+                with open(os.path.join(cfg.output_dir, "results.json"), "r", encoding="utf-8") as f:
+                    results = json.load(f)
+                draw_val_images(ann_file, image_dir, results, info["class_names"],
+                                info["category_ids"], os.path.join(cfg.output_dir, "drawings"),
+                                args.draw, args.draw_thresh)
+            except Exception as err:  # noqa: BLE001  (whatever failed, the metrics stand)
+                print(f"eval.py: --draw stopped, the evaluation and its metrics stand: "
+                      f"{type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
         finish_modelarts(cfg, runtime)
     return metrics
 

@@ -1,8 +1,14 @@
 """Train a model on a COCO-format dataset.
 
 python train.py --config CFG [--device_target Ascend|GPU|CPU] [--mix True|False]
-                [--resume_ckpt PATH] [--dataset_dir DIR] [--output_dir DIR] [--overwrite]
-                [--strict] [key=value ...]
+                [--resume_ckpt PATH | --pre_trained PATH] [--dataset_dir DIR] [--output_dir DIR]
+                [--overwrite] [--strict] [key=value ...]
+
+Any COCO-format annotation file and image folder: data.train_ann, data.train_images,
+data.val_ann, data.val_images (relative to --dataset_dir; empty: the COCO 2017 layout there).
+--pre_trained starts a new run from a checkpoint's weights (train.py's or convert_weights.py's),
+keeping the rows of the classes both name; train.eval_interval=N evaluates the val split every N
+steps into OUTPUT_DIR/metrics.jsonl and keeps the best as OUTPUT_DIR/checkpoints/best.ckpt.
 
 Launch several processes with scripts/run_msrun_train.sh, scripts/run_distribute_train.sh or a
 plain `mpirun -n N python train.py ...` for data-parallel training, on one server or several.

@@ -3,7 +3,7 @@
 >>> import cv2, mindseg
 >>> predictor = mindseg.Predictor("shapes/mask_rcnn_shapes", checkpoint="outputs/run/checkpoints",
 ...                               class_names=["rectangle", "ellipse", "triangle", "star", "cross"])
->>> detections = predictor(cv2.imread("image.jpg"))   # BGR, as cv2.imread gives
+>>> detections = predictor("image.jpg")   # boxes in the stored pixel frame (EXIF rotation ignored)
 >>> cv2.imwrite("drawn.png", predictor.draw("image.jpg", detections))
 
 The public names (``Predictor``, ``model_zoo``, ``build_model``, ``load_config``,

@@ -27,11 +27,16 @@ class Predictor:
     "bitmask" returns (N, h, w) bool masks, "rle" COCO compressed RLE dicts. ``overrides`` are
     ``key=value`` config overrides.
 
+    Boxes and masks refer to the image's stored pixel frame, as COCO annotations and the
+    evaluation pipeline do: a path is decoded with its EXIF orientation ignored. ``cv2.imread``
+    applies that orientation unless given ``cv2.IMREAD_IGNORE_ORIENTATION``, so read an array
+    with it (below) or pass the path.
+
     >>> import cv2, mindseg
     >>> names = ["rectangle", "ellipse", "triangle", "star", "cross"]
     >>> predictor = mindseg.Predictor("shapes/mask_rcnn_shapes", checkpoint="run/checkpoints",
     ...                               class_names=names)
-    >>> image = cv2.imread("image.jpg")                  # BGR, the default format
+    >>> image = cv2.imread("image.jpg", cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)  # BGR
     >>> detections = predictor(image)                    # or predictor("image.jpg")
     >>> detections["boxes"], detections["class_names"], detections["masks"].shape
     >>> cv2.imwrite("drawn.png", predictor.draw(image, detections))

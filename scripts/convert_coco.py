@@ -9,8 +9,9 @@ the second any COCO-format annotation file and image folder (the config's data.t
 data.train_images). Train on the shards with data.format=mindrecord data.mindrecord_dir=DIR; the
 output prefix's last part is the split name the config's data.train_split / data.val_split look for.
 
-Writes OUT_PREFIX.mindrecord[0..N-1] (+ .db) and OUT_PREFIX.meta.json. Bad inputs are named and
-skipped (counted at the end), or stop the conversion with --strict.
+Writes OUT_PREFIX.mindrecord[0..N-1] (+ .db) and OUT_PREFIX.meta.json. Bad inputs are skipped,
+the first few of each kind named and all counted at the end and listed in OUT_PREFIX.problems.txt,
+or stop the conversion with --strict.
 """
 import argparse
 import os
@@ -55,8 +56,9 @@ def main(argv=None):
     print(f"{stats['images_per_s']:.1f} images/s ({args.workers} worker(s), "
           f"{stats['seconds']:.1f} s); {stats['bytes_per_image'] / 1024:.1f} KiB per image, "
           f"{stats['shard_bytes'] / max(stats['image_bytes'], 1):.3f}x the image bytes")
+    listed = f"; {stats['problem_list']}" if stats["problem_list"] else ""
     print(f"{problem_summary(stats['skipped_images'], stats['problems'], stats['problem_counts'])}"
-          f"; listed in {stats['meta']}")
+          f"{listed}")
     return 0
 
 

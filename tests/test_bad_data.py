@@ -76,6 +76,9 @@ def test_train_reports_bad_data_and_keeps_an_earlier_runs_checkpoints(bad_data, 
     assert len(summary_line) == 1 and summary_line[0].startswith("skipped: 0 images, 3 problems (")
     for kind in ("1 unknown category id", "1 bad box", "1 box outside image"):
         assert kind in summary_line[0]
+    listed = tmp_path / "run" / "data_problems_train.txt"
+    assert summary_line[0].endswith(f"; all listed in {listed}")
+    assert len(listed.read_text().splitlines()) == 3
     assert read_checkpoint_meta(first) == {
         "model": "mask_rcnn", "backbone": "resnet18", "num_classes": 5,
         "class_names": bad_data["class_names"], "category_ids": bad_data["category_ids"]}
@@ -110,8 +113,16 @@ def test_eval_names_unreadable_images_and_leaves_their_ground_truth_out(bad_data
     net = build_model(cfg, num_classes=bad_data["num_classes"])
     ckpt = CheckpointManager(str(tmp_path / "ckpt"), meta=model_meta(cfg, bad_data)).save(
         net, nn.Momentum(net.trainable_params(), 0.1, 0.9), 1)
-    metrics = script_main("eval")(_argv(bad_data, tmp_path / "eval", "--ckpt_path", ckpt))
-    out = capsys.readouterr().out
+    # --draw into a path taken by a file: named on stderr, the evaluation still succeeds
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "drawings").write_text("not a folder")
+    metrics = script_main("eval")(_argv(bad_data, tmp_path / "eval", "--ckpt_path", ckpt,
+                                        "--draw", "2"))
+    captured = capsys.readouterr()
+    out = captured.out
+    assert captured.err.strip().splitlines()[-1].startswith(
+        "eval.py: --draw stopped, the evaluation and its metrics stand: FileExistsError")
+    assert (tmp_path / "eval" / "metrics.json").is_file()
     assert "skipped: image 777 (missing.jpg): missing image file" in out
     assert "skipped: 1 images, 1 problems (1 missing image file)" in out
     corrupt = bad_data["corrupt"]
@@ -123,3 +134,28 @@ def test_eval_names_unreadable_images_and_leaves_their_ground_truth_out(bad_data
         script_main("eval")(_argv(bad_data, tmp_path / "strict", "--ckpt_path", ckpt, "--strict"))
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "missing.jpg" in err
+
+
+def test_many_problems_print_a_few_lines_and_list_them_all(tmp_path):
+    """50 images whose files are missing: 5 named, the rest counted, all in the list file."""
+    from mindseg.dataset.pipeline import dataset_info
+    info = make_synthetic_coco(str(tmp_path / "data"), num_train=1, num_val=1, image_size=32,
+                               seed=2)
+
+    def missing(data):
+        for k in range(50):
+            data["images"].append(dict(data["images"][0], id=500 + k, file_name=f"gone{k}.jpg"))
+            data["annotations"].append(dict(data["annotations"][0], id=500 + k, image_id=500 + k))
+    _edit(info["train_json"], missing)
+    cfg = load_config(SHAPES_CFG, SMALL + [f"data.dataset_dir={info['dataset_dir']}",
+                                           f"output_dir={tmp_path / 'out'}"])
+    lines = []
+    assert dataset_info(cfg, "train", report=lines.append)["num_samples"] == 1
+    listed = tmp_path / "out" / "data_problems_train.txt"
+    assert lines[:5] == [f"skipped: image {500 + k} (gone{k}.jpg): missing image file: "
+                         f"{os.path.join(info['train_dir'], f'gone{k}.jpg')}" for k in range(5)]
+    assert lines[5:] == ["... and 45 more 'missing image file' problems",
+                         f"skipped: 50 images, 50 problems (50 missing image file); all listed "
+                         f"in {listed}"]
+    written = listed.read_text().splitlines()
+    assert len(written) == 50 and all(f"(gone{k}.jpg)" in written[k] for k in range(50))

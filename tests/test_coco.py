@@ -283,6 +283,8 @@ def test_boxes_outside_the_image_are_clipped_or_dropped_and_reported(tmp_path):
     assert "kept as [50.0, 40.0, 14.0, 8.0]" in clipped
     assert outside.startswith("image 1 (000001.jpg): box outside image") and "annotation 3" in outside
     assert "dropped" in outside
+    gt_boxes = {a["id"]: a["bbox"] for a in dataset.ground_truth()["annotations"]}
+    assert gt_boxes == {1: inside, 2: [50.0, 40.0, 14.0, 8.0], 4: rounding}  # as the records
     for box in (partly, wholly):
         with pytest.raises(DataError, match="image 1 \\(000001.jpg\\)"):
             load(_boxes_dataset(tmp_path / str(box[0]), [inside, box]), strict=True)
@@ -298,3 +300,41 @@ def test_problem_report_names_and_counts(tmp_path):
         os.path.join(str(tmp_path), "train2017", "missing.jpg")
     assert lines[1].startswith("skipped: image 6 (000006.jpg): bad box")
     assert lines[2] == "skipped: 1 images, 2 problems (1 missing image file, 1 bad box)"
+
+
+def test_duplicate_annotation_ids_are_named_kept_and_renumbered_for_cocoeval(tmp_path):
+    root, _ = make_coco(tmp_path, bad=["zero-width box", "short polygon"])
+    ann_file = coco_paths(root, "train2017")[0]
+    with open(ann_file, encoding="utf-8") as f:
+        data = json.load(f)
+    data["annotations"][2]["id"] = 1  # image 2's polygon reuses image 1's annotation id
+    with open(ann_file, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    dataset = load(root, crowd="ignore", filter_empty=False)
+    duplicate = [str(p) for p in dataset.problems if problem_kind(p) == "duplicate annotation id"]
+    assert duplicate == ["image 2 (000002.jpg): duplicate annotation id: annotation 1 appears "
+                         "more than once; both kept, this one under a new id for COCOeval"]
+    assert len(by_id(dataset)[2]["segms"]) == 2  # the annotation is not lost
+    gt = dataset.ground_truth()
+    ids = [a["id"] for a in gt["annotations"]]
+    assert len(ids) == len(set(ids)) and max(ids) == len(data["annotations"]) + 1
+    renumbered = [a for a in gt["annotations"] if a["id"] == max(ids)]
+    assert renumbered[0]["image_id"] == 2 and renumbered[0]["bbox"] == [1.5, 2.25, 40, 30]
+    # what the loader dropped is not in the ground truth: the zero-width box, the short polygon
+    # and the bad part of a two-part polygon
+    assert sum(a["image_id"] == 6 for a in gt["annotations"]) == 1
+    seven = [a["segmentation"] for a in gt["annotations"] if a["image_id"] == 7]
+    assert seven == [[SQUARE]]
+    assert [i["id"] for i in gt["images"]] == [1, 2, 3, 4, 6, 7]
+    with pytest.raises(DataError, match="image 2 \\(000002.jpg\\): duplicate annotation id"):
+        load(root, strict=True)
+
+
+def test_problem_list_that_cannot_be_written_is_said_in_the_summary(tmp_path):
+    from mindseg.dataset.problems import report_problems
+    dataset = load(make_coco(tmp_path, bad=["zero-width box"])[0])
+    (tmp_path / "taken").write_text("a file, not a folder")
+    lines = []
+    report_problems(dataset.problems, lines.append, str(tmp_path / "taken" / "problems.txt"))
+    assert lines[-1].startswith("skipped: 0 images, 1 problems (1 bad box); the full list could "
+                                f"not be written to {tmp_path / 'taken' / 'problems.txt'}: ")

@@ -27,7 +27,7 @@ def _toy_args(out):
             "train.ckpt_interval=3", "train.log_interval=3"]
 
 
-def _launch(script, tmp_path, port_var, cmd=None, **extra_env):
+def _launch(script, tmp_path, port_var, cmd=None, extra_args=(), **extra_env):
     """Run ``scripts/<script> 2`` on the toy (or ``cmd``, given the output folder); returns it."""
     out = tmp_path / "out"
     env = dict(os.environ, GLOG_v="3", TRAIN_SCRIPT=TOY, LOG_DIR=str(tmp_path / "logs"),
@@ -36,7 +36,7 @@ def _launch(script, tmp_path, port_var, cmd=None, **extra_env):
                **extra_env)
     env[port_var] = str(_free_port())
     if cmd is None:
-        cmd = ["bash", os.path.join(ROOT, "scripts", script), "2"] + _toy_args(out)
+        cmd = ["bash", os.path.join(ROOT, "scripts", script), "2"] + _toy_args(out) + list(extra_args)
     else:
         cmd = cmd(out)
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
@@ -49,7 +49,7 @@ def _launch(script, tmp_path, port_var, cmd=None, **extra_env):
     return out
 
 
-def _check_run(out):
+def _check_run(out, checkpoints=(3, 6)):
     rank0, rank1 = out / "rank0", out / "rank1"
     weights = [np.load(d / "weights.npz") for d in (rank0, rank1)]
     seen = [json.loads((d / "seen.json").read_text()) for d in (rank0, rank1)]
@@ -62,8 +62,7 @@ def _check_run(out):
         np.testing.assert_array_equal(weights[0][name], weights[1][name], err_msg=name)
     initial = np.load(rank0 / "initial_weights.npz")
     assert not np.allclose(initial["conv.weight"], weights[0]["conv.weight"])
-    assert sorted(os.listdir(rank0 / "checkpoints")) == ["ckpt_00000003.ckpt", "ckpt_00000006.ckpt",
-                                                        "latest"]
+    assert sorted(os.listdir(rank0 / "checkpoints")) == [f"ckpt_{s:08d}.ckpt" for s in checkpoints] + ["latest"]
     assert (rank0 / "train.log").is_file() and (rank0 / "config.yml").is_file()
     assert not (rank1 / "checkpoints").exists()
     assert not (rank1 / "train.log").exists() and not (rank1 / "config.yml").exists()
@@ -77,7 +76,16 @@ def test_msrun_two_cpu_workers(tmp_path):
     if shutil.which("msrun", path=os.path.dirname(sys.executable) + os.pathsep
                     + os.environ.get("PATH", "")) is None:
         pytest.skip("msrun (from the mindspore wheel) is not on PATH")
-    _check_run(_launch("run_msrun_train.sh", tmp_path, "MASTER_PORT"))
+    out = _launch("run_msrun_train.sh", tmp_path, "MASTER_PORT", extra_args=["--fake_eval=5,3,1"])
+    # evaluation while training: rank 0 evaluates at steps 2 and 4; no improvement at 4 stops both
+    # ranks there (rank 1 waits for rank 0's result instead of training on or hanging)
+    _check_run(out, checkpoints=(3, 4))
+    summaries = [json.loads((out / f"rank{r}" / "seen.json").read_text())["summary"] for r in (0, 1)]
+    assert [s["steps_run"] for s in summaries] == [4, 4]
+    assert all("not improved for 1 evaluation" in s["stopped_early"] for s in summaries)
+    rows = [json.loads(line) for line in (out / "rank0" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["segm_AP"]) for r in rows] == [(2, 5.0), (4, 3.0)]
+    assert not (out / "rank1" / "metrics.jsonl").exists()
 
 
 def _need_mpirun():

@@ -116,3 +116,56 @@ def test_side_by_side_puts_titles_above_both_images():
     assert (picture[:top, :40] < 128).any() and (picture[:top, 40 + GAP:] < 128).any()  # titles
     with pytest.raises(ValueError, match="differ"):
         side_by_side(left, right[:10])
+
+
+def _exif_jpeg(path, height, width, orientation=6):
+    """A JPEG of ``height`` x ``width`` stored pixels, dark left half, whose EXIF orientation tag
+    asks viewers to rotate it (6: 90 degrees clockwise)."""
+    from PIL import Image
+    pixels = np.full((height, width, 3), 220, np.uint8)
+    pixels[:, :width // 2] = 30
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, "JPEG", exif=exif, quality=95)
+
+
+def test_images_are_drawn_in_their_stored_frame_as_the_loader_keeps_them(tmp_path):
+    """EXIF-rotated JPEGs (one 40x24, one square) are drawn in the stored pixel frame the
+    annotations and the pipeline use; a second entry of image 3 (another file and size) is not
+    drawn, and an image whose file disagrees with its annotated size is named and skipped."""
+    import json
+    from mindseg.dataset.transforms import decode_image
+    images = tmp_path / "images"
+    images.mkdir()
+    _exif_jpeg(images / "wide.jpg", 24, 40)
+    _exif_jpeg(images / "square.jpg", 32, 32)
+    _exif_jpeg(images / "plain.jpg", 20, 30, orientation=1)
+    _exif_jpeg(images / "other.jpg", 50, 50, orientation=1)
+    _exif_jpeg(images / "wrong_size.jpg", 20, 30, orientation=1)
+    entries = [(1, "wide.jpg", 24, 40), (2, "square.jpg", 32, 32), (3, "plain.jpg", 20, 30),
+               (3, "other.jpg", 50, 50), (4, "wrong_size.jpg", 30, 20)]
+    box = [2, 3, 12, 10]
+    polygon = [[2, 3, 14, 3, 14, 13, 2, 13]]
+    gt = {"images": [{"id": i, "file_name": n, "height": h, "width": w} for i, n, h, w in entries],
+          "categories": [{"id": 1, "name": "thing"}],
+          "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": box, "area": 120,
+                           "iscrowd": 0, "segmentation": polygon} for i in (1, 2, 3, 4)]}
+    ann_file = tmp_path / "gt.json"
+    ann_file.write_text(json.dumps(gt))
+    lines = []
+    drawn = draw_val_images(str(ann_file), str(images), [], ["thing"], [1], str(tmp_path / "out"),
+                            5, 0.5, log=lines.append)
+    assert [p.rsplit("/", 1)[1] for p, _, _ in drawn] == ["wide.png", "square.png", "plain.png"]
+    assert [objects for _, objects, _ in drawn] == [1, 1, 1]
+    skipped = [line for line in lines if line.startswith("--draw: skipped")]
+    assert len(skipped) == 1 and skipped[0].startswith("--draw: skipped image 4: cannot read")
+    assert "decodes to 30x20 but is annotated as 20x30" in skipped[0]
+    for name, (height, width) in (("wide", (24, 40)), ("square", (32, 32))):
+        stored = decode_image((images / f"{name}.jpg").read_bytes())
+        assert stored.shape[:2] == (height, width)
+        assert not np.array_equal(stored, cv2.imread(str(images / f"{name}.jpg")))  # rotated
+        mask = np.zeros((1, height, width), bool)
+        mask[0, 3:13, 2:14] = True
+        expected = draw_instances(stored, [[2, 3, 14, 13]], [0], None, mask, ["thing"])
+        picture = cv2.imread(str(tmp_path / "out" / f"{name}.png"))
+        np.testing.assert_array_equal(picture[picture.shape[0] - height:, :width], expected)

@@ -189,3 +189,24 @@ def test_segm_score_ranks_masks_and_box_score_ranks_boxes(ann_file, tmp_path):
     metrics = evaluate_coco(rescored, ann_file, output_dir=str(tmp_path / "b"))
     assert metrics["bbox"]["AP"] == pytest.approx(100.0)
     assert metrics["segm"]["AP"] == pytest.approx(100.0)
+
+
+def test_ground_truth_is_what_the_loader_keeps(ann_file, tmp_path):
+    """A second entry for image 2 (another size) is skipped, as the data loader skips it, and
+    annotation id 2 given twice keeps both annotations: the ground truth fed back as results
+    scores 100 (pycocotools' own reading of the file scores the masks of image 2 at the
+    second entry's size and loses an annotation of image 1)."""
+    with open(ann_file) as f:
+        gt = json.load(f)
+    gt["images"].append({"id": 2, "width": 70, "height": 60, "file_name": "c.jpg"})
+    gt["annotations"][2]["id"] = 2
+    path = tmp_path / "duplicates.json"
+    path.write_text(json.dumps(gt))
+    results = [_result(img, cat, box) for img, cat, box in GT_BOXES]
+    lines = []
+    metrics = evaluate_coco(results, str(path), log=lines.append)
+    assert metrics["bbox"]["AP"] == pytest.approx(100.0)
+    assert metrics["segm"]["AP"] == pytest.approx(100.0)
+    assert [line for line in lines if "data loader" in line] == [
+        f"COCOeval's ground truth keeps what the data loader keeps of {path} (2 problems "
+        f"skipped: 1 bad image entry, 1 duplicate annotation id)"]

@@ -197,6 +197,43 @@ def test_script_prints_rate_size_and_skips(tmp_path, capsys):
         assert json.load(f)["num_images"] == 4
 
 
+def _with_missing_images(root, count):
+    """Add ``count`` images whose files do not exist, each with one annotation."""
+    ann_file = coco_paths(root, "train2017")[0]
+    with open(ann_file, encoding="utf-8") as f:
+        data = json.load(f)
+    first = data["annotations"][0]
+    for k in range(count):
+        data["images"].append(dict(data["images"][0], id=1000 + k, file_name=f"gone{k}.jpg"))
+        data["annotations"].append(dict(first, id=1000 + k, image_id=1000 + k))
+    with open(ann_file, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+
+
+def test_script_names_a_few_problems_of_each_kind_and_lists_them_all(tmp_path, capsys):
+    import runpy
+    root, _ = make_coco(tmp_path / "coco", bad=["corrupt jpeg"])
+    _with_missing_images(root, 50)
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "convert_coco.py")
+    prefix = tmp_path / "out" / "train2017"
+    code = runpy.run_path(script)["main"](["--dataset_dir", root, "--split", "train2017",
+                                           "--output", str(prefix), "--no_progress"])
+    out = capsys.readouterr()
+    assert code == 0
+    named = out.err.strip().splitlines()
+    assert named[:5] == [f"skipped: image {1000 + k} (gone{k}.jpg): missing image file: "
+                         f"{os.path.join(root, 'train2017', f'gone{k}.jpg')}" for k in range(5)]
+    assert len(named) == 7 and named[5].startswith("skipped: image 8 (corrupt.jpg): unreadable")
+    assert named[6] == "... and 45 more 'missing image file' problems"
+    listed = f"{prefix}.problems.txt"
+    assert (f"skipped: 51 images, 51 problems (50 missing image file, 1 unreadable image); "
+            f"all listed in {listed}") in out.out
+    with open(listed, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    assert len(lines) == 51 and "(corrupt.jpg): unreadable image" in lines[-1]
+    assert all(f"(gone{k}.jpg): missing image file" in lines[k] for k in range(50))
+
+
 def test_page_sizing_pads_little_and_header_holds_many_pages(tmp_path, monkeypatch):
     rows = [30_000 + 1000 * (i % 7) for i in range(50)]
     page, header = pages.page_and_header_size(rows, num_shards=2, batch=64)

@@ -37,7 +37,9 @@ def obs(tmp_path):
 def _cfg(obs, tmp_path, enable=True):
     return to_config({"enable_modelarts": enable, "data_url": str(obs),
                       "train_url": str(tmp_path / "obs" / "out"), "output_dir": "outputs/run",
-                      "data": {"dataset_dir": "datasets/coco"}})
+                      "data": {"dataset_dir": "datasets/coco", "train_split": "train2017",
+                               "val_split": "val2017", "train_ann": "", "train_images": "",
+                               "val_ann": "", "val_images": ""}})
 
 
 def test_one_copy_per_server_others_wait(fake_moxing, obs, tmp_path):
@@ -73,6 +75,13 @@ def test_prepare_and_finish_redirect_paths(fake_moxing, obs, tmp_path):
     modelarts.prepare_modelarts(cfg, main, cache_dir=cache)
     assert cfg.data.dataset_dir == os.path.join(cache, "data", modelarts.data_cache_name(str(obs)))
     assert cfg.output_dir == os.path.join(cache, "output")
+    # datasets by path: relative annotation and image paths point inside the copied data_url
+    from mindseg.dataset.sources import split_paths
+    cfg.data.train_ann, cfg.data.train_images = "labels/train.json", "pictures"
+    assert split_paths(cfg, "train") == (os.path.join(cfg.data.dataset_dir, "labels", "train.json"),
+                                         os.path.join(cfg.data.dataset_dir, "pictures"))
+    assert split_paths(cfg, "val") == (os.path.join(cfg.data.dataset_dir, "annotations", "instances_val2017.json"),
+                                       os.path.join(cfg.data.dataset_dir, "val2017"))
     os.makedirs(cfg.output_dir)
     (tmp_path / "cache" / "output" / "train.log").write_text("done")
     modelarts.finish_modelarts(cfg, RuntimeInfo(rank=1, world=2, local_rank=1, is_main=False))

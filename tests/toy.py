@@ -106,6 +106,20 @@ def net_weights(net):
     return {p.name: p.asnumpy().copy() for p in net.get_parameters()}
 
 
+def _fake_eval_hooks(args, cfg, runtime):
+    """An EvalHook whose evaluation (rank 0 only) returns the next of ``--fake_eval``'s values."""
+    if not args.fake_eval:
+        return []
+    from mindseg.engine.hooks import EvalHook
+    values = iter(float(v) for v in args.fake_eval.split(","))
+
+    def evaluate(net):
+        value = next(values)
+        return {"bbox": {"AP": value}, "segm": {"AP": value}}
+    return [EvalHook(evaluate if runtime.is_main else None, args.eval_every, cfg.output_dir, patience=1,
+                     world=runtime.world, is_main=runtime.is_main)]
+
+
 def main(argv=None):
     from mindseg.engine.trainer import train
     from mindseg.runtime import init_runtime
@@ -114,6 +128,10 @@ def main(argv=None):
     parser.add_argument("--shuffle", action="store_true")
     parser.add_argument("--per_rank_dir", action="store_true",
                         help="use output_dir/rank<r> per rank, to see which rank wrote what")
+    parser.add_argument("--fake_eval", default="",
+                        help="evaluate every --eval_every steps: rank 0's segm AP of each evaluation, "
+                             "comma-separated (early stop after 1 evaluation without improvement)")
+    parser.add_argument("--eval_every", type=int, default=2)
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_args(argv)
     cfg = toy_config(args.overrides)
@@ -126,7 +144,7 @@ def main(argv=None):
     seen = [int(i) for batch in dataset.create_dict_iterator(num_epochs=1, output_numpy=True)
             for i in batch["image_id"]]
     initial = net_weights(net)
-    summary = train(cfg, net, dataset, runtime)
+    summary = train(cfg, net, dataset, runtime, hooks=_fake_eval_hooks(args, cfg, runtime))
     suffix = "" if args.per_rank_dir else f"_rank{runtime.rank}"
     os.makedirs(cfg.output_dir, exist_ok=True)
     np.savez(os.path.join(cfg.output_dir, f"initial_weights{suffix}.npz"), **initial)

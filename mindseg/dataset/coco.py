@@ -8,11 +8,16 @@ comes from the file's ``categories``, nowhere else.
 Bad input never stops loading unless ``strict``: each problem (missing image file, zero-size
 box, box wholly outside its image, polygon with fewer than 3 points, annotation on an unknown
 image or category, ...) is recorded as a :class:`Problem` naming the image id and file, and the
-item is skipped. A box reaching more than ``CLIP_TOLERANCE`` pixels outside its image is clipped
-to it, kept and recorded too (nearer ones, annotation-tool rounding, are clipped silently). With
+item is skipped. An annotation id that appears twice is recorded too, and both annotations are
+kept (:meth:`CocoDataset.ground_truth` gives the later one a new id). A box reaching more than
+``CLIP_TOLERANCE`` pixels outside its image is clipped to it, kept and recorded too (nearer ones, annotation-tool rounding, are clipped silently). With
 ``strict=True`` the first problem raises :class:`DataError` with the same text.
 :mod:`mindseg.dataset.problems` prints them and the one counted summary convert_coco.py,
 train.py and eval.py print.
+
+:meth:`CocoDataset.ground_truth` is the COCO-format ground truth of exactly the images and
+annotations kept, the one COCOeval and the drawings use, so that a skipped duplicate or bad entry
+cannot come back through pycocotools' own reading of the raw file.
 
 Segmentations are normalized so that both sources (JSON and MindRecord) give identical records:
 a polygon is a flat list of Python floats holding float32 values (sub-millipixel rounding that
@@ -20,7 +25,6 @@ halves the MindRecord size of polygon-heavy data), an RLE is ``{"size": [h, w], 
 pycocotools' compressed form (uncompressed crowd RLEs are compressed on load).
 """
 import collections
-import contextlib
 import io
 import json
 import math
@@ -28,7 +32,6 @@ import os
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 
 from mindseg.dataset.problems import (PROBLEM_KINDS, Problem, problem_kind,  # noqa: F401
                                       summarize_problems)
@@ -103,6 +106,14 @@ def drop_crowd(record):
 def num_objects(record):
     """Number of non-crowd annotations: an image with none is 'empty' for training."""
     return int(np.sum(record["iscrowd"] == 0))
+
+
+def ground_truth_of(ann_file):
+    """``(ground truth, problems)`` of ``ann_file`` as :class:`CocoDataset` keeps it, crowd
+    annotations and images whose file is missing included (evaluation names those itself)."""
+    dataset = CocoDataset(ann_file, os.path.dirname(ann_file), crowd="ignore", filter_empty=False,
+                          check_files=False)
+    return dataset.ground_truth(), dataset.problems
 
 
 def _load_json(ann_file):
@@ -214,6 +225,19 @@ def _box_problem(bbox):
     return None
 
 
+def _kept_annotation(ann, clipped_box, segm_problems):
+    """``ann`` as COCOeval's ground truth holds it: a reported clipped box clipped, as the
+    records hold it, and without the polygon parts that were dropped."""
+    changes = {}
+    if clipped_box is not None:
+        x0, y0, x1, y1 = clipped_box
+        changes["bbox"] = [x0, y0, x1 - x0, y1 - y0]
+    if segm_problems:
+        changes["segmentation"] = [part for k, part in enumerate(ann["segmentation"])
+                                   if not _polygon_problem(part, k)]
+    return dict(ann, **changes) if changes else ann
+
+
 class CocoDataset:
     """Per-image records of a COCO-format annotation file.
 
@@ -228,7 +252,7 @@ class CocoDataset:
 
     Attributes: ``records``, ``num_classes``, ``class_names``, ``category_ids`` (label -> COCO
     id), ``problems`` (list of :class:`Problem`), ``num_empty`` (images without non-crowd
-    annotations), ``num_crowd_dropped``, ``coco`` (the pycocotools index of the raw file).
+    annotations), ``num_crowd_dropped``; :meth:`ground_truth` is what COCOeval scores against.
     """
 
     def __init__(self, ann_file, image_dir, crowd="drop", filter_empty=True, strict=False,
@@ -248,10 +272,8 @@ class CocoDataset:
         self.category_ids, self.class_names = _read_categories(data["categories"], self.ann_file)
         self.num_classes = len(self.category_ids)
         self._label_of_category = {cid: label for label, cid in enumerate(self.category_ids)}
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            self.coco = COCO()
-            self.coco.dataset = data
-            self.coco.createIndex()
+        self._categories = data["categories"]
+        self._kept_anns = []  # the annotations kept, as written (bad polygon parts left out)
         self.records = self._build_records(data, check_files)
 
     def __len__(self):
@@ -275,6 +297,24 @@ class CocoDataset:
 
     def summary(self):
         return summarize_problems(self.problems)
+
+    def ground_truth(self):
+        """COCO-format dict of the images of ``records`` and their kept annotations, as the file
+        writes them (crowd ones included, which COCOeval ignores; bad polygon parts left out). An
+        annotation whose id was taken already, or that has none, gets an id after the largest."""
+        kept = {r["image_id"]: r for r in self.records}
+        images = [{"id": r["image_id"], "file_name": r["file_name"], "height": r["height"],
+                   "width": r["width"]} for r in self.records]
+        taken = [a["id"] for a in self._kept_anns if isinstance(a.get("id"), int)]
+        next_id, used, anns = max(taken, default=0) + 1, set(), []
+        for ann in self._kept_anns:
+            if ann["image_id"] not in kept:
+                continue
+            if not isinstance(ann.get("id"), int) or ann["id"] in used:
+                ann, next_id = dict(ann, id=next_id), next_id + 1
+            used.add(ann["id"])
+            anns.append(ann)
+        return {"images": images, "annotations": anns, "categories": self._categories}
 
     def _problem(self, image_id, file_name, reason):
         problem = Problem(image_id, file_name, reason)
@@ -305,7 +345,7 @@ class CocoDataset:
 
     def _build_records(self, data, check_files):
         images = self._read_images(data["images"])
-        anns_of_image = collections.defaultdict(list)
+        anns_of_image, ann_ids = collections.defaultdict(list), set()
         for ann in data["annotations"]:
             image_id = ann.get("image_id")
             if image_id not in images:
@@ -313,6 +353,13 @@ class CocoDataset:
                               f"unknown image id: annotation {ann.get('id')} refers to image id "
                               f"{image_id}, which is not in 'images'")
                 continue
+            ann_id = ann.get("id")
+            if isinstance(ann_id, int):
+                if ann_id in ann_ids:
+                    self._problem(image_id, images[image_id]["file_name"],
+                                  f"duplicate annotation id: annotation {ann_id} appears more "
+                                  f"than once; both kept, this one under a new id for COCOeval")
+                ann_ids.add(ann_id)
             anns_of_image[image_id].append(ann)
 
         records = []
@@ -340,6 +387,7 @@ class CocoDataset:
             crowd = int(bool(ann.get("iscrowd", 0)))
             if crowd and self.crowd == "drop":
                 self.num_crowd_dropped += 1
+                self._kept_anns.append(ann)  # an ignore region for COCOeval all the same
                 continue
             category_id = ann.get("category_id")
             if category_id not in self._label_of_category:
@@ -350,10 +398,10 @@ class CocoDataset:
             if reason:
                 self._problem(image_id, file_name, f"{reason} ({where})")
                 continue
-            box, reason = _clip_box(ann["bbox"], height, width)
-            if reason:
+            box, clipped = _clip_box(ann["bbox"], height, width)
+            if clipped:
                 self._problem(image_id, file_name,
-                              f"{reason} ({where}{'' if box else '; dropped'})")
+                              f"{clipped} ({where}{'' if box else '; dropped'})")
             if box is None:
                 continue
             segm, reasons = _normalize_segm(ann.get("segmentation"), height, width)
@@ -362,6 +410,7 @@ class CocoDataset:
                 self._problem(image_id, file_name, f"{reason} ({where}; dropped {dropped})")
             if segm is None:
                 continue
+            self._kept_anns.append(_kept_annotation(ann, box if clipped else None, reasons))
             boxes.append(box)
             labels.append(self._label_of_category[category_id])
             iscrowd.append(crowd)

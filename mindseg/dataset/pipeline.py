@@ -30,6 +30,8 @@ source) or, without random access (MindRecord, whose conversion already drops un
 images), by another image of the same batch, else a dummy row; an evaluation batch gets a dummy
 row (image_id -1) in its place.
 """
+import os
+
 from mindseg.dataset.batching import BatchBuilder
 from mindseg.dataset.sample import SAMPLE_COLUMNS, sample_spec
 from mindseg.dataset.sources import Source, mindrecord_dir, open_coco, split_name
@@ -38,12 +40,15 @@ from mindseg.dataset.sources import Source, mindrecord_dir, open_coco, split_nam
 def dataset_info(cfg, split="train", report=None):
     """num_classes, class_names, category_ids and num_samples (the whole split, all ranks).
     ``report`` (e.g. print): where the COCO JSON source names and counts its bad data, as
-    convert_coco.py does (MindRecord shards hold only what the conversion kept)."""
+    convert_coco.py does (MindRecord shards hold only what the conversion kept); the whole list
+    goes to ``<output_dir>/data_problems_<split>.txt``."""
     if cfg.data.format == "coco":
         coco = open_coco(cfg, split)
         if report is not None:
             from mindseg.dataset.problems import report_problems
-            report_problems(coco.problems, report)
+            list_file = os.path.join(cfg.output_dir, f"data_problems_{split}.txt") \
+                if cfg.output_dir else None
+            report_problems(coco.problems, report, list_file)
         return {"num_classes": coco.num_classes, "class_names": list(coco.class_names),
                 "category_ids": list(coco.category_ids), "num_samples": len(coco.records)}
     if cfg.data.format == "mindrecord":

@@ -1,6 +1,11 @@
 """``eval.py --draw N``: val images side by side, the ground truth on the left (masks, boxes,
 class names) and the model's detections on the right (masks, boxes, class and score, those at or
-above a draw threshold), drawn from the annotation file and the COCO results eval.py wrote."""
+above a draw threshold), drawn from the annotation file and the COCO results eval.py wrote.
+
+The images and the ground truth are those the data loader keeps
+(:meth:`mindseg.dataset.coco.CocoDataset.ground_truth`), decoded as the pipeline decodes them
+(:func:`mindseg.dataset.transforms.decode_image`: stored pixel order, EXIF rotation ignored), so
+the pictures show what was evaluated."""
 import contextlib
 import io
 import os
@@ -28,11 +33,17 @@ def draw_val_images(ann_file, image_dir, results, class_names, category_ids, out
                     score_thresh, log=print):
     """Draw the first ``count`` readable images of ``ann_file`` (by image id) into
     ``output_dir/<name>.png``; ``results`` are COCO result dicts (original category ids, RLE
-    masks). An unreadable image is named and the next one drawn; each picture is named in one
-    ``log`` line with its counts. Returns ``[(path, objects, detections)]``."""
+    masks). Images the data loader skips (missing file, bad or duplicate entry) are not drawn;
+    one that does not decode to its annotated size is named and the next one drawn; each picture
+    is named in one ``log`` line with its counts. Returns ``[(path, objects, detections)]``."""
     from pycocotools.coco import COCO
+    from mindseg.dataset.coco import CocoDataset, DataError
+    from mindseg.dataset.transforms import ImageDecodeError, decode_image
+    dataset = CocoDataset(ann_file, image_dir, crowd="ignore", filter_empty=False)
+    coco = COCO()
+    coco.dataset = dataset.ground_truth()
     with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(ann_file)
+        coco.createIndex()
     label_of = {int(c): k for k, c in enumerate(category_ids)}
     by_image = {}
     for res in results:
@@ -40,14 +51,15 @@ def draw_val_images(ann_file, image_dir, results, class_names, category_ids, out
             by_image.setdefault(int(res["image_id"]), []).append(res)
     os.makedirs(output_dir, exist_ok=True)
     drawn = []
-    for image_id in sorted(coco.getImgIds()):
+    for record in dataset.records:
         if len(drawn) >= count:
             break
-        info = coco.imgs[image_id]
-        image_path = os.path.join(image_dir, info["file_name"])
-        image = cv2.imread(image_path, cv2.IMREAD_COLOR)
-        if image is None:
-            log(f"--draw: skipped image {image_id}: cannot read {image_path}")
+        image_id = record["image_id"]
+        try:
+            image = decode_image(dataset.read_image_bytes(record), record["height"],
+                                 record["width"], name=record["file_name"])
+        except (DataError, ImageDecodeError) as err:
+            log(f"--draw: skipped image {image_id}: cannot read {record['file_path']} ({err})")
             continue
         gt = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
         dets = sorted(by_image.get(image_id, []), key=lambda r: -r["score"])
@@ -57,7 +69,7 @@ def draw_val_images(ann_file, image_dir, results, class_names, category_ids, out
         titles = (f"ground truth ({len(gt)})",
                   f"predictions ({len(dets)}, score >= {score_thresh:g})")
         picture = side_by_side(left, right, titles)
-        path = os.path.join(output_dir, os.path.splitext(os.path.basename(info["file_name"]))[0]
+        path = os.path.join(output_dir, os.path.splitext(os.path.basename(record["file_name"]))[0]
                             + ".png")
         if not cv2.imwrite(path, picture):
             raise OSError(f"cannot write {path}")

@@ -113,25 +113,47 @@ def _evaluated_images(coco_gt, image_ids, log):
     return [i for i in all_ids if i in seen]
 
 
+def _ground_truth(ann_file, log):
+    """The pycocotools index of ``ann_file``: a COCO-format dict, or a file read as the data
+    loader keeps it (:func:`mindseg.dataset.coco.ground_truth_of`), so that entries it skips,
+    such as a second image with the same id, do not come back, and a duplicate annotation id
+    does not hide an annotation."""
+    from pycocotools.coco import COCO
+    if isinstance(ann_file, dict):
+        data = ann_file
+    else:
+        from mindseg.dataset.coco import ground_truth_of
+        from mindseg.dataset.problems import summarize_problems
+        data, problems = ground_truth_of(ann_file)
+        if problems:
+            log(f"COCOeval's ground truth keeps what the data loader keeps of {ann_file} "
+                f"({summarize_problems(problems)})")
+    coco_gt = COCO()
+    coco_gt.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+    return coco_gt
+
+
 def evaluate_coco(results, ann_file, iou_types=IOU_TYPES, output_dir=None, log=print,
                   image_ids=None):
-    """Evaluate ``results`` against the COCO annotations in ``ann_file``; ``image_ids``: the
-    images that were evaluated (the ground truth of the others is left out, and they are named).
+    """Evaluate ``results`` against the COCO annotations in ``ann_file`` (a path, read as the
+    data loader keeps it, or a COCO-format dict such as ``CocoDataset.ground_truth()``);
+    ``image_ids``: the images that were evaluated (the ground truth of the others is left out,
+    and they are named).
 
     Writes ``results.json`` and ``metrics.json`` into ``output_dir`` when given. Returns
     ``{iou_type: {"AP", "AP50", "AP75", "APs", "APm", "APl"}}`` in percent, plus
     ``{iou_type + "_per_class": {name: AP}}``. No detections give AP 0; a metric without
     ground truth in its range (e.g. APl with no large objects) is -1, as pycocotools reports it.
     """
-    from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
     for iou_type in iou_types:
         if iou_type not in IOU_TYPES:
             raise ValueError(f"iou_types must be among {IOU_TYPES}, got {iou_type!r}")
     if "segm" in iou_types and any("segmentation" not in r for r in results):
         raise ValueError("segm evaluation needs a 'segmentation' in every result")
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(ann_file)
+    coco_gt = _ground_truth(ann_file, log)
     if output_dir:
         write_results(results, os.path.join(output_dir, "results.json"))
     evaluated = _evaluated_images(coco_gt, image_ids, log)
@@ -256,9 +278,12 @@ def val_evaluator(cfg, category_ids, output_dir):
         raise ValueError(f"{ann_file}: its category ids {val_ids} are not the training set's "
                          f"{[int(c) for c in category_ids]}; evaluation while training needs the same classes")
 
+    from mindseg.dataset.coco import ground_truth_of
+    ground_truth, _ = ground_truth_of(ann_file)  # read once for every evaluation of the run
+
     def evaluate(net):
         dataset = create_dataset(cfg, "val", 0, 1)
         postprocess = coco_results_fn(category_ids, net.mask_threshold)
-        return run_evaluation(net, dataset, postprocess, ann_file, _MainProcess, output_dir,
+        return run_evaluation(net, dataset, postprocess, ground_truth, _MainProcess, output_dir,
                               log=lambda *args: None)
     return evaluate

@@ -119,7 +119,7 @@ def load_pretrained(net, path, class_names):
     if absent:
         raise ValueError(f"{path}: the checkpoint lacks the class-shaped tensor {absent[0]}")
     for name, value in values.items():
-        own[name].set_data(ms.Tensor(value.astype(ms.dtype_to_nptype(own[name].dtype))))
+        own[name].set_data(ms.Tensor(value, own[name].dtype))
     kept_targets = {target for target, _ in pairs or []}
     return FinetuneReport(path, loaded, len(layout),
                           [class_names[k] for k in sorted(kept_targets)],

@@ -12,9 +12,11 @@ from mindseg.dataset.mindrecord.encoding import ENCODING_VERSION, SCHEMA, record
 from mindseg.dataset.mindrecord.pages import blob_row_bytes, page_and_header_size, write_batch
 from mindseg.dataset.mindrecord.paths import META_SUFFIX, normalize_prefix, shard_names
 from mindseg.dataset.mindrecord.publish import publish, remove_stale_temp_dirs
-from mindseg.dataset.problems import Problem, count_skipped_images, problem_counts, problem_line
+from mindseg.dataset.problems import (Problem, ProblemLog, count_skipped_images, problem_counts,
+                                      write_problem_list)
 
 _MAX_PROBLEMS_IN_META = 1000
+PROBLEMS_SUFFIX = ".problems.txt"
 
 
 def _prepare_row(record):
@@ -62,7 +64,9 @@ def convert_coco_to_mindrecord(dataset_dir, split, output_prefix, num_shards=1, 
     ``log`` and skipped, or raise :class:`~mindseg.dataset.coco.DataError` with ``strict``;
     nothing with a final name is left behind unless the conversion finished. Returns stats:
     ``images`` written, ``skipped_images``, ``problems`` (all skipped items), ``seconds``,
-    ``images_per_s``, ``shard_bytes``, ``image_bytes``, ``bytes_per_image``, ``shards``, ``meta``.
+    ``images_per_s``, ``shard_bytes``, ``image_bytes``, ``bytes_per_image``, ``shards``, ``meta``,
+    ``problem_list`` (where they are all listed: ``OUT_PREFIX.problems.txt``; None without
+    problems). Only the first few problems of each kind are named through ``log``.
     """
     start = time.perf_counter()
     if num_shards < 1 or num_shards > 1000:
@@ -71,8 +75,9 @@ def convert_coco_to_mindrecord(dataset_dir, split, output_prefix, num_shards=1, 
         default_ann, default_dir = coco_paths(dataset_dir, split)
         ann_file, image_dir = ann_file or default_ann, image_dir or default_dir
     dataset = CocoDataset(ann_file, image_dir, crowd="ignore", filter_empty=False, strict=strict)
+    named = ProblemLog(log)
     for problem in dataset.problems:
-        log(problem_line(problem))
+        named(problem)
     records = dataset.records
     if len(records) < num_shards:
         raise DataError(f"{ann_file}: {len(records)} usable images in split {split!r}, fewer "
@@ -105,7 +110,7 @@ def convert_coco_to_mindrecord(dataset_dir, split, output_prefix, num_shards=1, 
         from tqdm import tqdm
         bar = tqdm(total=len(records), unit="img", desc=f"convert {split}",
                    disable=not progress, file=sys.stderr)
-        say = (lambda message: bar.write(message, file=sys.stderr)) if progress else log
+        named.log = (lambda message: bar.write(message, file=sys.stderr)) if progress else log
         batch = []
         prepared = (pool.imap(_prepare_row, records, chunksize=8) if pool
                     else map(_prepare_row, records))
@@ -115,7 +120,7 @@ def convert_coco_to_mindrecord(dataset_dir, split, output_prefix, num_shards=1, 
                 if strict:
                     raise DataError(f"{ann_file}: {problem}")
                 problems.append(problem)
-                say(f"skipped: {problem}")
+                named(problem)
                 continue
             batch.append(row)
             written += 1
@@ -127,6 +132,7 @@ def convert_coco_to_mindrecord(dataset_dir, split, output_prefix, num_shards=1, 
                 writer.write_raw_data(batch)
                 batch = []
         bar.close()
+        named.log = log
         if written == 0:
             raise DataError(f"{ann_file}: every image of split {split!r} was skipped")
         if batch:
@@ -155,11 +161,13 @@ def convert_coco_to_mindrecord(dataset_dir, split, output_prefix, num_shards=1, 
         publish(temp_dir, prefix, names, meta)
         finished = True
     finally:
+        named.close()
         if pool is not None:
             pool.terminate()
         if not finished:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
+    problem_list = _write_problem_list(problems, prefix + PROBLEMS_SUFFIX)
     seconds = time.perf_counter() - start - import_seconds
     return {
         "images": written,
@@ -173,4 +181,17 @@ def convert_coco_to_mindrecord(dataset_dir, split, output_prefix, num_shards=1, 
         "bytes_per_image": shard_bytes / written,
         "shards": [os.path.join(folder, n) for n in names],
         "meta": prefix + META_SUFFIX,
+        "problem_list": problem_list,
     }
+
+
+def _write_problem_list(problems, path):
+    """The summary's phrase for the list of every problem beside the shards (a stale list of an
+    earlier conversion of the same prefix is removed when there is none)."""
+    if problems:
+        return write_problem_list(problems, path)
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    return None
