@@ -18,7 +18,7 @@ import mindspore as ms
 import mindspore.ops as ops
 
 from mindseg.models import box_ops
-from mindseg.models.fcos import fcos_candidates
+from mindseg.models.dense_heads.fcos import fcos_candidates
 from mindseg.models.layers import nms
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.postprocess import batch_coco_results
@@ -27,7 +27,7 @@ from mindseg.models.roi_heads.mask_head import fg_slots, mask_branch_inference, 
 from mindseg.models.roi_heads.maskiou_head import (gt_mask_areas, mask_scores, maskiou_loss,
                                                    maskiou_targets)
 from mindseg.models.roi_heads.sampling import label_and_sample_proposals
-from mindseg.models.rpn import rpn_losses
+from mindseg.models.dense_heads.rpn import rpn_losses
 
 Stage = collections.namedtuple("Stage", "name inputs outputs fn host")
 

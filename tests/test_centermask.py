@@ -9,7 +9,7 @@ import numpy as np
 
 from mindseg.config import load_config
 from mindseg.models import build_model
-from mindseg.models.fcos import FCOSSettings, FCOSTrainSettings
+from mindseg.models.dense_heads.fcos import FCOSSettings, FCOSTrainSettings
 from mindseg.models.necks.fpn import level_shapes
 from mindseg.models.outputs import named_outputs
 from mindseg.models.postprocess import batch_coco_results

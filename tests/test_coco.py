@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from mindseg.dataset.coco import (CocoDataset, DataError, check_image_bytes, coco_paths,
-                                  drop_crowd, problem_kind)
+from mindseg.dataset.coco import CocoDataset, DataError, coco_paths, drop_crowd, problem_kind
+from mindseg.dataset.image_bytes import check_image_bytes
 
 H, W = 48, 64
 CATEGORIES = [{"id": 12, "name": "cat_c"}, {"id": 3, "name": "cat_a"},

@@ -376,7 +376,7 @@ class _CenterMaskParts(nn.Cell):
         import mindcv
         from mindseg.models.backbones.resnet import ResNetBackbone
         from mindseg.models.backbones import vovnet  # noqa: F401 - registers the VoVNets
-        from mindseg.models.fcos import FCOSHead
+        from mindseg.models.dense_heads.fcos import FCOSHead
         from mindseg.models.layers.frozen_bn import FrozenBatchNorm2d
         from mindseg.models.necks.fpn import FPN
         from mindseg.models.roi_heads.maskiou_head import MaskIoUHead

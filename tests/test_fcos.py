@@ -8,8 +8,8 @@ import mindspore as ms
 from mindspore import Tensor
 
 import np_reference
-from mindseg.models import fcos
-from mindseg.models.fcos_targets import (INF, SIZE_RANGES, LocationMatcher, compute_locations, fcos_targets,
+from mindseg.models.dense_heads import fcos
+from mindseg.models.dense_heads.fcos_targets import (INF, SIZE_RANGES, LocationMatcher, compute_locations, fcos_targets,
                                          location_levels, per_location)
 
 

@@ -8,7 +8,7 @@ from mindseg.models.box_ops import BoxCoder
 from mindseg.models.losses import smooth_l1
 from mindseg.models.matcher import Matcher
 from mindseg.models.necks.fpn import level_shapes
-from mindseg.models.rpn import RPN, RPNHead, RPNSettings, RPNTrainSettings, rpn_losses
+from mindseg.models.dense_heads.rpn import RPN, RPNHead, RPNSettings, RPNTrainSettings, rpn_losses
 
 LOSS_PARTS = dict(anchor_matcher=Matcher((0.3, 0.7), True), box_coder=BoxCoder((1.0, 1.0, 1.0, 1.0)))
 

@@ -25,7 +25,6 @@ halves the MindRecord size of polygon-heavy data), an RLE is ``{"size": [h, w], 
 pycocotools' compressed form (uncompressed crowd RLEs are compressed on load).
 """
 import collections
-import io
 import json
 import math
 import os
@@ -52,44 +51,6 @@ def coco_paths(dataset_dir, split):
     ann_file = os.path.join(dataset_dir, "annotations", f"instances_{split}.json")
     image_dir = os.path.join(dataset_dir, split)
     return ann_file, image_dir
-
-
-_JPEG_SOI = b"\xff\xd8"
-_JPEG_SOS = b"\xff\xda"
-_JPEG_EOI = b"\xff\xd9"
-
-
-def check_image_bytes(data):
-    """Return why ``data`` is not a complete decodable image, or None when it is fine.
-
-    Decodes JPEGs at 1/8 scale (about 1 ms for 640x480) so truncated or corrupt files are found
-    without paying for a full decode. A JPEG without an end marker after its last scan is
-    reported as truncated even where PIL is set to load truncated images.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        return "unreadable image: the file is empty"
-    try:
-        image = Image.open(io.BytesIO(data))
-        if image.format == "JPEG":
-            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
-        image.load()
-    except UnidentifiedImageError:
-        return "unreadable image: not a known image format"
-    except (OSError, SyntaxError, ValueError) as err:
-        return f"unreadable image: {err}"
-    if data.startswith(_JPEG_SOI) and data.rfind(_JPEG_EOI) < data.rfind(_JPEG_SOS):
-        return "unreadable image: truncated JPEG (no end marker after the last scan)"
-    return None
-
-
-def image_size_of_bytes(data):
-    """``(height, width)`` from the image header, without decoding."""
-    from PIL import Image
-
-    width, height = Image.open(io.BytesIO(data)).size
-    return height, width
 
 
 def drop_crowd(record):

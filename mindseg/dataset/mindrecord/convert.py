@@ -6,8 +6,8 @@ import shutil
 import sys
 import time
 
-from mindseg.dataset.coco import (CocoDataset, DataError, check_image_bytes, coco_paths,
-                                  image_size_of_bytes)
+from mindseg.dataset.coco import CocoDataset, DataError, coco_paths
+from mindseg.dataset.image_bytes import check_image_bytes, image_size_of_bytes
 from mindseg.dataset.mindrecord.encoding import ENCODING_VERSION, SCHEMA, record_to_row
 from mindseg.dataset.mindrecord.pages import blob_row_bytes, page_and_header_size, write_batch
 from mindseg.dataset.mindrecord.paths import META_SUFFIX, normalize_prefix, shard_names

@@ -16,8 +16,8 @@ import mindspore.ops as ops
 
 from mindseg.models import box_ops
 from mindseg.models.backbones import build_backbone
-from mindseg.models.fcos import FCOS, FCOSHead, FCOSSettings, FCOSTrainSettings
-from mindseg.models.fcos_targets import LocationMatcher
+from mindseg.models.dense_heads.fcos import FCOS, FCOSHead, FCOSSettings, FCOSTrainSettings
+from mindseg.models.dense_heads.fcos_targets import LocationMatcher
 from mindseg.models.layers import poolers
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.layers.step_random import StepRandom

@@ -18,7 +18,7 @@ from mindseg.models.roi_heads.box_head import BoxHead, box_head_inference, box_h
 from mindseg.models.roi_heads.mask_head import MaskHead, fg_slots, mask_branch_inference, mask_branch_loss
 from mindseg.models.roi_heads.sampling import label_and_sample_proposals
 from mindseg.models.matcher import Matcher
-from mindseg.models.rpn import RPN, RPNSettings, RPNTrainSettings
+from mindseg.models.dense_heads.rpn import RPN, RPNSettings, RPNTrainSettings
 
 
 

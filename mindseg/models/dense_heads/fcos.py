@@ -20,7 +20,7 @@ from mindspore import Parameter, Tensor
 from mindspore.common import initializer as init
 
 from mindseg.models import box_ops
-from mindseg.models.fcos_targets import compute_locations, location_levels, per_location
+from mindseg.models.dense_heads.fcos_targets import compute_locations, location_levels, per_location
 from mindseg.models.layers.class_rows import mark_class_rows
 from mindseg.models.layers.gather import gather_rows
 from mindseg.models.layers.nms import batched_nms
