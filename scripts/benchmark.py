@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(1, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dev"))
 import mindseg  # noqa: E402,F401  (before mindspore: fast oneDNN CPU kernels)
 
 sys.unraisablehook = lambda unraisable: None

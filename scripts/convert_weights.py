@@ -9,7 +9,7 @@ and detectron2; centermask2 needs one). Reading .pth needs torch (optional). Eve
 key and missing mindseg parameter is listed; a shape mismatch stops the conversion. A model of 80
 classes is written with COCO's class names and category ids, as the published weights were trained
 on them, so that eval, export and infer need no dataset and fine-tuning (train.py --pre_trained)
-keeps the rows of the classes a new dataset shares with COCO. See docs/weights.md.
+keeps the rows of the classes a new dataset shares with COCO. See docs/model_zoo.md.
 """
 import argparse
 import json

@@ -9,7 +9,7 @@ import pytest
 from tests.test_mask_rcnn import TINY, tiny_batch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "dev"))
 import benchmark_stages as bs  # noqa: E402
 
 from mindseg.config import load_config  # noqa: E402

@@ -1,12 +1,14 @@
 """Export: MINDIR + JSON written by export.py reload in a process that never imports mindseg and
-give the checkpoint's outputs; AIR / ONNX fail clearly; both checkpoint kinds load; raw-image
+give the checkpoint's outputs, and examples/deploy_mindir.py turns them into mindseg's detections; AIR / ONNX fail clearly; both checkpoint kinds load; raw-image
 preprocessing is the eval pipeline's."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 
+import cv2
 import numpy as np
 import pytest
 
@@ -23,6 +25,7 @@ from mindseg.engine.exporter import (ExportError, check_file_format, describe_pr
 from mindseg.dataset.sample import preprocess_image
 from mindseg.engine.loading import load_weights
 from mindseg.engine.runners import run_batched
+from mindseg.models.postprocess import image_detections
 from toy import ToyNet, net_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -201,6 +204,30 @@ def test_mindir_runs_without_mindseg_and_matches_checkpoint(shapes_data, tmp_pat
             np.testing.assert_array_equal(got, want, err_msg=name)
         else:
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+    # examples/deploy_mindir.py, copied alone into the clean folder, reads the first val image and
+    # gives the graph's detections as mindseg's own host postprocessing reads them
+    shutil.copy(os.path.join(ROOT, "examples", "deploy_mindir.py"), clean / "deploy_mindir.py")
+    first = os.path.join(shapes_data["val_dir"], sorted(os.listdir(shapes_data["val_dir"]))[0])
+    result = subprocess.run([sys.executable, "-I", "deploy_mindir.py", "--mindir", graph_path,
+                             "--image", first, "--score_thresh", "0", "--json", "dets.json",
+                             "--output", "drawn.png"],
+                            cwd=str(clean), env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    deployed = json.loads((clean / "dets.json").read_text())
+    graph_outputs = {name: np.load(work / f"out_{name}.npy") for name in net.output_names}
+    _, _, scale_hw, original = preprocess_image(open(first, "rb").read(),
+                                                spec_from_export(spec["preprocess"]), first)
+    want = image_detections(graph_outputs, 0, scale_hw, *original.shape[:2],
+                            mask_threshold=spec["postprocess"]["mask_threshold"])
+    assert len(deployed) == len(want["scores"]) > 0
+    assert result.stdout.splitlines()[-1] == f"{len(deployed)} detection(s) with score >= 0.0"
+    assert [d["class_id"] for d in deployed] == want["labels"].tolist()
+    assert [d["class_name"] for d in deployed] == [spec["class_names"][k] for k in want["labels"]]
+    np.testing.assert_allclose([d["box"] for d in deployed], want["boxes"], atol=1e-3)
+    np.testing.assert_allclose([d["score"] for d in deployed], want["scores"], atol=1e-5)
+    assert [d["mask_pixels"] for d in deployed] == want["masks"].reshape(len(deployed), -1).sum(1).tolist()
+    assert cv2.imread(str(clean / "drawn.png")).shape == original.shape
 
 
 def test_export_script_refuses_air_on_cpu(shapes_data, tmp_path):

@@ -1,4 +1,4 @@
-"""The layering of docs/ARCHITECTURE.md, read from the source: each layer imports only the layers
+"""The layering of docs/architecture.md, read from the source: each layer imports only the layers
 below it, every module of the package is reached from the library's entry points (no test fixture
 lives in the package), only mindseg/cli.py turns errors into exit statuses, and no file of the
 package is over 400 lines."""

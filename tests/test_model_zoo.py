@@ -1,5 +1,5 @@
 """The model zoo: the shipped configs by name, models built from a name, a file or a Config, and
-the weight table that docs/weights.md shows (one source: mindseg/zoo_weights.yml)."""
+the weight table that docs/model_zoo.md shows (one source: mindseg/zoo_weights.yml)."""
 import os
 
 import pytest
@@ -62,7 +62,7 @@ def test_weight_table_names_shipped_configs_and_convert_commands():
         assert w["config"] in configs, w
         assert w["source"] in SOURCES, w
         assert w["box_ap"] is None or 0 < w["mask_ap"] < w["box_ap"] < 100, w
-        assert w["parity"].startswith(("PARITY OK (scripts/check_parity_", "not run (")), w
+        assert w["parity"].startswith(("PARITY OK (dev/check_parity_", "not run (")), w
         assert f"--source {w['source']} " in w["convert"]
         assert f"--config config/{w['config']}.yml" in w["convert"]
         assert os.path.isfile(os.path.join(ROOT, "config", w["config"] + ".yml"))
@@ -71,11 +71,11 @@ def test_weight_table_names_shipped_configs_and_convert_commands():
 
 
 def test_docs_weights_table_is_generated_from_the_zoo(tmp_path):
-    with open(os.path.join(ROOT, "docs", "weights.md"), encoding="utf-8") as f:
+    with open(os.path.join(ROOT, "docs", "model_zoo.md"), encoding="utf-8") as f:
         doc = f.read()
     assert model_zoo.weights_markdown() in doc, \
-        "docs/weights.md is stale: run python -m mindseg.model_zoo --markdown docs/weights.md"
-    stale = tmp_path / "weights.md"
+        "docs/model_zoo.md is stale: run python -m mindseg.model_zoo --markdown docs/model_zoo.md"
+    stale = tmp_path / "model_zoo.md"
     stale.write_text(doc.replace("| 41.0 / 37.2 |", "| 1.0 / 0.5 |"), encoding="utf-8")
     assert model_zoo.write_markdown(str(stale))
     assert stale.read_text(encoding="utf-8") == doc

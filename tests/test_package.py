@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLIC = {"Predictor", "model_zoo", "build_model", "load_config", "create_dataset"}
 SCRIPTS = ("train", "eval", "export", "infer")
 # what the wheel is built from: the package, its configs and the entry scripts
-SOURCES = ("mindseg", "config", "pyproject.toml", "README.md") + tuple(f"{s}.py" for s in SCRIPTS)
+SOURCES = ("mindseg", "config", "pyproject.toml", "README.md", "LICENSE") + tuple(f"{s}.py" for s in SCRIPTS)
 SMALL = ["data.canvas=[128,128]", "data.test_min_size=128", "data.test_max_size=128",
          "data.num_workers=0", "mode=pynative", "model.rpn.pre_nms_topk_test=100",
          "model.rpn.post_nms_topk_test=50", "model.roi_heads.detections_per_image=10",

@@ -1,4 +1,4 @@
-"""The parity scripts' matching and verdict (scripts/parity_common.py) on hand-made detections: a
+"""The parity scripts' matching and verdict (dev/parity_common.py) on hand-made detections: a
 converted model is judged against the source run in float64, and the float32 source must still be
 matched within the tolerance plus its own rounding error."""
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dev"))
 import parity_common as pc  # noqa: E402
 
 HEIGHT, WIDTH = 64, 96

@@ -300,7 +300,7 @@ def test_scripts_refuse_what_they_cannot_do(quickstart, tmp_path):
     assert result.returncode != 0 and "exactly one of --ckpt_path" in result.stderr
 
 
-# The seeds' commands as typed (issue 17), run in one process one after another (each would pay
+# The seeds' commands as typed, run in one process one after another (each would pay
 # MindSpore's start-up again), with the tiny schedule as trailing key=value overrides.
 SEED_DRIVER = textwrap.dedent('''
     import json, runpy, shutil, sys, types

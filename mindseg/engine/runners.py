@@ -28,8 +28,8 @@ def compile_network(net, *inputs):
 
     Graph compilation of a detector frees hundreds of MB that glibc keeps for later ``malloc``s,
     while the graph's run draws from MindSpore's own memory pool: without the release the two
-    add up (Mask R-CNN R50-FPN at 800x1216 on the CPU: peak RSS 2.28 GB compiled inside the
-    first call, 2.10 GB compiled here; ``scripts/benchmark.py --task infer``).
+    add up (Mask R-CNN R50-FPN at 800x1216 on the CPU: the release takes 8% off the peak RSS;
+    ``scripts/benchmark.py --task infer``).
     """
     import mindspore as ms
     if ms.get_context("mode") != ms.GRAPH_MODE:

@@ -4,7 +4,7 @@
 file, maps every key onto the parameters of ``build_model(cfg, num_classes)``, refuses shape
 mismatches, and returns the report of unmapped source keys and missing mindseg parameters. The
 conventions that the weights assume but the file does not record (ResNet stride placement, pixel
-normalisation, RoIAlign alignment, anchor rounding) live in the matching config: see docs/weights.md.
+normalisation, RoIAlign alignment, anchor rounding) live in the matching config: see docs/model_zoo.md.
 """
 from mindseg.utils.weights import centermask2, detectron2, torchvision
 from mindseg.utils.weights.core import (ConversionReport, WeightConversionError, convert_state_dict,

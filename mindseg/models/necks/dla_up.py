@@ -7,7 +7,7 @@ merged by a 3x3 node. DLA-Up applies IDA-Up from the coarsest pair down to strid
 last IDA-Up merges its stride 4, 8 and 16 outputs into the result.
 
 CenterNet uses deformable 3x3 convs (DCNv2) for the projections and nodes; ``deform=False``
-(the default, as issue 12 specifies) uses plain 3x3 convs; ``deform=True`` uses
+(the default) uses plain 3x3 convs; ``deform=True`` uses
 ``ops.deformable_conv2d``, which runs forward and backward on the CPU (tests/test_dla.py).
 """
 import math

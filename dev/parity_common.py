@@ -4,7 +4,7 @@ mindseg run, detection matching and the PARITY OK / PARITY FAILED verdict.
 
 The source side (torch) runs in a subprocess of the same interpreter, so torch and MindSpore never
 share a process; this module imports neither at module level. Tolerances are those of the
-parity target in docs/weights.md.
+parity target in docs/model_zoo.md.
 """
 import argparse
 import json

@@ -1,9 +1,9 @@
 """Detection parity of converted detectron2 weights: detectron2 Mask R-CNN vs mindseg on one image.
 
-PYTHONPATH=$D2 python scripts/check_parity_detectron2.py --image IMG [--model NAME] [--seed S]
+PYTHONPATH=$D2 python dev/check_parity_detectron2.py --image IMG [--model NAME] [--seed S]
     [--canvas H W] [--config CFG] [--work_dir DIR]
 
-Needs torch and detectron2 built from source (docs/weights.md says how; CI cannot). It builds the
+Needs torch and detectron2 built from source (docs/model_zoo.md says how; CI cannot). It builds the
 detectron2 model of ``--model`` (mask_rcnn_R_50_FPN_3x or mask_rcnn_R_101_FPN_3x, from detectron2's
 configs/COCO-InstanceSegmentation) with seeded random weights, perturbed frozen-BN statistics and
 three confident classes (so that the 0.05 score threshold keeps detections), saves its weights as

@@ -1,9 +1,9 @@
 """Detection parity of converted centermask2 weights: centermask2 CenterMask vs mindseg on one image.
 
-PYTHONPATH=$D2:$CM2 python scripts/check_parity_centermask2.py --image IMG [--model NAME] [--seed S]
+PYTHONPATH=$D2:$CM2 python dev/check_parity_centermask2.py --image IMG [--model NAME] [--seed S]
     [--canvas H W] [--config CFG] [--work_dir DIR]
 
-Needs torch, detectron2 built from source and centermask2 (docs/weights.md says how; CI cannot).
+Needs torch, detectron2 built from source and centermask2 (docs/model_zoo.md says how; CI cannot).
 It builds the centermask2 model of ``--model`` (a configs/centermask/ name: CenterMask V-39 or R-50,
 CenterMask-Lite V-19-slim-dw or MobileNetV2) with seeded random weights, perturbed frozen-BN
 statistics and GroupNorm affines, and three confident FCOS classes, saves its state dict as a .pth

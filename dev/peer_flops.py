@@ -1,13 +1,13 @@
 """FLOPs (a multiply-add counts 2) of the models the speed comparisons run, counted on torchvision's
 own implementation with ``torch.utils.flop_counter``: Mask R-CNN R50-FPN inference (1000 proposals,
-100 detections) and, given the peers' directory, one training step of the shapes recipe (forward
-and backward of ``torchvision_shapes.py``'s model set to the recipe as docs/quickstart.md's peer:
-192 px, 64 RoIs, two mask convs; batch 2). docs/platform_notes.md sets them
-against the convolution rates of MindSpore and PyTorch.
+100 detections) and, given a folder holding ``torchvision_shapes.py`` (torchvision's version of
+the shapes recipe, ``build(num_classes)``), one training step of that recipe (forward and backward
+at 192 px, 64 RoIs, two mask convs; batch 2). docs/benchmarks.md sets them against the
+convolution rates of MindSpore and PyTorch.
 
-/tmp/peer/bin/python scripts/peer_flops.py [--height 800 --width 1216] [--peers ../shared/peers]
+/tmp/peer/bin/python dev/peer_flops.py [--height 800 --width 1216] [--peers DIR]
 
-Needs torch and torchvision (the peer environment of docs/weights.md).
+Needs torch and torchvision (the peer environment of docs/model_zoo.md).
 """
 import argparse
 import sys
@@ -61,7 +61,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--width", type=int, default=1216)
-    parser.add_argument("--peers", default=None, help="directory of torchvision_shapes.py (../shared/peers)")
+    parser.add_argument("--peers", default=None, help="folder holding torchvision_shapes.py")
     args = parser.parse_args(argv)
     total, per_op = inference(args.height, args.width)
     print(f"Mask R-CNN R50-FPN inference at {args.height}x{args.width}: {total:.0f} GFLOP")

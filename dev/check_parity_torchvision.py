@@ -1,6 +1,6 @@
 """Detection parity of converted torchvision weights: torchvision Mask R-CNN vs mindseg on one image.
 
-python scripts/check_parity_torchvision.py --image IMG [--seed S] [--config CFG] [--work_dir DIR]
+python dev/check_parity_torchvision.py --image IMG [--seed S] [--config CFG] [--work_dir DIR]
 
 Needs torch and torchvision (run it by hand where they are installed; CI cannot). It builds a seeded
 torchvision ``maskrcnn_resnet50_fpn`` (91 classes) with perturbed frozen-BN statistics and a few
@@ -18,10 +18,10 @@ distance from its float64 ones), scores within 1e-4, mask IoU >= 0.99, and every
 torchvision detection matched with boxes within the same tolerance:
 PARITY OK, else PARITY FAILED (exit 2). Two float32 runs differ by both frameworks' rounding: for
 seed 0 on matplotlib's grace_hopper.jpg mindseg is 0.005 px from the float64 boxes and torchvision
-0.009 px, 0.011 px from each other (docs/weights.md).
+0.009 px, 0.011 px from each other (docs/model_zoo.md).
 
 The canvas defaults to a multiple of 64 (832 x 1344): torchvision derives each level's anchor
-stride as ``canvas // feature size``, which at P6 of an 800-px canvas is 61, not 64 (docs/weights.md).
+stride as ``canvas // feature size``, which at P6 of an 800-px canvas is 61, not 64 (docs/model_zoo.md).
 The torchvision side runs in a subprocess so that torch and MindSpore never share a process.
 """
 import os
