@@ -113,7 +113,7 @@ class Predictor:
         outputs = run_batched(self.runner, [tensor], [size_hw], self.batch_size)
         height, width = original.shape[:2]
         found = image_detections(outputs, 0, scale_hw, height, width, score_thresh=self.score_thresh,
-                                 mask_threshold=self.runner.mask_threshold, canvas_hw=self.spec.canvas)
+                                 mask_threshold=self.runner.mask_threshold)
         masks = found["masks"].astype(bool)
         detections = {
             "boxes": found["boxes"].astype(np.float32), "scores": found["scores"],

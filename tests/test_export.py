@@ -260,13 +260,13 @@ def test_draw_instances_marks_mask_box_and_label():
 
 
 def test_output_contract_names_are_checked(tmp_path):
-    """An output list without a required name, with no mask output or two, or with an unknown name
-    is refused in one line naming its source; a point-representation list (image masks) passes."""
+    """An output list without a required name (the mask output included), with a name twice or
+    with an unknown name is refused in one line naming its source; CenterMask's list passes."""
     from mindseg.models.outputs import check_output_names
-    assert check_output_names(("boxes", "scores", "classes", "masks", "valid")) == \
-        ("boxes", "scores", "classes", "masks", "valid")
+    assert check_output_names(("boxes", "scores", "classes", "mask_probs", "valid", "mask_scores")) == \
+        ("boxes", "scores", "classes", "mask_probs", "valid", "mask_scores")
     for bad in (("boxes", "scores", "classes", "valid"), ("boxes", "scores", "valid", "mask_probs"),
-                ("boxes", "scores", "classes", "valid", "mask_probs", "masks"),
+                ("boxes", "scores", "classes", "valid", "mask_probs", "mask_probs"),
                 ("boxes", "scores", "classes", "valid", "mask_probs", "depth")):
         with pytest.raises(ValueError, match="Net.output_names: .* is not an output contract"):
             check_output_names(bad, "Net.output_names")
@@ -385,18 +385,15 @@ def test_infer_names_skips_and_counts_unreadable_images(tmp_path, capsys, shapes
     assert "none of its 1 image(s) could be read" in lines[1]
 
 
-class _ImageMaskNet(nn.Cell):
-    """A stand-in for a meta-architecture whose masks cover the whole canvas (the point-representation
-    CenterMask's outputs, in its order): one detection per image, box x 32..64, y 16..48 (resized
-    pixels), mask probability 0.45 on the stride-4 grid cells over that box, threshold 0.4."""
-    output_names = ("boxes", "scores", "classes", "masks", "valid")
+class _BoxMaskNet(nn.Cell):
+    """A stand-in for a new meta-architecture: one detection per image, box x 32..64, y 16..48
+    (resized pixels), mask probability 0.45 over the whole box on an 8 x 8 grid, threshold 0.4."""
+    output_names = ("boxes", "scores", "classes", "mask_probs", "valid")
     mask_threshold = 0.4
 
-    def __init__(self, canvas=128, stride=4):
+    def __init__(self):
         super().__init__()
-        grid = np.zeros((1, 1, canvas // stride, canvas // stride), np.float32)
-        grid[0, 0, 16 // stride:48 // stride, 32 // stride:64 // stride] = 0.45
-        self.grid = ms.Tensor(grid)
+        self.grid = ms.Tensor(np.full((1, 1, 8, 8), 0.45, np.float32))
         self.box = ms.Tensor(np.array([[[32, 16, 64, 48]]], np.float32))
 
     def construct(self, image, image_size):
@@ -408,33 +405,31 @@ class _ImageMaskNet(nn.Cell):
         return boxes, scores, ms.ops.zeros((batch, 1), ms.int32), masks, scores > 0.5
 
 
-def test_a_meta_architecture_with_image_masks_plugs_into_export_infer_and_eval(tmp_path):
+def test_a_meta_architecture_plugs_into_export_infer_and_eval_by_its_output_names(tmp_path):
     """Declaring output_names and mask_threshold is all a new meta-architecture does: its graph is
     exported with its names and threshold, the exported model and the evaluator's conversion read
-    its canvas-grid masks by name, and the threshold decides (0.45 passes 0.4, not 0.5)."""
+    its box masks by name, and the threshold decides (0.45 passes 0.4, not 0.5)."""
     from mindseg.engine.evaluator import coco_results_fn
     from mindseg.engine.exporter import export_model
     from mindseg.engine.runners import ExportedModel
     from mindseg.models.postprocess import coco_results, image_detections
     from pycocotools import mask as mask_util
     cfg = load_config(SHAPES_CFG, SMALL)
-    net = _ImageMaskNet()
+    net = _BoxMaskNet()
     info = {"num_classes": 1, "class_names": ["a"], "category_ids": [7]}
     graph, json_path = export_model(net, cfg, info, str(tmp_path / "m"), batch_size=1)
     spec = load_export_spec(json_path)
     assert [o["name"] for o in spec["outputs"]] == list(net.output_names)
-    assert spec["outputs"][3]["shape"] == [1, 1, 32, 32] and spec["postprocess"]["mask_threshold"] == 0.4
+    assert spec["outputs"][3]["shape"] == [1, 1, 8, 8] and spec["postprocess"]["mask_threshold"] == 0.4
     model = ExportedModel(graph)
     outputs = model(np.zeros((1, 3, 128, 128), np.float32), np.array([[128, 128]], np.float32))
     assert model.output_names == net.output_names and set(outputs) == set(net.output_names)
     # the original image is 256 x 256, resized by 0.5: the box and its mask are x 64..128, y 32..96
-    found = image_detections(outputs, 0, (0.5, 0.5), 256, 256, mask_threshold=model.mask_threshold,
-                             canvas_hw=(128, 128))
+    found = image_detections(outputs, 0, (0.5, 0.5), 256, 256, mask_threshold=model.mask_threshold)
     np.testing.assert_allclose(found["boxes"], [[64, 32, 128, 96]])
     mask = found["masks"][0]
     assert mask[36:92, 68:124].all() and not mask[:28].any() and not mask[:, :60].any() and not mask[100:].any()
-    assert not image_detections(outputs, 0, (0.5, 0.5), 256, 256, mask_threshold=0.5,
-                                canvas_hw=(128, 128))["masks"].any()
+    assert not image_detections(outputs, 0, (0.5, 0.5), 256, 256, mask_threshold=0.5)["masks"].any()
     infer_result = coco_results(found, info["category_ids"], {"image": "x.png"}, rounded=True)
     assert infer_result[0]["bbox"] == [64.0, 32.0, 64.0, 64.0] and infer_result[0]["category_id"] == 7
     batch = {"image_id": np.array([5]), "image_size": np.array([[128.0, 128.0]]),
@@ -447,9 +442,9 @@ def test_a_meta_architecture_with_image_masks_plugs_into_export_infer_and_eval(t
 
 @pytest.fixture(scope="module")
 def image_mask_graph(tmp_path_factory):
-    """``(graph, json)`` of _ImageMaskNet exported as MINDIR: one detection per image, class "a"."""
+    """``(graph, json)`` of _BoxMaskNet exported as MINDIR: one detection per image, class "a"."""
     from mindseg.engine.exporter import export_model
-    return export_model(_ImageMaskNet(), load_config(SHAPES_CFG, SMALL),
+    return export_model(_BoxMaskNet(), load_config(SHAPES_CFG, SMALL),
                         {"num_classes": 1, "class_names": ["a"], "category_ids": [7]},
                         str(tmp_path_factory.mktemp("image_mask") / "m"))
 

@@ -300,5 +300,5 @@ def coco_results_fn(category_ids, mask_threshold=0.5):
         original_sizes = np.round(batch["image_size"] / batch["scale"]).astype(np.int64)
         return batch_coco_results({name: value[real] for name, value in outputs.items()}, batch["scale"][real],
                                   original_sizes[real], batch["image_id"][real], category_ids,
-                                  mask_threshold=mask_threshold, canvas_hw=batch["image"].shape[-2:])
+                                  mask_threshold=mask_threshold)
     return postprocess

@@ -7,8 +7,7 @@ name through :func:`named_outputs`, never by position or count, so a new meta-ar
 in by declaring its names. docs/contracts.md describes the contract.
 """
 
-REQUIRED = ("boxes", "scores", "classes", "valid")
-MASK_OUTPUTS = ("mask_probs", "masks")  # exactly one of them
+REQUIRED = ("boxes", "scores", "classes", "valid", "mask_probs")
 DEFAULT_MASK_THRESHOLD = 0.5
 
 OUTPUT_MEANING = {
@@ -19,22 +18,19 @@ OUTPUT_MEANING = {
     "valid": "True for a real detection; the rest is padding",
     "mask_probs": "per-detection mask probability on an S x S grid over its box (pasted into the "
                   "box, then thresholded at mask_threshold)",
-    "masks": "per-detection mask probability on a grid over the whole padded canvas (resized to "
-             "the canvas, cropped to the image, then thresholded at mask_threshold)",
     "mask_scores": "score of the mask (segm results); the box keeps 'scores'",
 }
 
 
 def check_output_names(names, source="output_names"):
-    """``names`` as a tuple if they make a contract: every required name, exactly one mask
-    output, only known names, none twice; otherwise a ValueError naming ``source``."""
+    """``names`` as a tuple if they make a contract: every required name, only known names, none
+    twice; otherwise a ValueError naming ``source``."""
     names = tuple(names)
     unknown = [n for n in names if n not in OUTPUT_MEANING]
     missing = [n for n in REQUIRED if n not in names]
-    masks = [n for n in names if n in MASK_OUTPUTS]
-    if unknown or missing or len(masks) != 1 or len(set(names)) != len(names):
+    if unknown or missing or len(set(names)) != len(names):
         raise ValueError(f"{source}: {list(names)} is not an output contract: it needs {list(REQUIRED)}, "
-                         f"exactly one of {list(MASK_OUTPUTS)}, optionally 'mask_scores', each once"
+                         f"optionally 'mask_scores', each once"
                          + (f" (unknown: {unknown})" if unknown else ""))
     return names
 

@@ -18,25 +18,17 @@ def to_original(boxes, scale, height, width):
 
 
 def image_detections(outputs, index, scale_hw, height, width, score_thresh=0.0,
-                     mask_threshold=DEFAULT_MASK_THRESHOLD, canvas_hw=None):
+                     mask_threshold=DEFAULT_MASK_THRESHOLD):
     """Image ``index`` of a batch of named outputs (``{name: (B, ...) array}``) -> its valid
     detections above ``score_thresh`` in original pixels: ``{"boxes" (N, 4) xyxy, "scores" (N,),
     "labels" (N,), "masks" (N, h, w) uint8}`` and ``"mask_scores"`` (N,) where the model scores
-    masks apart from boxes; best score first. ``canvas_hw``, the padded input's (H, W), places a
-    ``masks`` output (a grid over the canvas)."""
+    masks apart from boxes; best score first."""
     boxes, scores, classes, valid = (np.asarray(outputs[k][index]) for k in ("boxes", "scores", "classes", "valid"))
     keep = np.flatnonzero(valid.astype(bool) & (scores >= score_thresh))
     keep = keep[np.argsort(-scores[keep], kind="stable")]
     scale_hw = np.asarray(scale_hw, np.float64)
     boxes = to_original(boxes[keep], scale_hw, height, width)
-    if "mask_probs" in outputs:
-        masks = paste_masks(np.asarray(outputs["mask_probs"][index])[keep], boxes, height, width, mask_threshold)
-    else:
-        if canvas_hw is None:
-            raise ValueError("a 'masks' output (a grid over the padded canvas) needs canvas_hw")
-        canvas = [0.0, 0.0, canvas_hw[1] / scale_hw[1], canvas_hw[0] / scale_hw[0]]  # in original pixels
-        masks = paste_masks(np.asarray(outputs["masks"][index])[keep], np.tile(canvas, (len(keep), 1)),
-                            height, width, mask_threshold)
+    masks = paste_masks(np.asarray(outputs["mask_probs"][index])[keep], boxes, height, width, mask_threshold)
     detections = {"boxes": boxes, "scores": scores[keep].astype(np.float32),
                   "labels": classes[keep].astype(np.int64), "masks": masks}
     if "mask_scores" in outputs:
@@ -69,15 +61,14 @@ def coco_results(detections, category_ids, image, rounded=False):
 
 
 def batch_coco_results(outputs, scale, original_sizes, image_ids, category_ids,
-                       mask_threshold=DEFAULT_MASK_THRESHOLD, canvas_hw=None):
+                       mask_threshold=DEFAULT_MASK_THRESHOLD):
     """COCO results of a batch of named outputs: scale (B, 2), original_sizes (B, 2) as (h, w),
     image_ids (B,), category_ids: contiguous label -> COCO category id."""
     outputs = {name: _numpy(value) for name, value in outputs.items()}
     results = []
     for b, image_id in enumerate(image_ids):
         height, width = int(original_sizes[b][0]), int(original_sizes[b][1])
-        found = image_detections(outputs, b, scale[b], height, width, mask_threshold=mask_threshold,
-                                 canvas_hw=canvas_hw)
+        found = image_detections(outputs, b, scale[b], height, width, mask_threshold=mask_threshold)
         results.extend(coco_results(found, category_ids, {"image_id": int(image_id)}))
     return results
 
