@@ -56,7 +56,11 @@ def main(argv=None):
                   f"(results and metrics.json in {cfg.output_dir})")
             with open(os.path.join(cfg.output_dir, "results.json"), "r", encoding="utf-8") as f:
                 results = json.load(f)
-            print(found_line(ann_file, results, args.draw_thresh))
+            try:  # a side output: a problem counting leaves the finished evaluation as it is
+                print(found_line(ann_file, results, args.draw_thresh))
+            except Exception as err:  # noqa: BLE001  (whatever failed, the metrics stand)
+                print(f"eval.py: the found count stopped, the evaluation and its metrics stand: "
+                      f"{type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
         if metrics is not None and args.draw > 0:
             from mindseg.engine.drawings import draw_val_images
             draw_val_images(ann_file, image_dir, results, info["class_names"], info["category_ids"],
