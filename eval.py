@@ -6,7 +6,8 @@ python eval.py --config CFG --ckpt_path PATH [--mix True] [--dataset_dir DIR] [-
 Writes OUTPUT_DIR/results.json (COCO results, original category ids) and OUTPUT_DIR/metrics.json
 (AP, AP50, AP75, APs, APm, APl per iou type, in percent); with --draw N also N pictures of val
 images into OUTPUT_DIR/drawings/, the ground truth on the left and the detections with a score
->= --draw_thresh on the right. Under msrun each rank infers its share of
+>= --draw_thresh on the right. It prints the AP and how many val objects a detection scored
+>= --draw_thresh finds (mask IoU >= 0.5) and names right. Under msrun each rank infers its share of
 the images and rank 0 merges them. Bad data is named and counted (refused with --strict); an image
 that cannot be read is named and its ground truth left out of COCOeval.
 """
@@ -50,19 +51,30 @@ def main(argv=None):
         if metrics is not None:
             print(f"bbox AP {metrics['bbox']['AP']:.2f}  segm AP {metrics['segm']['AP']:.2f}  "
                   f"(results and metrics.json in {cfg.output_dir})")
+            from mindseg.engine.found import found_line
+            _side_output("the found count", lambda: print(found_line(ann_file, _results(cfg), args.draw_thresh)))
         if metrics is not None and args.draw > 0:
             from mindseg.engine.drawings import draw_val_images
-            try:  # a side output: a problem drawing leaves the finished evaluation as it is
-                with open(os.path.join(cfg.output_dir, "results.json"), "r", encoding="utf-8") as f:
-                    results = json.load(f)
-                draw_val_images(ann_file, image_dir, results, info["class_names"],
-                                info["category_ids"], os.path.join(cfg.output_dir, "drawings"),
-                                args.draw, args.draw_thresh)
-            except Exception as err:  # noqa: BLE001  (whatever failed, the metrics stand)
-                print(f"eval.py: --draw stopped, the evaluation and its metrics stand: "
-                      f"{type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
+            _side_output("--draw", lambda: draw_val_images(
+                ann_file, image_dir, _results(cfg), info["class_names"], info["category_ids"],
+                os.path.join(cfg.output_dir, "drawings"), args.draw, args.draw_thresh))
         finish_modelarts(cfg, runtime)
     return metrics
+
+
+def _results(cfg):
+    with open(os.path.join(cfg.output_dir, "results.json"), "r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _side_output(what, make):
+    """Make a side output of a finished evaluation; whatever fails there is one line on stderr,
+    and the evaluation, its metrics and the exit status stand."""
+    try:
+        make()
+    except Exception as err:  # noqa: BLE001
+        print(f"eval.py: {what} stopped, the evaluation and its metrics stand: "
+              f"{type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 #!/bin/bash
 # Quick start on the CPU: synthetic shapes dataset -> train -> evaluate -> export MINDIR -> infer.
+# It ends with the val AP and how many val objects the detections drawn (score >= SCORE_THRESH)
+# find and name right.
 #   [MODEL=centermask_lite] bash scripts/quickstart.sh [key=value ...]   (overrides for every step)
 # Environment: MODEL (mask_rcnn; the config is config/shapes/<MODEL>_shapes.yml), PYTHON (python),
 # DATA (datasets/shapes), OUT (outputs/shapes_<MODEL>), NUM_TRAIN / NUM_VAL / IMAGE_SIZE (synthetic
-# dataset size), NUM_DRAW (val images eval.py draws beside their ground truth), NUM_INFER (images
+# dataset size), STYLE (distinct: classes differ in outline, colour and pattern; outline: in outline
+# only), NUM_DRAW (val images eval.py draws beside their ground truth), NUM_INFER (images
 # infer.py draws), SCORE_THRESH (the score a detection needs to be drawn, default 0.3).
 # A rerun into the same OUT stops at train.py, which never writes over earlier checkpoints: add
 # train.overwrite=true to move them aside.
@@ -23,6 +26,7 @@ OUT=${OUT:-outputs/shapes_${MODEL}}
 NUM_TRAIN=${NUM_TRAIN:-1000}
 NUM_VAL=${NUM_VAL:-50}
 IMAGE_SIZE=${IMAGE_SIZE:-256}
+STYLE=${STYLE:-distinct}
 NUM_DRAW=${NUM_DRAW:-8}
 NUM_INFER=${NUM_INFER:-4}
 SCORE_THRESH=${SCORE_THRESH:-0.3}
@@ -38,7 +42,7 @@ if [ -f "$DATA/annotations/instances_val2017.json" ]; then
     echo "already there (delete $DATA to make it again)"
 else
     "$PYTHON" scripts/make_synthetic_coco.py --out "$DATA" --num-train "$NUM_TRAIN" \
-        --num-val "$NUM_VAL" --image-size "$IMAGE_SIZE"
+        --num-val "$NUM_VAL" --image-size "$IMAGE_SIZE" --style "$STYLE"
 fi
 
 step "2/5 train $MODEL -> $OUT"
@@ -83,3 +87,7 @@ fi
 echo "  exported graph      $GRAPH.mindir (+ .json)"
 echo "  drawings, results   $OUT/infer/*.png  $OUT/infer/*.json, score >= $SCORE_THRESH:"
 grep -E '^[^ ]+: [0-9]+ detections?$' "$OUT/infer.log" | sed "s|^|    |" || true
+echo
+echo "val ($MODEL):"
+sed -nE 's/^(bbox AP [0-9.]+ +segm AP [0-9.]+).*/  \1/p' "$OUT/eval.log"
+sed -nE 's/^(found [0-9]+ of [0-9]+ val objects.*)/  \1/p' "$OUT/eval.log"

@@ -1,5 +1,5 @@
 """The synthetic COCO dataset: valid for pycocotools, exact masks, every annotation kind present,
-deterministic."""
+deterministic; in the distinct style, classes a colour statistic tells apart."""
 import json
 import subprocess
 import sys
@@ -201,7 +201,91 @@ def test_script(tmp_path):
                              "--seed", "3", "--image-size", "96"],
                             capture_output=True, text=True, check=True, cwd=str(tmp_path))
     assert "train: 4 images" in result.stdout and "val: 2 images" in result.stdout
+    assert "(distinct style," in result.stdout  # the script's default
     assert len(list((out / "train2017").glob("*.jpg"))) == 4
     val = json.loads((out / "annotations" / "instances_val2017.json").read_text())
     assert len(val["images"]) == 2
     assert max(val["images"][0]["height"], val["images"][0]["width"]) == 96
+
+
+# ---------------------------------------------------------------- the "distinct" style
+
+@pytest.fixture(scope="module")
+def distinct():
+    """Both splits of the distinct style in memory: {split: (dataset, images, visible)}."""
+    return {split: generate_split(split, count, seed=0, image_size=128, style="distinct")
+            for split, count in (("train2017", 60), ("val2017", 30))}
+
+
+def _appearance(split_data, min_area=40):
+    """(category ids, mean chromaticity (N, 3), brightness std (N,)) of the visible pixels of the
+    non-crowd annotations."""
+    dataset, images, visible = split_data
+    labels, chroma, spread = [], [], []
+    for ann in dataset["annotations"]:
+        if ann["iscrowd"] or ann["area"] < min_area:
+            continue
+        pixels = images[ann["image_id"]][visible[ann["id"]]].astype(np.float64)
+        mean = pixels.mean(axis=0)
+        labels.append(ann["category_id"])
+        chroma.append(mean / mean.sum())
+        spread.append(pixels.mean(axis=1).std())
+    return np.array(labels), np.array(chroma), np.array(spread)
+
+
+def _nearest_centroid_accuracy(train, val):
+    train_labels, train_chroma, _ = _appearance(train)
+    val_labels, val_chroma, _ = _appearance(val)
+    centroids = np.array([train_chroma[train_labels == c].mean(axis=0) for c in CATEGORY_IDS])
+    distances = ((val_chroma[:, None] - centroids[None]) ** 2).sum(axis=-1)
+    predicted = np.array(CATEGORY_IDS)[distances.argmin(axis=1)]
+    return float((predicted == val_labels).mean()), len(val_labels)
+
+
+def test_distinct_classes_separate_by_mean_colour(distinct):
+    # one mean colour per class, fitted on train, names nearly every val object
+    accuracy, count = _nearest_centroid_accuracy(distinct["train2017"], distinct["val2017"])
+    assert count >= 60 and accuracy >= 0.95
+    # in the outline style the same statistic is near chance (1 in 5)
+    outline = {split: generate_split(split, count, seed=0, image_size=128)
+               for split, count in (("train2017", 60), ("val2017", 30))}
+    accuracy, _ = _nearest_centroid_accuracy(outline["train2017"], outline["val2017"])
+    assert accuracy < 0.4
+
+
+def test_distinct_classes_differ_in_pattern(distinct):
+    # the solid class's brightness barely varies; every patterned class's varies well above it
+    labels, _, spread = _appearance(distinct["train2017"])
+    solid = CATEGORY_IDS[CLASS_NAMES.index("ellipse")]
+    assert set(labels) == set(CATEGORY_IDS)
+    for cat_id in CATEGORY_IDS:
+        if cat_id != solid:
+            assert np.percentile(spread[labels == cat_id], 10) > \
+                np.percentile(spread[labels == solid], 90), cat_id
+
+
+def test_distinct_keeps_every_annotation_kind(distinct):
+    dataset, images, visible = distinct["train2017"]
+    assert [c["id"] for c in dataset["categories"]] == list(CATEGORY_IDS)
+    anns = dataset["annotations"]
+    polygons = [a for a in anns if isinstance(a["segmentation"], list)]
+    assert sum(len(a["segmentation"]) >= 2 for a in polygons) >= 3
+    assert any(a["iscrowd"] and isinstance(a["segmentation"], dict) for a in anns)
+    with_holes = [a for a in anns if synthetic._has_holes(visible[a["id"]])]
+    assert with_holes and all(isinstance(a["segmentation"], dict) for a in with_holes)
+    annotated = {a["image_id"] for a in anns}
+    assert any(img["id"] not in annotated for img in dataset["images"])
+    for ann in anns:  # masks are the rendered visible pixels, exactly
+        height, width = images[ann["image_id"]].shape[:2]
+        np.testing.assert_array_equal(decode_segmentation(ann["segmentation"], height, width),
+                                      visible[ann["id"]], err_msg=f"annotation {ann['id']}")
+    # the same images and annotation ids as the outline style, different pixels
+    outline, outline_images, _ = generate_split("train2017", 60, seed=0, image_size=128)
+    assert [i["id"] for i in outline["images"]] == [i["id"] for i in dataset["images"]]
+    first = dataset["images"][0]["id"]
+    assert not np.array_equal(images[first], outline_images[first])
+
+
+def test_bad_style():
+    with pytest.raises(ValueError, match="style must be one of"):
+        generate_split("train2017", 1, style="plain")

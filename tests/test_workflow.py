@@ -211,6 +211,13 @@ def test_eval_writes_metrics_in_percent_and_original_category_ids(quickstart):
     assert all(len(r["bbox"]) == 4 and isinstance(r["segmentation"]["counts"], str)
                for r in results)
     assert "AP per class" in quickstart["log"] and "rectangle" in quickstart["log"]
+    # the quick start ends with the AP and how many val objects the drawn detections find
+    from mindseg.engine.found import found_line
+    closing = quickstart["log"].split("\nval (mask_rcnn):\n")[-1]
+    assert f"bbox AP {metrics['bbox']['AP']:.2f}  segm AP {metrics['segm']['AP']:.2f}" in closing
+    line = found_line(str(quickstart["data"] / "annotations" / "instances_val2017.json"), results,
+                      0.0)
+    assert quickstart["log"].count(line) == 2 and line in closing
 
 
 def test_export_writes_mindir_and_description(quickstart):

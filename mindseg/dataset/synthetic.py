@@ -1,7 +1,10 @@
 """A COCO-format synthetic shapes dataset for the quick start and for tests.
 
-Each image is a noisy gradient background with 1-8 coloured shapes drawn in order, so later shapes
-occlude earlier ones; an instance's mask is its visible part. The annotations exercise what real
+Each image is a background with 1-8 shapes drawn in order, so later shapes occlude earlier ones;
+an instance's mask is its visible part. Two styles: "distinct" (the quick start's) gives each class
+its own outline, colour family and surface pattern on varied textured backgrounds
+(synthetic_looks.py), as real classes differ in how they look; "outline" (the tests' fixtures)
+paints every shape in a random hue on a grey ramp, so only the outline tells the classes apart. The annotations exercise what real
 COCO files contain: non-contiguous category ids, polygons with several parts (a shape cut in two by
 a bar), RLE masks in both encodings, `iscrowd` regions and images without annotations.
 
@@ -16,6 +19,8 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
+from mindseg.dataset import synthetic_looks
+
 CLASS_NAMES = ("rectangle", "ellipse", "triangle", "star", "cross")
 CATEGORY_IDS = (1, 3, 7, 12, 15)
 CATEGORIES = tuple({"id": cat_id, "name": name, "supercategory": "shape"}
@@ -28,6 +33,9 @@ BAR_PROB = 0.3          # an image ends with a thin bar across a large shape (mu
 CROWD_PROB = 0.12       # an image holds a cluster of small shapes annotated as one crowd region
 RLE_PROB = 0.12         # a non-crowd annotation is written as RLE instead of polygons
 JPEG_QUALITY = 90
+STYLES = ("outline", "distinct")
+# a shape's radius range, as a fraction of the image's long side
+_RADIUS_RANGE = {"outline": (0.04, 0.4), "distinct": (0.06, 0.35)}
 _IMAGE_ID_BASE = {"train2017": 1, "val2017": 100001}
 _ANN_ID_BASE = {"train2017": 1, "val2017": 1000001}
 
@@ -104,17 +112,20 @@ def _image_size(image_size, rng):
     return (short, image_size) if rng.random() < 0.55 else (image_size, short)
 
 
-def _scene(height, width, rng):
-    """Shapes to draw in order: dicts with class index, float polygons and iscrowd."""
+def _scene(height, width, rng, style="outline"):
+    """Shapes to draw in order: dicts with class index, float polygons, iscrowd and the centre,
+    radius and angle their surface pattern is laid out by."""
     long_side = max(height, width)
+    low, high = _RADIUS_RANGE[style]
     shapes = []
     for _ in range(int(rng.integers(1, 8))):
         label = int(rng.integers(len(CLASS_NAMES)))
-        radius = long_side * np.exp(rng.uniform(np.log(0.04), np.log(0.4)))
+        radius = long_side * np.exp(rng.uniform(np.log(low), np.log(high)))
         center = (rng.uniform(0, width), rng.uniform(0, height))
-        polygon = _shape_polygon(CLASS_NAMES[label], center, radius, rng.uniform(0, 2 * np.pi), rng)
+        angle = rng.uniform(0, 2 * np.pi)
+        polygon = _shape_polygon(CLASS_NAMES[label], center, radius, angle, rng)
         shapes.append({"label": label, "polygons": [polygon], "iscrowd": 0,
-                       "center": center, "radius": radius})
+                       "center": center, "radius": radius, "angle": angle})
     if rng.random() < CROWD_PROB:
         label = int(rng.integers(len(CLASS_NAMES)))
         region = long_side * rng.uniform(0.1, 0.2)
@@ -127,7 +138,7 @@ def _scene(height, width, rng):
                                           rng.uniform(0, 2 * np.pi), rng))
         position = int(rng.integers(len(shapes) + 1))
         shapes.insert(position, {"label": label, "polygons": members, "iscrowd": 1,
-                                 "center": (cx, cy), "radius": region})
+                                 "center": (cx, cy), "radius": region / 4, "angle": 0.0})
     large = [s for s in shapes if not s["iscrowd"] and s["radius"] > 0.12 * long_side]
     if large and rng.random() < BAR_PROB:
         target = large[int(rng.integers(len(large)))]
@@ -138,19 +149,26 @@ def _scene(height, width, rng):
         angle = rng.uniform(0, np.pi)
         shapes.append({"label": CLASS_NAMES.index("rectangle"),
                        "polygons": [_rotate(bar, angle) + np.asarray(target["center"])],
-                       "iscrowd": 0, "center": target["center"], "radius": length / 2})
+                       "iscrowd": 0, "center": target["center"], "radius": thickness * 2,
+                       "angle": -angle})
     return shapes
 
 
-def _render(height, width, shapes, rng):
+def _render(height, width, shapes, rng, style="outline"):
     """Draw shapes in order; returns the BGR uint8 image and each shape's visible bool mask."""
-    image = _background(height, width, rng)
+    distinct = style == "distinct"
+    image = synthetic_looks.background(height, width, rng) if distinct else \
+        _background(height, width, rng)
     owner = np.full((height, width), -1, np.int32)
     for index, shape in enumerate(shapes):
         owner[_fill(shape["polygons"], height, width)] = index
-    for index in range(len(shapes)):
+    for index, shape in enumerate(shapes):
         inside = owner == index
         if not inside.any():
+            continue
+        if distinct:
+            synthetic_looks.paint_object(image, inside, CLASS_NAMES[shape["label"]],
+                                         shape["center"], shape["radius"], shape["angle"], rng)
             continue
         shading = 1.0 + rng.uniform(-0.25, 0.25) * (_linear_ramp(height, width, rng) - 0.5)
         image[inside] = _random_color(rng) * shading[inside][:, None]
@@ -233,8 +251,8 @@ def _split_seed(seed, split):
     return [int(seed), SPLITS.index(split)]
 
 
-def generate_split(split, num_images, seed=0, image_size=256):
-    """Render one split in memory.
+def generate_split(split, num_images, seed=0, image_size=256, style="outline"):
+    """Render one split in memory in one of STYLES.
 
     Returns (dataset, images, visible): the COCO dict, BGR uint8 arrays by image id, and the
     rendered visible bool (H, W) mask of each annotation by annotation id.
@@ -243,8 +261,11 @@ def generate_split(split, num_images, seed=0, image_size=256):
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    description = "mindseg synthetic shapes" + (f" ({style} style)" if style != "outline" else "")
     dataset = {
-        "info": {"description": "mindseg synthetic shapes", "version": "1.0", "year": 2024},
+        "info": {"description": description, "version": "1.0", "year": 2024},
         "licenses": [],
         "images": [], "annotations": [], "categories": [dict(c) for c in CATEGORIES],
     }
@@ -255,8 +276,8 @@ def generate_split(split, num_images, seed=0, image_size=256):
         image_id = _IMAGE_ID_BASE[split] + index
         height, width = _image_size(image_size, rng)
         empty = split == "train2017" and index % EMPTY_EVERY == 3
-        shapes = [] if empty else _scene(height, width, rng)
-        image, visible = _render(height, width, shapes, rng)
+        shapes = [] if empty else _scene(height, width, rng, style)
+        image, visible = _render(height, width, shapes, rng, style)
         file_name = f"{image_id:012d}.jpg"
         dataset["images"].append({"id": image_id, "file_name": file_name,
                                   "height": height, "width": width})
@@ -277,18 +298,19 @@ def generate_split(split, num_images, seed=0, image_size=256):
     return dataset, images, visible_by_ann
 
 
-def make_synthetic_coco(out_dir, num_train=64, num_val=16, seed=0, image_size=256):
-    """Write a synthetic dataset in the COCO 2017 layout under `out_dir`.
+def make_synthetic_coco(out_dir, num_train=64, num_val=16, seed=0, image_size=256,
+                        style="outline"):
+    """Write a synthetic dataset of one of STYLES in the COCO 2017 layout under `out_dir`.
 
     out_dir/annotations/instances_{train,val}2017.json and out_dir/{train,val}2017/<id>.jpg.
     The same arguments give byte-identical files. Returns paths and counts.
     """
     out_dir = os.path.abspath(os.fspath(out_dir))
     os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
-    result = {"dataset_dir": out_dir, "num_classes": len(CLASS_NAMES),
+    result = {"dataset_dir": out_dir, "style": style, "num_classes": len(CLASS_NAMES),
               "class_names": list(CLASS_NAMES), "category_ids": list(CATEGORY_IDS)}
     for split, count in zip(SPLITS, (num_train, num_val)):
-        dataset, images, _ = generate_split(split, count, seed, image_size)
+        dataset, images, _ = generate_split(split, count, seed, image_size, style)
         image_dir = os.path.join(out_dir, split)
         os.makedirs(image_dir, exist_ok=True)
         for info in dataset["images"]:

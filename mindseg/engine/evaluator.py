@@ -113,7 +113,7 @@ def _evaluated_images(coco_gt, image_ids, log):
     return [i for i in all_ids if i in seen]
 
 
-def _ground_truth(ann_file, log):
+def coco_ground_truth(ann_file, log=print):
     """The pycocotools index of ``ann_file``: a COCO-format dict, or a file read as the data
     loader keeps it (:func:`mindseg.dataset.coco.ground_truth_of`), so that entries it skips,
     such as a second image with the same id, do not come back, and a duplicate annotation id
@@ -153,7 +153,7 @@ def evaluate_coco(results, ann_file, iou_types=IOU_TYPES, output_dir=None, log=p
             raise ValueError(f"iou_types must be among {IOU_TYPES}, got {iou_type!r}")
     if "segm" in iou_types and any("segmentation" not in r for r in results):
         raise ValueError("segm evaluation needs a 'segmentation' in every result")
-    coco_gt = _ground_truth(ann_file, log)
+    coco_gt = coco_ground_truth(ann_file, log)
     if output_dir:
         write_results(results, os.path.join(output_dir, "results.json"))
     evaluated = _evaluated_images(coco_gt, image_ids, log)
