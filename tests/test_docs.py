@@ -411,7 +411,9 @@ def test_the_readme_shows_what_the_quick_start_prints():
         script = f.read()
     block = re.search(r"```\n(done in .*?)```", readme, re.S)
     assert block, "README.md shows no quick-start listing"
-    labels = re.findall(r"^  (\S.*?)\s{2,}", block.group(1), re.M)
+    listing = block.group(1).split("\n\n")[0]  # the file list; the val lines follow it
+    labels = re.findall(r"^  (\S.*?)\s{2,}", listing, re.M)
     assert len(labels) >= 6
     assert [label for label in labels if f'echo "  {label}  ' not in script] == []
     assert re.search(r'echo "done in .* s \(\$MODEL\):"', script)
+    assert "val (mask_rcnn):" in block.group(1) and 'echo "val ($MODEL):"' in script
