@@ -17,19 +17,12 @@ import mindspore as ms
 
 from mindseg.config import load_config
 from mindseg.dataset.synthetic import CLASS_NAMES, make_synthetic_coco
+from small import SHAPES_CONFIG, SHAPES_SMALL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(ROOT, "config", "shapes", "mask_rcnn_shapes.yml")
-SMALL = ["data.canvas=[128,128]", "data.min_size=[128]", "data.max_size=128",
-         "data.test_min_size=128", "data.test_max_size=128", "data.num_workers=0",
-         "data.max_instances=8", "data.mask_crop=28",
-         "model.rpn.pre_nms_topk_train=200", "model.rpn.post_nms_topk_train=64",
-         "model.rpn.pre_nms_topk_test=100", "model.rpn.post_nms_topk_test=50",
-         "model.roi_heads.batch_size_per_image=64", "model.roi_heads.detections_per_image=10",
-         "model.roi_heads.test_topk_candidates=100", "model.roi_heads.score_thresh_test=0.0",
-         "train.max_steps=2", "train.warmup_iters=1", "train.lr_steps=[100]",
-         "train.base_lr=0.01", "train.reference_batch_size=2", "train.log_interval=1",
-         "train.ckpt_interval=2"]
+CONFIG = SHAPES_CONFIG
+SMALL = SHAPES_SMALL + ["train.max_steps=2", "train.warmup_iters=1", "train.log_interval=1",
+                       "train.ckpt_interval=2"]
 # the user's classes: the synthetic shapes renamed and renumbered, one name ("star") shared
 OWN_NAMES = {"rectangle": "door", "ellipse": "egg", "triangle": "sail", "star": "star", "cross": "plus"}
 OWN_IDS = {"door": 40, "egg": 2, "sail": 77, "star": 9, "plus": 23}

