@@ -1,6 +1,6 @@
 """Audit the primitives of every compiled graph of the shapes configs for Ascend and GPU.
 
-    python scripts/op_audit.py [--config CFG ...] [--small] [--json FILE] [--keep_ir DIR]
+    python scripts/op_audit.py [--config CFG ...] [--small] [--json FILE] [--keep_ir DIR | --from_ir DIR]
 
 For each config (default: the three of config/shapes/) this compiles, on synthetic data, the
 training step (forward, backward and optimizer, as train.py builds it in GRAPH mode) in float32
@@ -131,12 +131,15 @@ def record_graphs(cfg, out_dir):
     return folders
 
 
-def audit_config(name, config, data_dir, work, small):
-    """Record and audit one config; ``(rows, problems, graphs)`` (see :func:`audit`)."""
+def audit_config(name, config, data_dir, work, small, from_ir=None):
+    """Record (or, with ``from_ir``, re-read the IR folders kept there) and audit one config;
+    ``(rows, problems, graphs)`` (see :func:`audit`)."""
     from mindseg.utils.op_allowlist import ALLOWLIST
     from mindseg.utils.op_audit import audit, read_graph
-    cfg = load_small_config(config, data_dir, small)
-    folders = record_graphs(cfg, os.path.join(work, name))
+    if from_ir:
+        folders = {g: os.path.join(from_ir, name, g) for g in GRAPHS}
+    else:
+        folders = record_graphs(load_small_config(config, data_dir, small), os.path.join(work, name))
     graphs = {g: read_graph(folders[g], ROOT) for g in GRAPHS}
     empty = [g for g in GRAPHS if not graphs[g][0]]
     rows, problems = audit(graphs, ALLOWLIST, TRAINING_GRAPHS)
@@ -150,6 +153,8 @@ def main(argv=None):
     parser.add_argument("--small", action="store_true", help="compile at 64x64 with narrow heads")
     parser.add_argument("--json", help="write the primitives recorded (per config and graph) here")
     parser.add_argument("--keep_ir", help="keep the IR folders here (default: a temporary folder)")
+    parser.add_argument("--from_ir", help="audit the IR folders an earlier --keep_ir run kept there, "
+                                          "without compiling")
     args = parser.parse_args(argv)
     if os.environ.get("MS_DEV_SAVE_GRAPHS_PATH") != _DUMP:
         sys.exit("op_audit.py: run it as a script (MindSpore must be imported after it sets "
@@ -157,10 +162,10 @@ def main(argv=None):
     from mindseg.utils.op_audit import format_table
     configs = {os.path.splitext(os.path.basename(c))[0]: c for c in args.config} if args.config else CONFIGS
     work = args.keep_ir or tempfile.mkdtemp(prefix="mindseg_audit_")
-    data_dir = make_data(os.path.join(work, "data"), 64 if args.small else 256)
+    data_dir = None if args.from_ir else make_data(os.path.join(work, "data"), 64 if args.small else 256)
     report, all_problems = {}, []
     for name, config in configs.items():
-        rows, problems, graphs = audit_config(name, config, data_dir, work, args.small)
+        rows, problems, graphs = audit_config(name, config, data_dir, work, args.small, args.from_ir)
         report[name] = {"config": config, "graphs": {g: {"counts": dict(sorted(c.items())), "dynamic": d}
                                                      for g, (c, d) in graphs.items()}}
         dynamic = {g: graphs[g][1] for g in GRAPHS if g not in TRAINING_GRAPHS}

@@ -210,7 +210,7 @@ def format_table(rows, graph_names):
     body = []
     for row in rows:
         marks = ["yes" if p in row["platforms"] else "-" for p in PLATFORMS]
-        note = row["source"] + (f"; allowlisted: {row['allowlisted']}" if row["allowlisted"] else "")
+        note = row["source"] + ("; allowlisted (mindseg/utils/op_allowlist.py)" if row["allowlisted"] else "")
         body.append([row["primitive"]] + [str(row["counts"][g] or "") for g in graph_names] + marks + [note])
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head) - 1)]
     lines = []
