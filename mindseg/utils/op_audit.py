@@ -175,14 +175,17 @@ def forward_of(prim):
     return None
 
 
-def audit(graphs, allowlist, training_graphs=()):
+def audit(graphs, allowlist, training_graphs=(), known_gaps=None):
     """Check the recorded graphs. ``graphs``: ``{graph name: (counts, dynamic)}`` from
     :func:`read_graph`; ``allowlist``: ``{primitive: {"reason", "Ascend", "GPU"}}``;
-    ``training_graphs``: names whose dynamic shapes are failures.
+    ``training_graphs``: names whose dynamic shapes are failures; ``known_gaps``: primitives known
+    not to run on a device (same form as ``allowlist``), reported in their rows, not as problems.
 
     Returns ``(rows, problems)``: one row per primitive (name, counts per graph, platforms,
-    source, allowlisted reason), and the list of one-line problems (empty when all is well).
+    source, allowlisted reason, known gap), and the list of one-line problems (empty when all is
+    well).
     """
+    known_gaps = known_gaps or {}
     names = sorted(set().union(*(counts for counts, _ in graphs.values())) if graphs else ())
     rows, problems = [], []
     for prim in names:
@@ -190,10 +193,11 @@ def audit(graphs, allowlist, training_graphs=()):
         allowed = allowlist.get(prim)
         row = {"primitive": prim, "counts": {g: graphs[g][0].get(prim, 0) for g in graphs},
                "platforms": platforms or (), "source": source,
-               "allowlisted": allowed["reason"] if allowed else ""}
+               "allowlisted": allowed["reason"] if allowed else "",
+               "known_gap": known_gaps[prim]["reason"] if prim in known_gaps else ""}
         rows.append(row)
         missing = [p for p in ("Ascend", "GPU") if p not in (platforms or ())]
-        if missing and not allowed:
+        if missing and not allowed and prim not in known_gaps:
             used = ", ".join(g for g in graphs if graphs[g][0].get(prim))
             why = "undocumented" if platforms is None else f"not documented on {'/'.join(missing)}"
             problems.append(f"{prim}: {why} (in {used})")
@@ -211,6 +215,7 @@ def format_table(rows, graph_names):
     for row in rows:
         marks = ["yes" if p in row["platforms"] else "-" for p in PLATFORMS]
         note = row["source"] + ("; allowlisted (mindseg/utils/op_allowlist.py)" if row["allowlisted"] else "")
+        note += "; KNOWN GAP (mindseg/utils/op_allowlist.py)" if row.get("known_gap") else ""
         body.append([row["primitive"]] + [str(row["counts"][g] or "") for g in graph_names] + marks + [note])
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head) - 1)]
     lines = []
