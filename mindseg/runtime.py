@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BACKENDS = {"Ascend": "hccl", "GPU": "nccl", "CPU": "mccl"}
 # Everything that differs by device, in one place (docs/platforms.md explains each value):
 # - jit_level for GRAPH mode: O0 (kernel by kernel) on Ascend and GPU. Ascend's O2 hands the whole
 #   graph to CANN's graph engine, which refuses dynamic shapes and adds compile time, and its
@@ -39,6 +38,7 @@ DEVICE_SETTINGS = {
     "GPU": {"jit_level": "O0", "comm": "nccl", "env": {}, "nms_max_boxes": None},
     "CPU": {"jit_level": None, "comm": "mccl", "env": {}, "nms_max_boxes": None},
 }
+BACKENDS = {target: settings["comm"] for target, settings in DEVICE_SETTINGS.items()}
 MODES = ("graph", "pynative")
 DEFAULT_SCHED_PORT = 8119
 SCHEDULER_START_S = 300.0

@@ -156,7 +156,7 @@ def main(argv=None):
         sys.exit("op_audit.py: run it as a script (MindSpore must be imported after it sets "
                  "MS_DEV_SAVE_GRAPHS)")
     from mindseg.utils.op_audit import format_table
-    configs = {os.path.splitext(os.path.basename(c))[0]: c for c in args.config} if args.config else CONFIGS
+    configs = {os.path.splitext(os.path.basename(c))[0]: c for c in args.config or CONFIGS.values()}
     work = args.keep_ir or tempfile.mkdtemp(prefix="mindseg_audit_")
     data_dir = None if args.from_ir else make_data(os.path.join(work, "data"), 64 if args.small else 256)
     report, all_problems = {}, []
