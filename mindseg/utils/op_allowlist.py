@@ -55,12 +55,4 @@ KNOWN_GAPS = {
         "Ascend": "InplaceScatterSrc",
         "GPU": "unverified; if the GPU lacks it, take the span from ops.amax (ReduceMax, "
                "documented on GPU) under stop_gradient"},
-    "GridSampler2DGrad": {
-        "reason": "the backward of ops.grid_sample in the point-representation CenterMask's "
-                  "saliency crops (models/centermask_point/masks.py: crop_saliency) is documented "
-                  "on GPU and CPU only",
-        "Ascend": "none yet: training centermask_point on Ascend needs crop_saliency to sample "
-                  "with documented ops (its grid is separable: two one-hot bilinear weight "
-                  "matrices and BatchMatMul); inference uses only the forward, documented on Ascend",
-        "GPU": "GridSampler2DGrad"},
 }
