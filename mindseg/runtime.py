@@ -12,6 +12,7 @@ Initial weights are not broadcast between ranks (docs/platform_notes.md), so eve
 """
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -20,7 +21,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BACKENDS = {"Ascend": "hccl", "GPU": "nccl", "CPU": "mccl"}
+# Everything that differs by device, in one place (docs/platforms.md explains each value):
+# - jit_level for GRAPH mode: O0 (kernel by kernel) on Ascend and GPU. Ascend's O2 hands the whole
+#   graph to CANN's graph engine, which refuses dynamic shapes and adds compile time, and its
+#   default differs between Ascend generations; O0 runs the same way on every device. The CPU
+#   keeps MindSpore's default (None), the setting every CPU figure in docs/ was measured with.
+# - env: set (unless the user set them) before the collective library starts. On Ascend the
+#   first all-reduce waits for every rank to compile its training graph, which can pass HCCL's
+#   120 s default connect timeout; NCCL needs no setting.
+# - comm: the collective backend init() joins (msrun, mpirun and rank-table launches alike).
+# - nms_max_boxes: the most boxes ops.NMSWithMask takes (its docstring: 2864 on Ascend); past it
+#   mindseg.models.layers.nms runs its matrix form, which keeps the same boxes.
+DEVICE_SETTINGS = {
+    "Ascend": {"jit_level": "O0", "comm": "hccl", "env": {"HCCL_CONNECT_TIMEOUT": "1200"},
+               "nms_max_boxes": 2864},
+    "GPU": {"jit_level": "O0", "comm": "nccl", "env": {}, "nms_max_boxes": None},
+    "CPU": {"jit_level": None, "comm": "mccl", "env": {}, "nms_max_boxes": None},
+}
+BACKENDS = {target: settings["comm"] for target, settings in DEVICE_SETTINGS.items()}
 MODES = ("graph", "pynative")
 DEFAULT_SCHED_PORT = 8119
 SCHEDULER_START_S = 300.0
@@ -88,7 +106,7 @@ def start_scheduler(cluster_env, device_target):
     env = dict(os.environ, **cluster_env)
     env.update(MS_ROLE="MS_SCHED", MS_NODE_ID="sched")
     code = ("import mindspore as ms; from mindspore.communication import init; "
-            f"ms.set_device({device_target!r}); init({BACKENDS[device_target]!r})")
+            f"ms.set_device({device_target!r}); init({DEVICE_SETTINGS[device_target]['comm']!r})")
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL)
 
 
@@ -138,13 +156,69 @@ def seed_everything(seed):
     random.seed(seed)
 
 
-def set_device_and_mode(device_target, mode, device_id=None):
-    """``ms.set_device`` + ``ms.set_context(mode=...)`` (the MindSpore 2.x API)."""
+class DeviceError(ValueError):
+    """A device_target this MindSpore installation cannot run on."""
+
+
+def _backend_missing(device_target):
+    """Why the installed MindSpore cannot run on ``device_target``, or '' when it can (or when
+    this MindSpore has no way to tell: then ``set_device`` decides)."""
     import mindspore as ms
+    try:
+        from mindspore._c_expression import MSContext
+        context = MSContext.get_instance()
+        if context.is_pkg_support_device(device_target):
+            return ""
+        load_error = context.load_plugin_error()
+    except (ImportError, AttributeError, RuntimeError):
+        return ""
+    plugins = os.path.join(os.path.dirname(ms.__file__), "lib", "plugin")
+    if device_target == "GPU":
+        cuda = sorted(n.rsplit(".so.", 1)[-1] for n in os.listdir(plugins) if n.startswith("libmindspore_gpu.so."))
+        if not cuda:
+            return "this MindSpore build has no GPU backend"
+        return (f"its GPU backend (for CUDA {' / '.join(cuda)}) did not load: the CUDA runtime and "
+                f"cuDNN libraries (libcudart, libcudnn) are not on this machine's library path")
+    missing = re.findall(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object file", load_error)
+    if not os.path.exists(os.path.join(plugins, "libmindspore_ascend.so.2")):
+        return "this MindSpore build has no Ascend backend"
+    return (f"its Ascend backend did not load ({', '.join(dict.fromkeys(missing)) or 'no Ascend device'} "
+            f"not found): install CANN and source its set_env.sh")
+
+
+def check_device_target(device_target):
+    """A clear one-line :class:`DeviceError` when this MindSpore cannot run on ``device_target``
+    (instead of MindSpore's Python and C++ traceback from ``set_device``)."""
     if device_target not in BACKENDS:
-        raise ValueError(f"device_target must be one of {sorted(BACKENDS)}, got {device_target!r}")
+        raise DeviceError(f"device_target must be one of {sorted(BACKENDS)}, got {device_target!r}")
+    reason = _backend_missing(device_target)
+    if reason:
+        import mindspore as ms
+        usable = [t for t in BACKENDS if not _backend_missing(t)]
+        raise DeviceError(f"--device_target {device_target}: MindSpore {ms.__version__} here runs "
+                          f"only on {', '.join(usable)}; {reason}")
+
+
+def apply_device_settings(device_target, mode):
+    """The settings of DEVICE_SETTINGS for ``device_target``: jit_level in GRAPH mode, the
+    collective library's environment (a value the user set wins) and NMSWithMask's box limit."""
+    import mindspore as ms
+    from mindseg.models.layers import nms
+    settings = DEVICE_SETTINGS[device_target]
+    nms.native_max_boxes = settings["nms_max_boxes"]
+    for key, value in settings["env"].items():
+        os.environ.setdefault(key, value)
+    if mode == "graph" and settings["jit_level"]:
+        ms.set_context(jit_config={"jit_level": settings["jit_level"]})
+
+
+def set_device_and_mode(device_target, mode, device_id=None):
+    """``ms.set_device`` + ``ms.set_context(mode=...)`` (the MindSpore 2.x API), after checking
+    that this MindSpore can run on ``device_target``, and the device's DEVICE_SETTINGS."""
+    import mindspore as ms
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_device_target(device_target)
     try:
         if device_id is None:
             ms.set_device(device_target)
@@ -155,6 +229,7 @@ def set_device_and_mode(device_target, mode, device_id=None):
         if ms.get_context("device_target") != device_target:
             raise
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    apply_device_settings(device_target, mode)
 
 
 def cpu_threads_per_rank(cpu_count, local_world):
@@ -192,7 +267,7 @@ def init_distributed(device_target, launcher, world):
         scheduler = start_scheduler(cluster, device_target) if cluster["MS_NODE_ID"] == "0" else None
         wait_for_scheduler(cluster["MS_SCHED_HOST"], cluster["MS_SCHED_PORT"], scheduler)
         os.environ.update(cluster)
-    init(BACKENDS[device_target])
+    init(DEVICE_SETTINGS[device_target]["comm"])
     rank, world = get_rank(), get_group_size()
     ms.reset_auto_parallel_context()
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,

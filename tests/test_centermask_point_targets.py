@@ -131,6 +131,40 @@ def test_saliency_crop_of_a_ramp_by_hand(mode):
     np.testing.assert_allclose(crop[0, 0], [[2.5, 4.5], [2.5, 4.5]], atol=1e-6)
 
 
+def test_saliency_crop_matches_grid_sample_and_its_gradients():
+    """crop_saliency samples with bilinear weight matrices (grid_sample's backward is not
+    documented on Ascend): the values and the gradients w.r.t. the map and the boxes are
+    grid_sample's (align_corners=False, border padding), boxes partly outside the map included."""
+    rng = np.random.default_rng(4)
+    saliency = ms.Tensor(rng.standard_normal((1, 2, 12, 10)).astype(np.float32))
+    classes = ms.Tensor(np.array([[0, 1, 1]], np.int32))
+    xy = rng.random((1, 3, 2)) * 60 - 10
+    boxes = ms.Tensor(np.concatenate([xy, xy + rng.random((1, 3, 2)) * 30 + 4], -1).astype(np.float32))
+    weight = ms.Tensor(rng.standard_normal((1, 3, 5, 5)).astype(np.float32))
+
+    def by_grid_sample(saliency, boxes):
+        maps = ms.ops.gather(saliency.reshape(2, 12, 10), classes.reshape(-1), 0)
+        cell = (ms.Tensor(np.arange(5, dtype=np.float32)) + 0.5) / 5
+        scaled = boxes.reshape(3, 4) / STRIDE
+        xs = scaled[:, 0:1] + cell.reshape(1, -1) * (scaled[:, 2:3] - scaled[:, 0:1])
+        ys = scaled[:, 1:2] + cell.reshape(1, -1) * (scaled[:, 3:4] - scaled[:, 1:2])
+        gx = ms.ops.broadcast_to((2 * xs / 10 - 1).reshape(3, 1, 5), (3, 5, 5))
+        gy = ms.ops.broadcast_to((2 * ys / 12 - 1).reshape(3, 5, 1), (3, 5, 5))
+        crops = ms.ops.grid_sample(maps.reshape(3, 1, 12, 10), ms.ops.stack([gx, gy], -1), mode="bilinear",
+                                   padding_mode="border", align_corners=False)
+        return (crops.reshape(1, 3, 5, 5) * weight).sum()
+
+    def by_crop(saliency, boxes):
+        return (masks.crop_saliency(saliency, classes, boxes, STRIDE, 5) * weight).sum()
+
+    want = ms.value_and_grad(by_grid_sample, (0, 1))(saliency, boxes)
+    got = ms.value_and_grad(by_crop, (0, 1))(saliency, boxes)
+    np.testing.assert_allclose(got[0].asnumpy(), want[0].asnumpy(), rtol=1e-5, atol=1e-5)
+    for g, w in zip(got[1], want[1]):
+        assert np.abs(w.asnumpy()).max() > 0.1
+        np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-4, atol=1e-5)
+
+
 def loss_terms(heat_logits, gt_heat, pred_map, index, target, shape_logits, saliency_logits, gt_masks, valid):
     norm = losses.num_objects(valid)
     return (losses.heatmap_focal_loss(heat_logits, gt_heat, norm),

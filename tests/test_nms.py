@@ -81,6 +81,31 @@ def test_random_against_reference(mode, seed):
         np.testing.assert_array_equal(plain_idx[b][plain_valid[b]], expected)
 
 
+def test_native_past_the_device_limit_runs_the_matrix_form(mode, monkeypatch):
+    """On a device whose NMSWithMask takes fewer boxes than given (Ascend: 2864), batched_nms
+    runs the matrix form: the same boxes as the native kernel and the reference."""
+    rng = np.random.default_rng(3)
+    centre = rng.random((2, 40, 2)) * 60
+    size = rng.random((2, 40, 2)) * 30 + 5
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], -1).astype(np.float32)
+    scores = rng.random((2, 40)).astype(np.float32)
+    valid = rng.random((2, 40)) < 0.9
+    classes = rng.integers(0, 3, (2, 40)).astype(np.int32)
+    expected = run(nms_classes, boxes, scores, valid, classes)
+    monkeypatch.setattr(nms, "native_max_boxes", 39)
+    monkeypatch.setattr(nms, "_native_keep", keep_nothing)  # were the native form used, all would go
+    limited = run(nms_classes, boxes, scores, valid, classes)
+    for got, want in zip(limited, expected):
+        np.testing.assert_array_equal(got, want)
+    for b in range(2):
+        np.testing.assert_array_equal(limited[0][b][limited[1][b]],
+                                      ref.greedy_nms(boxes[b], scores[b], valid[b], 0.5, classes[b])[:60])
+
+
+def keep_nothing(sorted_boxes, sorted_classes, iou_threshold):
+    return ms.ops.zeros(sorted_boxes.shape[:2], ms.bool_)
+
+
 def grouped(boxes1, scores1, valid1, boxes2, scores2, valid2):
     return nms.grouped_nms([boxes1, boxes2], [scores1, scores2], [valid1, valid2], 0.5, 30, impl=IMPL)
 

@@ -34,10 +34,28 @@ def local_shapes(shape_logits, index, resolution):
     return shapes.reshape(batch, num, resolution, resolution)
 
 
+def _bilinear_weights(coords, size):
+    """(M, R) sample positions in map pixels (pixel centres at +0.5) -> (M, R, size): each
+    sample's bilinear weights over the ``size`` pixels of its axis, positions clamped to the border
+    pixel centres (grid_sample's ``align_corners=False, padding_mode='border'``)."""
+    pos = ops.clamp(coords - 0.5, 0.0, float(size - 1))
+    low = ops.floor(pos)
+    frac = pos - low
+    high = ops.minimum(low + 1.0, float(size - 1))
+    pixels = mnp.arange(size, dtype=ms.float32).reshape(1, 1, size)
+    return ((pixels == low.expand_dims(-1)).astype(ms.float32) * (1.0 - frac).expand_dims(-1)
+            + (pixels == high.expand_dims(-1)).astype(ms.float32) * frac.expand_dims(-1))
+
+
 def crop_saliency(saliency_logits, classes, boxes, stride, resolution):
     """saliency_logits (B, K, Ho, Wo), classes (B, N) int, boxes (B, N, 4) pixels -> (B, N, R, R):
     the map of each object's class read bilinearly at the R x R bin centres of its box (map
-    coordinates clamped to the border pixel centres)."""
+    coordinates clamped to the border pixel centres).
+
+    The sampling grid is separable (one row of x and one column of y per box), so the crop is
+    ``Wy @ map @ Wx^T`` with (R, Ho) and (R, Wo) bilinear weight matrices: ops.grid_sample's
+    result and gradients, from primitives every backend documents (grid_sample's backward is not
+    documented on Ascend; docs/platforms.md)."""
     batch, num_classes, out_h, out_w = saliency_logits.shape
     num = classes.shape[1]
     pick = (mnp.arange(batch, dtype=ms.int32).reshape(batch, 1) * num_classes
@@ -47,12 +65,8 @@ def crop_saliency(saliency_logits, classes, boxes, stride, resolution):
     boxes = boxes.reshape(batch * num, 4).astype(ms.float32) / stride
     xs = boxes[:, 0:1] + cell.reshape(1, -1) * (boxes[:, 2:3] - boxes[:, 0:1])
     ys = boxes[:, 1:2] + cell.reshape(1, -1) * (boxes[:, 3:4] - boxes[:, 1:2])
-    # grid_sample (align_corners=False) takes x in [-1, 1] across the map's outer edges
-    gx = ops.broadcast_to((2 * xs / out_w - 1).reshape(-1, 1, resolution), (batch * num, resolution, resolution))
-    gy = ops.broadcast_to((2 * ys / out_h - 1).reshape(-1, resolution, 1), (batch * num, resolution, resolution))
-    grid = ops.stack([gx, gy], -1)
-    crops = ops.grid_sample(maps.reshape(batch * num, 1, out_h, out_w), grid, mode="bilinear",
-                            padding_mode="border", align_corners=False)
+    rows = ops.bmm(_bilinear_weights(ys, out_h), maps)
+    crops = ops.bmm(rows, _bilinear_weights(xs, out_w).transpose(0, 2, 1))
     return crops.reshape(batch, num, resolution, resolution)
 
 

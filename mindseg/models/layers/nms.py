@@ -17,6 +17,10 @@ IoU > threshold. Two exact implementations, both on the boxes sorted by score fi
 
 ``NonMaxSuppressionV3`` does not run on the CPU (docs/platform_notes.md). For RPN proposals use
 ``grouped_nms`` (one call per level) rather than levels as classes in one call.
+
+On Ascend, NMSWithMask ignores the scores (the boxes must come sorted, as they do here) and takes
+at most 2864 boxes (its docstring); a longer input (Mask R-CNN's ``test_topk_candidates``: 4000)
+runs the matrix form there, which keeps the same boxes. Other devices keep the native form.
 """
 import mindspore as ms
 import mindspore.numpy as mnp
@@ -26,6 +30,14 @@ from mindseg.models.box_ops import pairwise_iou
 from mindseg.models.layers.gather import gather_rows
 
 _NEG = -3.0e38
+# the most boxes ops.NMSWithMask takes on the device in use (None: no documented limit); set by
+# mindseg.runtime from its DEVICE_SETTINGS when the device is chosen
+native_max_boxes = None
+
+
+def _native_fits(length):
+    """Whether ops.NMSWithMask takes ``length`` boxes on the device in use."""
+    return native_max_boxes is None or length <= native_max_boxes
 
 
 def _suppression_matrix(sorted_boxes, sorted_classes, iou_threshold):
@@ -91,7 +103,7 @@ def batched_nms(boxes, scores, valid, iou_threshold, max_output, classes=None, i
     sorted_boxes = ops.where(sorted_valid.expand_dims(-1), sorted_boxes,
                              ops.zeros_like(sorted_boxes))
     sorted_classes = None if classes is None else ops.gather_elements(classes, 1, order)
-    if impl == "native":
+    if impl == "native" and _native_fits(length):
         keep = ops.logical_and(_native_keep(sorted_boxes, sorted_classes, iou_threshold),
                                sorted_valid)
     else:
