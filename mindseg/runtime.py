@@ -30,13 +30,10 @@ import numpy as np
 #   first all-reduce waits for every rank to compile its training graph, which can pass HCCL's
 #   120 s default connect timeout; NCCL needs no setting.
 # - comm: the collective backend init() joins (msrun, mpirun and rank-table launches alike).
-# - nms_max_boxes: the most boxes ops.NMSWithMask takes (its docstring: 2864 on Ascend); past it
-#   mindseg.models.layers.nms runs its matrix form, which keeps the same boxes.
 DEVICE_SETTINGS = {
-    "Ascend": {"jit_level": "O0", "comm": "hccl", "env": {"HCCL_CONNECT_TIMEOUT": "1200"},
-               "nms_max_boxes": 2864},
-    "GPU": {"jit_level": "O0", "comm": "nccl", "env": {}, "nms_max_boxes": None},
-    "CPU": {"jit_level": None, "comm": "mccl", "env": {}, "nms_max_boxes": None},
+    "Ascend": {"jit_level": "O0", "comm": "hccl", "env": {"HCCL_CONNECT_TIMEOUT": "1200"}},
+    "GPU": {"jit_level": "O0", "comm": "nccl", "env": {}},
+    "CPU": {"jit_level": None, "comm": "mccl", "env": {}},
 }
 BACKENDS = {target: settings["comm"] for target, settings in DEVICE_SETTINGS.items()}
 MODES = ("graph", "pynative")
@@ -201,11 +198,10 @@ def check_device_target(device_target):
 
 def apply_device_settings(device_target, mode):
     """The settings of DEVICE_SETTINGS for ``device_target``: jit_level in GRAPH mode, the
-    collective library's environment (a value the user set wins) and NMSWithMask's box limit."""
+    collective library's environment (a value the user set wins). (Op limits by device, such as
+    NMSWithMask's box count, live beside the op: mindseg.models.layers.nms.NATIVE_MAX_BOXES.)"""
     import mindspore as ms
-    from mindseg.models.layers import nms
     settings = DEVICE_SETTINGS[device_target]
-    nms.native_max_boxes = settings["nms_max_boxes"]
     for key, value in settings["env"].items():
         os.environ.setdefault(key, value)
     if mode == "graph" and settings["jit_level"]:

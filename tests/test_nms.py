@@ -92,7 +92,7 @@ def test_native_past_the_device_limit_runs_the_matrix_form(mode, monkeypatch):
     valid = rng.random((2, 40)) < 0.9
     classes = rng.integers(0, 3, (2, 40)).astype(np.int32)
     expected = run(nms_classes, boxes, scores, valid, classes)
-    monkeypatch.setattr(nms, "native_max_boxes", 39)
+    monkeypatch.setattr(nms, "NATIVE_MAX_BOXES", {"CPU": 39})
     monkeypatch.setattr(nms, "_native_keep", keep_nothing)  # were the native form used, all would go
     limited = run(nms_classes, boxes, scores, valid, classes)
     for got, want in zip(limited, expected):

@@ -30,14 +30,15 @@ from mindseg.models.box_ops import pairwise_iou
 from mindseg.models.layers.gather import gather_rows
 
 _NEG = -3.0e38
-# the most boxes ops.NMSWithMask takes on the device in use (None: no documented limit); set by
-# mindseg.runtime from its DEVICE_SETTINGS when the device is chosen
-native_max_boxes = None
+# the most boxes ops.NMSWithMask takes, by device (its docstring: 2864 on Ascend; no limit elsewhere)
+NATIVE_MAX_BOXES = {"Ascend": 2864}
 
 
+@ops.constexpr  # evaluated while the graph is compiled: the device is known then
 def _native_fits(length):
-    """Whether ops.NMSWithMask takes ``length`` boxes on the device in use."""
-    return native_max_boxes is None or length <= native_max_boxes
+    """Whether ops.NMSWithMask takes ``length`` boxes on the device the graph is built for."""
+    limit = NATIVE_MAX_BOXES.get(ms.get_context("device_target"))
+    return limit is None or length <= limit
 
 
 def _suppression_matrix(sorted_boxes, sorted_classes, iou_threshold):
