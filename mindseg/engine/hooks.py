@@ -343,7 +343,7 @@ class EvalHook(HookBase):
             if improved and self.manager is not None:
                 self.manager.save_best(trainer.net, trainer.optimizer, trainer.step,
                                        trainer.step_fn.scaler_state())
-        trainer.logger.info(f"eval at step {trainer.step}: bbox AP {bbox_ap:.2f}  segm AP {segm_ap:.2f}  "
+        trainer.logger.info(f"eval at step {trainer.step}: bbox AP {row['bbox_AP']:.2f}  segm AP {row['segm_AP']:.2f}  "
                             f"({row['seconds']:.1f} s; best {self.best_metric} {self.best[0]:.2f} at step "
                             f"{self.best[1]}{', saved as best.ckpt' if improved and self.manager else ''})")
         if self.patience and self.since_best() >= self.patience:
