@@ -146,7 +146,7 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, class_info=None, hook
         trainer.hooks = _standard_hooks(cfg, runtime, trainer, start, class_info, images_per_step) + list(hooks)
         run_start = time.time()
         trainer.run()
-    return _summary(trainer, start, run_start, images_per_step)
+    return _summary(trainer, run_start, images_per_step)
 
 
 def _opening_line(cfg, runtime, total_steps, steps_per_epoch, images_per_step, lr):
@@ -194,7 +194,7 @@ class _ResumeCurves(H.HookBase):
             self.curves.resume(self.start.resumed_from, trainer.start_step)
 
 
-def _summary(trainer, start, run_start, images_per_step):
+def _summary(trainer, run_start, images_per_step):
     checkpointer = next((h for h in trainer.hooks if isinstance(h, H.PeriodicCheckpointer)), None)
     log = next(h for h in trainer.hooks if isinstance(h, H.LogWindow))
     run_time = time.time() - run_start
