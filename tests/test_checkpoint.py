@@ -123,10 +123,10 @@ def test_loads_when_free_memory_is_short_but_the_page_cache_can_give_it(tmp_path
     with open("/proc/meminfo", encoding="ascii") as f:
         kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
     assert abs(_available_memory() - kib * 1024) < 2 ** 30  # within 1 GB of a moment ago
-    assert serialization._get_available_memory() == pytest.approx(_available_memory(), abs=2 ** 30)
     fresh, fresh_opt = _small_state(0.0)
     assert load_train_state(path, fresh, fresh_opt) == {"step": 5}
     assert np.all(fresh.conv.weight.asnumpy() == 3.0)
+    assert serialization._get_available_memory() == pytest.approx(_available_memory(), abs=2 ** 30)
 
 
 def test_partial_write_leaves_previous_checkpoint(tmp_path):
@@ -257,3 +257,26 @@ def test_resume_from_an_earlier_step_refuses_to_write_over_later_ones(tmp_path):
     for name in ("ckpt_00000006.ckpt", "ckpt_00000009.ckpt"):
         assert (aside[0] / name).read_bytes() == before[name]
     assert summary["start_step"] == 3 and resolve_checkpoint(str(ckpts)) == summary["last_checkpoint"]
+
+
+def test_checkpoint_loading_counts_the_page_cache_from_the_first_load_on(tmp_path):
+    """MindSpore's load_checkpoint refuses files larger than the free memory, leaving out the page
+    cache; mindseg makes that check count MemAvailable when it loads a checkpoint, not when it is
+    imported (a library import changes nothing of MindSpore's behaviour)."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {ROOT!r})
+        import numpy as np
+        import mindspore as ms
+        from mindspore.train import serialization
+        from mindseg.engine import checkpoint
+        original = serialization._get_available_memory
+        print(getattr(original, "counts_page_cache", False))
+        ms.save_checkpoint([{{"name": "w", "data": ms.Tensor(np.ones(3, np.float32))}}], {str(tmp_path / "w.ckpt")!r})
+        checkpoint.load_checkpoint_file({str(tmp_path / "w.ckpt")!r})
+        patched = serialization._get_available_memory
+        print(getattr(patched, "counts_page_cache", False), patched() >= original())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, GLOG_v="3"))
+    assert out.stdout.split() == ["False", "True", "True"], out.stderr[-2000:]

@@ -58,7 +58,11 @@ def _check_memory_like_the_kernel():
     serialization._get_available_memory = available_memory
 
 
-_check_memory_like_the_kernel()
+def load_checkpoint_file(path, **kwargs):
+    """``mindspore.load_checkpoint`` with its free-memory check counting the page cache, as the
+    kernel does (:func:`_check_memory_like_the_kernel`, applied here rather than at import)."""
+    _check_memory_like_the_kernel()
+    return ms.load_checkpoint(path, **kwargs)
 
 
 def _fsync_dir(path):
@@ -123,7 +127,7 @@ def load_train_state(path, net, optimizer=None):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        params = ms.load_checkpoint(path)
+        params = load_checkpoint_file(path)
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"{path}: not a readable MindSpore checkpoint ({err})") from None
     extra = {}
@@ -167,7 +171,7 @@ def model_meta(cfg, class_info):
 def _load_entry(path, key):
     """``{key: value}`` read from checkpoint ``path`` alone ({} when the file has no ``key``)."""
     try:
-        return ms.load_checkpoint(path, choice_func=lambda name: name == key)
+        return load_checkpoint_file(path, choice_func=lambda name: name == key)
     except (ValueError, RuntimeError) as err:
         if "empty after filter" in str(err):  # MindSpore's way of saying: no such entry
             return {}

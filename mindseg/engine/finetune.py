@@ -15,8 +15,8 @@ import numpy as np
 
 import mindspore as ms
 
-from mindseg.engine.checkpoint import (META_KEY, OPTIONAL_ON_LOAD, read_checkpoint_meta,
-                                       resolve_checkpoint)
+from mindseg.engine.checkpoint import (META_KEY, OPTIONAL_ON_LOAD, load_checkpoint_file,
+                                       read_checkpoint_meta, resolve_checkpoint)
 from mindseg.models.layers.class_rows import class_row_params
 
 
@@ -82,7 +82,7 @@ def load_pretrained(net, path, class_names):
     path = resolve_checkpoint(path)
     meta = read_checkpoint_meta(path)
     try:
-        saved = ms.load_checkpoint(path)
+        saved = load_checkpoint_file(path)
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"{path}: not a readable MindSpore checkpoint ({err})") from None
     saved.pop(META_KEY, None)
