@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 from pycocotools import mask as mask_util
@@ -30,17 +29,14 @@ MAX_DETS = 100
 
 def class_aps(ann_file, results, iou_types=("bbox",)):
     """{iou_type: (class-aware AP, class-agnostic AP)} in percent, both by eval.py's
-    :func:`~mindseg.engine.evaluator.evaluate_coco` (CenterMask's segm_score included)."""
+    :func:`~mindseg.engine.evaluator.evaluate_coco` (CenterMask's segm_score included), on the
+    annotation file as it is (box-only files included) and on its one-category merge."""
     with open(ann_file, "r", encoding="utf-8") as f:
         gt = json.load(f)
     merged_gt, merged = merge_categories(gt, results)
     quiet = lambda line: None  # noqa: E731
-    aware = evaluate_coco(results, ann_file, iou_types, log=quiet)
-    with tempfile.TemporaryDirectory() as tmp:
-        merged_file = os.path.join(tmp, "merged.json")
-        with open(merged_file, "w", encoding="utf-8") as f:
-            json.dump(merged_gt, f)
-        agnostic = evaluate_coco(merged, merged_file, iou_types, log=quiet)
+    aware = evaluate_coco(results, gt, iou_types, log=quiet)
+    agnostic = evaluate_coco(merged, merged_gt, iou_types, log=quiet)
     return {t: (aware[t]["AP"], agnostic[t]["AP"]) for t in iou_types}
 
 
