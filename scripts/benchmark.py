@@ -1,9 +1,16 @@
 """Time inference of one image, or one training step at the config's batch (with its optimizer,
-weight decay and gradient clip, as train.py builds them), after warm-up.
+weight decay and gradient clip, as train.py builds them), after warm-up; or run the suite of
+measurements that guards mindseg's figures.
 
     python scripts/benchmark.py --config CFG --task infer|train [--height H --width W]
                                 [--iters N] [--mode graph|pynative] [--num_classes K]
                                 [--breakdown] [--profile DIR]
+    python scripts/benchmark.py --suite [--case NAME ...] [--record]
+
+``--suite`` runs the COCO-size training steps (Mask R-CNN R50-FPN and CenterMask V-39, batch 2,
+800x1344), their inference, and the shapes training step, each in a process of its own, and
+flags (exit 1) a time or peak RSS more than 10% above the figure recorded for this machine in
+docs/benchmarks.md; ``--record`` writes this run's figures there instead (dev/benchmark_suite.py).
 
 Prints one JSON line per measurement with the keys config, task, mode, height, width, median_s,
 peak_rss_mb (and min_s, iters, threads). The image is random noise on an H x W canvas (multiples
@@ -27,7 +34,7 @@ sys.unraisablehook = lambda unraisable: None
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config")
     parser.add_argument("--task", choices=("infer", "train"), default="infer")
     parser.add_argument("--height", type=int, default=0, help="canvas height (0: the config's)")
     parser.add_argument("--width", type=int, default=0, help="canvas width (0: the config's)")
@@ -44,8 +51,19 @@ def parse_args(argv=None):
     parser.add_argument("--profile", default="",
                         help="also run the timed calls under MindSpore's profiler, writing to this "
                              "folder, and print the kernel time per op type")
+    parser.add_argument("--suite", action="store_true",
+                        help="run the benchmark suite and compare it with the recorded figures")
+    parser.add_argument("--case", action="append", default=[],
+                        help="--suite: only the cases whose name contains this (repeatable)")
+    parser.add_argument("--record", action="store_true",
+                        help="--suite: record this run's figures for this machine in docs/benchmarks.md")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.suite and not args.config:
+        parser.error("--config is required (or --suite)")
+    if (args.case or args.record) and not args.suite:
+        parser.error("--case and --record go with --suite")
+    return args
 
 
 def profile_op_types(run, iters, folder, top=15):
@@ -132,6 +150,9 @@ def breakdown(net, cfg, batch, args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.suite:
+        from benchmark_suite import run_suite
+        sys.exit(run_suite(args.case, write=args.record))
     import numpy as np
     import mindspore as ms
     from mindseg.config import load_config
