@@ -1,16 +1,17 @@
-"""Audit the primitives of every compiled graph of the shapes configs for Ascend and GPU.
+"""Audit the primitives of every compiled graph of every model for Ascend and GPU.
 
     python scripts/op_audit.py [--config CFG ...] [--small] [--json FILE] [--keep_ir DIR | --from_ir DIR]
 
-For each config (default: the three of config/shapes/) this compiles, on synthetic data, the
-training step (forward, backward and optimizer, as train.py builds it in GRAPH mode) in float32
-and with --mix, and the inference graph export.py writes, in float32 and with --mix; MindSpore
-saves each graph's IR (mindseg/utils/op_audit.py reads it). It prints, per config, the table
-primitive | nodes per graph | Ascend | GPU | CPU, as the installed MindSpore documents them, and
-the dynamic-shape nodes of the inference graphs. It exits 1 when a primitive is not documented
-on Ascend and GPU and mindseg/utils/op_allowlist.py neither says why it is safe (ALLOWLIST) nor
-lists it as a known gap (KNOWN_GAPS, printed), or when a training graph has a dynamic shape. ``--small`` compiles at a 64x64 canvas with narrow heads:
-the same primitives, a fraction of the time.
+For each config (default: the three of config/shapes/ and CenterMask V-39) this compiles, on
+synthetic data, the training step (forward, backward and optimizer, as train.py builds it in
+GRAPH mode) in float32 and with --mix, and the inference graph export.py writes, in float32 and
+with --mix; MindSpore saves each graph's IR (mindseg/utils/op_audit.py reads it). It prints, per
+config, the table primitive | nodes per graph | Ascend | GPU | CPU, as the installed MindSpore
+documents them, and the dynamic-shape nodes of the inference graphs. It exits 1 when a primitive
+is not documented on Ascend and GPU and mindseg/utils/op_allowlist.py neither says why it is safe
+(ALLOWLIST) nor lists it as a known gap (KNOWN_GAPS, printed), or when a training graph has a
+dynamic shape. ``--small`` compiles at a 64x64 canvas with narrow heads: the same primitives, a
+fraction of the time.
 """
 import argparse
 import json
@@ -26,9 +27,11 @@ import mindseg  # noqa: E402,F401  (before mindspore: fast oneDNN CPU kernels)
 
 sys.unraisablehook = lambda unraisable: None
 
+# every model: the three shapes configs, and CenterMask (VoVNetV2-39), which has none
 CONFIGS = {"mask_rcnn": "config/shapes/mask_rcnn_shapes.yml",
            "centermask_lite": "config/shapes/centermask_lite_shapes.yml",
-           "centermask_point": "config/shapes/centermask_point_shapes.yml"}
+           "centermask_point": "config/shapes/centermask_point_shapes.yml",
+           "centermask": "config/centermask/centermask_V_39_eSE_FPN_ms_3x.yml"}
 NUM_CLASSES = 5  # mindseg.dataset.synthetic's shapes
 SMALL = ["data.canvas=[64,64]", "data.min_size=[64]", "data.max_size=64", "data.test_min_size=64",
          "data.test_max_size=64", "data.max_instances=4", "data.mask_crop=28", "data.batch_size=1"]

@@ -50,6 +50,33 @@ def test_spatial_attention_by_hand():
     np.testing.assert_allclose(attention(Tensor(x)).asnumpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+
+def test_spatial_attention_gradient_is_the_argmax_gradient_after_a_relu():
+    """The channel max's gradient goes to the argmax channel (centermask2's torch.max); mindseg's
+    ReduceMax splits it among tied channels, which after the head's ReLU are zeros the ReLU stops:
+    the gradient through ReLU + attention equals the NumPy argmax reference, ties included."""
+    import mindspore as ms
+    attention = SpatialAttention()
+    weight = np.zeros((1, 2, 3, 3), np.float32)
+    weight[0, 0, 1, 1], weight[0, 1, 1, 1] = 1.0, -2.0  # s = sigmoid(mean_c - 2 max_c) per position
+    attention.conv.weight.set_data(Tensor(weight))
+    rng = np.random.RandomState(3)
+    z = rng.randn(2, 4, 3, 3).astype(np.float32)
+    z[0, :, 0, 0] = -np.abs(z[0, :, 0, 0])  # every channel below 0: a four-way tie at 0 after the ReLU
+    z[1, :, 2, 1] = -1.0
+    g = rng.randn(2, 4, 3, 3).astype(np.float32)
+
+    grad = ms.grad(lambda t: (attention(ms.ops.relu(t)) * Tensor(g)).sum())(Tensor(z)).asnumpy()
+
+    x = np.maximum(z, 0)
+    channels = x.shape[1]
+    s = sigmoid(x.mean(1, keepdims=True) - 2 * x.max(1, keepdims=True))
+    through_s = (g * x).sum(1, keepdims=True) * s * (1 - s)
+    argmax = np.eye(channels, dtype=np.float32)[x.argmax(1)].transpose(0, 3, 1, 2)
+    expected = (g * s + through_s * (1.0 / channels - 2.0 * argmax)) * (z > 0)
+    np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
+    assert np.all(grad[0, :, 0, 0] == 0) and np.abs(grad).max() > 0.1
+
 def test_sag_mask_head_layout_and_attention_placement():
     head = MaskHead(in_channels=16, num_classes=3, conv_dims=8, num_convs=2, spatial_attention=True)
     expected = (_conv_params(16, 8, 3) + _conv_params(8, 8, 3) + _conv_params(2, 1, 3, bias=False)

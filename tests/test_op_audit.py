@@ -1,4 +1,4 @@
-"""The op audit: the primitives recorded from the compiled graphs of every shapes config
+"""The op audit: the primitives recorded from the compiled graphs of every model
 (tests/op_inventory.json, written by scripts/op_audit.py --small --json) are documented by the
 installed MindSpore on Ascend and GPU or allowlisted with a reason, and no training graph has a
 dynamic shape; the IR reader finds primitives, gradients and dynamic shapes in a graph MindSpore
@@ -17,7 +17,9 @@ from mindseg.utils.op_audit import (audit, documented_platforms, forward_of, for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INVENTORY = os.path.join(ROOT, "tests", "op_inventory.json")
-SHAPES_MODELS = {"mask_rcnn_shapes", "centermask_lite_shapes", "centermask_point_shapes"}
+# every model: the three shapes configs and CenterMask V-39
+MODELS = {"mask_rcnn_shapes", "centermask_lite_shapes", "centermask_point_shapes",
+          "centermask_V_39_eSE_FPN_ms_3x"}
 GRAPHS = ("train", "train_mix", "infer", "infer_mix")
 
 # a training step MindSpore compiles in a few seconds: a documented op, a gradient, a Python-number
@@ -78,6 +80,48 @@ def test_audit_fails_on_a_dynamic_training_graph_and_lists_it_for_inference(tiny
     assert problems == []
 
 
+# the gradients of three parts whose former forms MindSpore lowered to primitives it documents
+# on Ascend only: the mask-IoU loss (ops.square: PowTensorScalar), class-aware NMS's offset
+# (Tensor.max(): Max) and SAG-Mask's channel max (Tensor.max(axis): InplaceScatterSrc)
+ASCEND_ONLY_STEP = textwrap.dedent("""
+    import numpy as np
+    import mindspore as ms
+    from mindspore import ops
+    from mindseg.models.layers.nms import batched_nms
+    from mindseg.models.roi_heads.mask_head import SpatialAttention
+    from mindseg.models.roi_heads.maskiou_head import maskiou_loss
+
+    attention = SpatialAttention()
+
+    def loss(boxes, pred_maskiou, features):
+        scores = boxes[..., 2] - boxes[..., 0]
+        keep, kept = batched_nms(boxes, scores, scores > 0, 0.5, 3, classes=ops.zeros((1, 4), ms.int32))
+        box_sum = (boxes[0][keep[0]].sum(-1) * kept[0].astype(ms.float32)).sum()
+        iou = maskiou_loss(pred_maskiou, ms.Tensor([1, 0], ms.int32), ms.Tensor([0.5, 0.7]),
+                           ms.Tensor([True, True]))
+        return box_sum + iou + attention(features).sum()
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    step = ms.jit(ms.value_and_grad(loss, grad_position=(0, 1, 2)))
+    boxes = np.array([[[0, 0, 4, 4], [1, 1, 5, 5], [9, 9, 12, 12], [0, 0, 3, 3]]], np.float32)
+    features = np.random.default_rng(0).random((2, 4, 5, 5), np.float32)
+    print(step(ms.Tensor(boxes), ms.Tensor(np.full((2, 3), 0.6, np.float32)), ms.Tensor(features))[0])
+""")
+
+
+def test_maskiou_loss_nms_and_attention_gradients_use_documented_primitives(tmp_path):
+    (tmp_path / "step.py").write_text(ASCEND_ONLY_STEP)
+    env = dict(os.environ, MS_DEV_SAVE_GRAPHS="1", MS_DEV_SAVE_GRAPHS_PATH=str(tmp_path / "ir"),
+               MS_DEV_DUMP_IR_PASSES="validate", GLOG_v="3", PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, str(tmp_path / "step.py")], cwd=str(tmp_path), env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts, dynamic = read_graph(str(tmp_path / "ir"), ROOT)
+    assert {"NMSWithMask", "Mul"} <= set(counts)  # the graph is the one meant
+    assert not {"PowTensorScalar", "InplaceScatterSrc", "Max"} & set(counts), sorted(counts)
+    rows, problems = audit({"train": (counts, dynamic)}, ALLOWLIST, ("train",))
+    assert problems == [] and not [row for row in rows if row["known_gap"]]
+
 def test_platforms_come_from_the_docstrings():
     assert documented_platforms("NMSWithMask") == (("Ascend", "GPU", "CPU"), "docstring")
     assert documented_platforms("ReLU") == (("Ascend", "GPU", "CPU"), "ops.relu")  # "Refer to"
@@ -114,9 +158,9 @@ def test_ir_lines_parse_with_the_innermost_mindseg_source():
                                       ("SumExt", False, ""), ("NMSWithMask", False, "")]
 
 
-def test_every_shapes_graph_is_recorded_documented_and_static():
+def test_every_models_graphs_are_recorded_documented_and_static():
     graphs = _inventory()
-    assert SHAPES_MODELS <= set(graphs)
+    assert MODELS <= set(graphs)
     used, gaps = set(), set()
     for model, model_graphs in graphs.items():
         assert set(model_graphs) == set(GRAPHS), model

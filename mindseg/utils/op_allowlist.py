@@ -30,8 +30,6 @@ ALLOWLIST = {
                       "Ascend": "InplaceAddExt", "GPU": "Add"},
     "SplitWithSize": {"reason": _LOWERED.format(op="the backward of ops.concat (ops.split)"),
                       "Ascend": "SplitWithSize", "GPU": "Split"},
-    "Max": {"reason": _LOWERED.format(op="Tensor.max() over all elements (ops.max)"),
-            "Ascend": "Max", "GPU": "ReduceMax"},
     "SubScalar": {"reason": _LOWERED.format(op="Python number - Tensor (ops.sub)"),
                   "Ascend": "SubScalar", "GPU": "Sub with the scalar as a tensor"},
     "ZerosLikeExt": {"reason": _LOWERED.format(op="ops.where with a Python number branch (ops.zeros_like)"),
@@ -42,17 +40,4 @@ ALLOWLIST = {
 # there and no replacement is known to run. The audit reports them as known gaps instead of
 # failing, and fails when the set changes (a new gap, or one that is gone and must be taken off
 # this list). scripts/device_check.py on the device settles each one.
-KNOWN_GAPS = {
-    "PowTensorScalar": {
-        "reason": "emitted by MindSpore's backward of ops.square in CenterMask's mask-IoU loss "
-                  "(models/roi_heads/maskiou_head.py); documented on Ascend only",
-        "Ascend": "PowTensorScalar",
-        "GPU": "unverified; if the GPU lacks it, write the square as a product (d * d: Mul)"},
-    "InplaceScatterSrc": {
-        "reason": "emitted by MindSpore's backward of Tensor.max() in the class offset of "
-                  "models/layers/nms.py (_native_keep), in CenterMask's training graph although "
-                  "the boxes are stop_gradient; documented on Ascend only",
-        "Ascend": "InplaceScatterSrc",
-        "GPU": "unverified; if the GPU lacks it, take the span from ops.amax (ReduceMax, "
-               "documented on GPU) under stop_gradient"},
-}
+KNOWN_GAPS = {}  # none today: every audited primitive is documented on both, or allowlisted above

@@ -30,7 +30,11 @@ class SpatialAttention(nn.Cell):
                               weight_init=init.HeNormal(mode="fan_out", nonlinearity="relu"))
 
     def construct(self, x):
-        pooled = ops.cat([x.mean(axis=1, keep_dims=True), x.max(axis=1, keepdims=True)], axis=1)
+        # ops.amax (ReduceMax) rather than Tensor.max, whose backward MindSpore lowers to
+        # InplaceScatterSrc, documented on Ascend only. The two backwards differ only where
+        # channels tie for the maximum; after the head's conv + ReLU a tie is a 0, whose gradient
+        # that ReLU stops anyway.
+        pooled = ops.cat([x.mean(axis=1, keep_dims=True), ops.amax(x, axis=1, keepdims=True)], axis=1)
         return x * ops.sigmoid(self.conv(pooled))
 
 
