@@ -133,19 +133,25 @@ def record(text, results, machine, date):
 
 
 def run_case(args):
-    """benchmark.py's JSON for one case, measured in a process of its own."""
+    """benchmark.py's JSON for one case, measured in a process of its own; RuntimeError with the
+    reason when it fails."""
     command = [sys.executable, os.path.join(ROOT, "scripts", "benchmark.py")] + args
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, GLOG_v=os.environ.get("GLOG_v", "3")))
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"benchmark.py {' '.join(args)} failed: {tail}")
-    return json.loads(lines[-1])
+    if done.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    if done.returncode in (-9, 137):
+        raise RuntimeError("killed (SIGKILL; out of memory is the usual cause)")
+    errors = [line for line in done.stderr.splitlines()
+              if line.strip() and not line.startswith(("[WARNING]", "[INFO]"))]
+    raise RuntimeError(f"exit status {done.returncode}: {(errors or ['no output'])[-1]}")
 
 
 def run_suite(names=(), write=False, page=PAGE):
     """Run the cases whose names contain one of ``names`` (all when empty); compare with, or with
-    ``write`` record into, the page. Returns the exit status (1 when a figure is flagged)."""
+    ``write`` record into, the page. A case that fails is reported and the others still run.
+    Returns the exit status: 1 when a case failed or, comparing, a figure is flagged."""
     chosen = [case for case in CASES if not names or any(n.lower() in case.lower() for n in names)]
     if not chosen:
         sys.exit(f"benchmark.py: --case matches none of: {', '.join(CASES)}")
@@ -154,17 +160,22 @@ def run_suite(names=(), write=False, page=PAGE):
         text = f.read()
     recorded = {row["case"]: row for row in read_recorded(text) if row["machine"] == machine}
     print(f"benchmark suite on {machine}: {len(chosen)} case(s)", flush=True)
-    results, flagged = {}, False
+    results, failed = {}, False
     for case in chosen:
-        result = run_case(CASES[case])
+        try:
+            result = run_case(CASES[case])
+        except RuntimeError as error:
+            failed = True
+            print(f"{case:26s} FAILED: {error}", flush=True)
+            continue
         results[case] = result
         batch, canvas, mode = settings(result)
         verdict, bad = compare(result, recorded.get(case))
-        flagged |= bad and not write
+        failed |= bad and not write
         print(f"{case:26s} batch {batch} {canvas:>9s} {mode:6s} {result['median_s']:8.3f} s "
               f"{result['peak_rss_mb']:7.0f} MB   {'recorded now' if write else verdict}", flush=True)
-    if write:
+    if write and results:
         with open(page, "w", encoding="utf-8") as f:
             f.write(record(text, results, machine, datetime.date.today().isoformat()))
-        print(f"recorded in {os.path.relpath(page, ROOT)}")
-    return 1 if flagged else 0
+        print(f"recorded in {os.path.relpath(page, ROOT)}: {', '.join(results)}")
+    return 1 if failed else 0

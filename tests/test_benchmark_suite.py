@@ -98,3 +98,22 @@ def test_the_benchmarks_page_has_a_suite_table_of_known_cases():
         assert row["case"] in suite.CASES, row["case"]
         assert row["median s"] > 0 and row["peak RSS MB"] > 0
         assert row["machine"].endswith(" cores"), row["machine"]
+
+
+def test_a_failed_case_is_reported_and_the_others_still_recorded(tmp_path, monkeypatch, capsys):
+    page = tmp_path / "benchmarks.md"
+    page.write_text(PAGE)
+
+    def run_case(args):
+        if "centermask" in " ".join(args):
+            raise RuntimeError("killed (SIGKILL; out of memory is the usual cause)")
+        return result(17.5, 12000)
+    monkeypatch.setattr(suite, "run_case", run_case)
+    monkeypatch.setattr(suite, "machine_id", lambda: AMD)
+    assert suite.run_suite(["train"], write=True, page=str(page)) == 1
+    out = capsys.readouterr().out
+    assert any(line.startswith("V-39 CenterMask train") and "FAILED: killed" in line
+               for line in out.splitlines())
+    rows = {(r["case"], r["machine"]): r for r in suite.read_recorded(page.read_text())}
+    assert rows[("R50-FPN Mask R-CNN train", AMD)]["median s"] == 17.5
+    assert ("V-39 CenterMask train", AMD) not in rows
