@@ -49,17 +49,22 @@ def _inventory():
             for model, entry in report.items()}
 
 
-@pytest.fixture(scope="module")
-def tiny_ir(tmp_path_factory):
-    """The validate-pass IR of TINY_STEP, saved by MindSpore in a subprocess."""
-    work = tmp_path_factory.mktemp("tiny_ir")
-    (work / "step.py").write_text(TINY_STEP)
+def compiled_ir(script, work):
+    """Run ``script`` (a Python source) in a subprocess with MindSpore saving the validate-pass IR
+    of what it compiles; the IR folder."""
+    (work / "step.py").write_text(script)
     env = dict(os.environ, MS_DEV_SAVE_GRAPHS="1", MS_DEV_SAVE_GRAPHS_PATH=str(work / "ir"),
-               MS_DEV_DUMP_IR_PASSES="validate", GLOG_v="3")
+               MS_DEV_DUMP_IR_PASSES="validate", GLOG_v="3", PYTHONPATH=ROOT)
     result = subprocess.run([sys.executable, str(work / "step.py")], cwd=str(work), env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return work / "ir"
+
+
+@pytest.fixture(scope="module")
+def tiny_ir(tmp_path_factory):
+    """The validate-pass IR of TINY_STEP."""
+    return compiled_ir(TINY_STEP, tmp_path_factory.mktemp("tiny_ir"))
 
 
 def test_reader_finds_primitives_gradients_and_the_dynamic_shape(tiny_ir):
@@ -110,13 +115,7 @@ ASCEND_ONLY_STEP = textwrap.dedent("""
 
 
 def test_maskiou_loss_nms_and_attention_gradients_use_documented_primitives(tmp_path):
-    (tmp_path / "step.py").write_text(ASCEND_ONLY_STEP)
-    env = dict(os.environ, MS_DEV_SAVE_GRAPHS="1", MS_DEV_SAVE_GRAPHS_PATH=str(tmp_path / "ir"),
-               MS_DEV_DUMP_IR_PASSES="validate", GLOG_v="3", PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, str(tmp_path / "step.py")], cwd=str(tmp_path), env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    counts, dynamic = read_graph(str(tmp_path / "ir"), ROOT)
+    counts, dynamic = read_graph(str(compiled_ir(ASCEND_ONLY_STEP, tmp_path)), ROOT)
     assert {"NMSWithMask", "Mul"} <= set(counts)  # the graph is the one meant
     assert not {"PowTensorScalar", "InplaceScatterSrc", "Max"} & set(counts), sorted(counts)
     rows, problems = audit({"train": (counts, dynamic)}, ALLOWLIST, ("train",))

@@ -70,9 +70,9 @@ def _native_keep(sorted_boxes, sorted_classes, iou_threshold):
     """ops.NMSWithMask on score-sorted boxes, one image at a time; (B, N) bool."""
     batch, length = sorted_boxes.shape[0], sorted_boxes.shape[1]
     if sorted_classes is not None:
-        # ReduceMax (documented on Ascend, GPU and CPU); Tensor.max() would lower to Max, whose
-        # backward (InplaceScatterSrc) MindSpore documents on Ascend only
-        span = ops.stop_gradient(ops.amax(ops.abs(sorted_boxes))) * 2.0 + 1.0
+        # ops.amax is ReduceMax, documented on Ascend, GPU and CPU (Tensor.max() lowers to Max,
+        # which MindSpore does not document); the boxes come without gradient (batched_nms)
+        span = ops.amax(ops.abs(sorted_boxes)) * 2.0 + 1.0
         offset = sorted_classes.astype(ms.float32) * span
         sorted_boxes = sorted_boxes + offset.expand_dims(-1)
     # strictly decreasing stand-in scores keep the given order on backends that sort inside
