@@ -209,6 +209,13 @@ def test_transform_list_errors_name_the_key(coco_dir):
         S.sample_spec(make_cfg(coco_dir, "data.transforms=[resize,pad,normalize]"), True)
 
 
+def test_unknown_data_format_is_one_line_naming_the_formats(coco_dir):
+    cfg = make_cfg(coco_dir, "data.format=tfrecord")
+    for call in (lambda: P.dataset_info(cfg), lambda: P.create_dataset(cfg)):
+        with pytest.raises(ValueError, match=r"^data.format must be one of \['coco', 'mindrecord'\], got 'tfrecord'$"):
+            call()
+
+
 def test_truncation_keeps_largest_and_is_counted(coco_dir):
     cfg = make_cfg(coco_dir, "data.max_instances=2")
     record = first_record(cfg, min_instances=3)

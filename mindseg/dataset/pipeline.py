@@ -30,11 +30,10 @@ source) or, without random access (MindRecord, whose conversion already drops un
 images), by another image of the same batch, else a dummy row; an evaluation batch gets a dummy
 row (image_id -1) in its place.
 """
-import os
 
 from mindseg.dataset.batching import BatchBuilder
 from mindseg.dataset.sample import SAMPLE_COLUMNS, sample_spec
-from mindseg.dataset.sources import Source, mindrecord_dir, open_coco, split_name
+from mindseg.dataset.sources import open_source, source_class
 
 
 def dataset_info(cfg, split="train", report=None):
@@ -42,24 +41,7 @@ def dataset_info(cfg, split="train", report=None):
     ``report`` (e.g. print): where the COCO JSON source names and counts its bad data, as
     convert_coco.py does (MindRecord shards hold only what the conversion kept); the whole list
     goes to ``<output_dir>/data_problems_<split>.txt``."""
-    if cfg.data.format == "coco":
-        coco = open_coco(cfg, split)
-        if report is not None:
-            from mindseg.dataset.problems import report_problems
-            list_file = os.path.join(cfg.output_dir, f"data_problems_{split}.txt") \
-                if cfg.output_dir else None
-            report_problems(coco.problems, report, list_file)
-        return {"num_classes": coco.num_classes, "class_names": list(coco.class_names),
-                "category_ids": list(coco.category_ids), "num_samples": len(coco.records)}
-    if cfg.data.format == "mindrecord":
-        from mindseg.dataset.mindrecord.paths import load_meta
-        meta = load_meta(mindrecord_dir(cfg), split_name(cfg, split))
-        num_samples = meta["num_images"]
-        if split == "train" and cfg.data.filter_empty:
-            num_samples -= meta["num_empty"]
-        return {"num_classes": meta["num_classes"], "class_names": list(meta["class_names"]),
-                "category_ids": list(meta["category_ids"]), "num_samples": num_samples}
-    raise ValueError(f"data.format must be 'coco' or 'mindrecord', got {cfg.data.format!r}")
+    return source_class(cfg).info(cfg, split, report)
 
 
 def create_dataset(cfg, split="train", rank=0, world=1, training=None, start_epoch=0):
@@ -83,7 +65,7 @@ def create_dataset(cfg, split="train", rank=0, world=1, training=None, start_epo
     ds.config.set_seed(int(cfg.seed))
     shuffle = bool(cfg.data.shuffle) if training else False
 
-    source = Source(cfg, split)
+    source = open_source(cfg, split)
     positions = source.positions
     if len(positions) < world:
         raise ValueError(f"split {split!r} of {cfg.data.dataset_dir} has {len(positions)} images "

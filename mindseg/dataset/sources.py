@@ -117,28 +117,71 @@ def _mindrecord_rows(cfg, split, files):
     return rows
 
 
-class Source:
-    """A split's rows: ``positions`` to read (after filtering), the ``columns`` the MindSpore
-    source yields, the ``loader`` of one row and ``dataset(sampler)``, the source itself."""
+class CocoSource:
+    """A COCO JSON split: one index per image, the image file read by the loader."""
+
+    @staticmethod
+    def info(cfg, split, report=None):
+        """num_classes, class_names, category_ids, num_samples; ``report`` gets the bad data
+        (``dataset_info``)."""
+        coco = open_coco(cfg, split)
+        if report is not None:
+            from mindseg.dataset.problems import report_problems
+            list_file = os.path.join(cfg.output_dir, f"data_problems_{split}.txt") \
+                if cfg.output_dir else None
+            report_problems(coco.problems, report, list_file)
+        return {"num_classes": coco.num_classes, "class_names": list(coco.class_names),
+                "category_ids": list(coco.category_ids), "num_samples": len(coco.records)}
 
     def __init__(self, cfg, split):
-        self.format = cfg.data.format
-        if self.format == "coco":
-            self.coco = open_coco(cfg, split)
-            self.columns, self.loader = ("index",), CocoLoader(self.coco)
-            self.positions = list(range(len(self.coco.records)))
-        elif self.format == "mindrecord":
-            from mindseg.dataset.mindrecord.encoding import MINDRECORD_COLUMNS
-            self.files = _mindrecord_files(cfg, split)
-            self.columns = tuple(MINDRECORD_COLUMNS)
-            self.loader = MindRecordLoader(self.columns, cfg.data.crowd)
-            self.positions = _mindrecord_rows(cfg, split, self.files)
-        else:
-            raise ValueError(f"data.format must be 'coco' or 'mindrecord', got {self.format!r}")
+        self.coco = open_coco(cfg, split)
+        self.columns, self.loader = ("index",), CocoLoader(self.coco)
+        self.positions = list(range(len(self.coco.records)))
 
     def dataset(self, sampler):
         import mindspore.dataset as ds
-        if self.format == "coco":
-            return ds.GeneratorDataset(_IndexSource(len(self.coco.records)), list(self.columns),
-                                       sampler=sampler)
+        return ds.GeneratorDataset(_IndexSource(len(self.coco.records)), list(self.columns),
+                                   sampler=sampler)
+
+
+class MindRecordSource:
+    """MindRecord shards: one encoded row per image (scripts/convert_coco.py)."""
+
+    @staticmethod
+    def info(cfg, split, report=None):  # pylint: disable=unused-argument
+        """As CocoSource.info, from the shards' metadata (the conversion reported bad data)."""
+        from mindseg.dataset.mindrecord.paths import load_meta
+        meta = load_meta(mindrecord_dir(cfg), split_name(cfg, split))
+        num_samples = meta["num_images"]
+        if split == "train" and cfg.data.filter_empty:
+            num_samples -= meta["num_empty"]
+        return {"num_classes": meta["num_classes"], "class_names": list(meta["class_names"]),
+                "category_ids": list(meta["category_ids"]), "num_samples": num_samples}
+
+    def __init__(self, cfg, split):
+        from mindseg.dataset.mindrecord.encoding import MINDRECORD_COLUMNS
+        self.files = _mindrecord_files(cfg, split)
+        self.columns = tuple(MINDRECORD_COLUMNS)
+        self.loader = MindRecordLoader(self.columns, cfg.data.crowd)
+        self.positions = _mindrecord_rows(cfg, split, self.files)
+
+    def dataset(self, sampler):
+        import mindspore.dataset as ds
         return ds.MindDataset(self.files, columns_list=list(self.columns), sampler=sampler)
+
+
+SOURCES = {"coco": CocoSource, "mindrecord": MindRecordSource}
+
+
+def source_class(cfg):
+    """The source of ``data.format``: each has ``info(cfg, split, report)`` and, built with
+    ``(cfg, split)``, ``positions`` (rows to read after filtering), ``columns``, ``loader`` (one
+    row -> record) and ``dataset(sampler)``."""
+    if cfg.data.format not in SOURCES:
+        raise ValueError(f"data.format must be one of {sorted(SOURCES)}, got {cfg.data.format!r}")
+    return SOURCES[cfg.data.format]
+
+
+def open_source(cfg, split):
+    """The rows of ``split`` in ``data.format``."""
+    return source_class(cfg)(cfg, split)
