@@ -191,7 +191,8 @@ def main(argv=None):
         lr = build_lr_schedule(1e-4, 1, 1, 0, 1.0, [], 0.1, total)
         # the config's optimizer, weight decay and clip, as train.py builds them
         step = TrainStep(net, optimizer_from_config(net, lr, cfg.train),
-                         clip_grad_norm=cfg.train.clip_grad_norm, jit=args.mode == "graph")
+                         clip_grad_norm=cfg.train.clip_grad_norm,
+                         lean_conv_max_channels=cfg.train.lean_conv_max_channels, jit=args.mode == "graph")
 
         def run():
             loss, _, _ = step(*batch)

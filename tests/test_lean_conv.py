@@ -170,8 +170,9 @@ def test_real_model_gradients_unchanged(deterministic_sampling):
     assert worst < 1e-4, worst
 
 
-@pytest.mark.parametrize("mix", [False, True])
-def test_train_step_wraps_float32_models_on_cpu(mix):
+@pytest.mark.parametrize("mix, max_channels", [(False, None), (False, 0), (True, None)])
+def test_train_step_wraps_float32_models_on_cpu(mix, max_channels):
+    """train.lean_conv_max_channels reaches TrainStep; 0 and mixed precision leave the layers."""
     from mindseg.config import load_config
     from mindseg.engine.lr_schedule import build_lr_schedule
     from mindseg.engine.precision import apply_mixed_precision
@@ -179,10 +180,16 @@ def test_train_step_wraps_float32_models_on_cpu(mix):
     from mindseg.models import build_model
     from small import SHAPES_CONFIG, SHAPES_SMALL
 
-    cfg = load_config(SHAPES_CONFIG, SHAPES_SMALL)
+    overrides = [] if max_channels is None else [f"train.lean_conv_max_channels={max_channels}"]
+    cfg = load_config(SHAPES_CONFIG, SHAPES_SMALL + overrides)
     net = build_model(cfg, num_classes=5)
     if mix:
         apply_mixed_precision(net)
-    TrainStep(net, optimizer_from_config(net, build_lr_schedule(1e-3, 1, 1, 0, 1.0, [], 0.1, 4), cfg.train))
-    wrapped = [c for _, c in net.cells_and_names() if isinstance(c, LeanBackwardConv2d)]
-    assert (len(wrapped) > 10) != mix
+    TrainStep(net, optimizer_from_config(net, build_lr_schedule(1e-3, 1, 1, 0, 1.0, [], 0.1, 4), cfg.train),
+              lean_conv_max_channels=cfg.train.lean_conv_max_channels)
+    wrapped = [c.layer for _, c in net.cells_and_names() if isinstance(c, LeanBackwardConv2d)]
+    if mix or max_channels == 0:
+        assert not wrapped
+    else:
+        assert len(wrapped) > 10
+        assert max(layer.out_channels for layer in wrapped) <= cfg.train.lean_conv_max_channels

@@ -9,7 +9,7 @@ import mindspore as ms
 from mindspore import amp, nn, ops
 
 from mindseg.engine.precision import float16_layers
-from mindseg.models.layers.lean_conv import lean_conv_backward, wants_lean_conv_backward
+from mindseg.models.layers.lean_conv import MAX_OUT_CHANNELS, lean_conv_backward, wants_lean_conv_backward
 
 NORM_CELLS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm,
               nn.InstanceNorm2d)
@@ -83,8 +83,9 @@ def global_norm(grads):
 class TrainStep:
     """Callable ``step(*inputs) -> (total_loss, losses, finite)`` that updates ``net`` in place.
 
-    On the CPU a float32 network's large same-size convolutions get gradients that keep no im2col
-    buffer (``models/layers/lean_conv.py``; forward values unchanged).
+    On the CPU a float32 network's same-size convolutions of up to ``lean_conv_max_channels``
+    outputs get, on large maps, gradients that keep no im2col buffer (``models/layers/lean_conv.py``;
+    forward values unchanged; 0: off).
 
     ``losses`` is the network's tuple of named scalar losses (``net.loss_names``); ``finite`` is
     False when the gradients are not finite (a float16 overflow, or a diverging step in float32),
@@ -94,10 +95,11 @@ class TrainStep:
     """
 
     def __init__(self, net, optimizer, *, world=1, loss_scale=None, scale_factor=2,
-                 scale_window=1000, clip_grad_norm=0.0, jit=False):
+                 scale_window=1000, clip_grad_norm=0.0, lean_conv_max_channels=MAX_OUT_CHANNELS,
+                 jit=False):
         self.net = net
-        if wants_lean_conv_backward() and not float16_layers(net):
-            lean_conv_backward(net)
+        if lean_conv_max_channels > 0 and wants_lean_conv_backward() and not float16_layers(net):
+            lean_conv_backward(net, max_out_channels=lean_conv_max_channels)
         self.clip_grad_norm = float(clip_grad_norm)
         self.optimizer = optimizer
         self.loss_names = tuple(getattr(net, "loss_names", ()))

@@ -141,7 +141,8 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, class_info=None, hook
         net.set_train(True)
         step_fn = TrainStep(net, optimizer_from_config(net, lr, tcfg), world=runtime.world,
                             loss_scale=tcfg.loss_scale if tcfg.mix else None,
-                            clip_grad_norm=tcfg.clip_grad_norm, jit=runtime.mode == "graph")
+                            clip_grad_norm=tcfg.clip_grad_norm,
+                            lean_conv_max_channels=tcfg.lean_conv_max_channels, jit=runtime.mode == "graph")
         trainer = Trainer(step_fn, dataset, lr, total_steps, logger)
         trainer.hooks = _standard_hooks(cfg, runtime, trainer, start, class_info, images_per_step) + list(hooks)
         run_start = time.time()
