@@ -13,8 +13,6 @@ The wrapping keeps every parameter's name, so mixed and float32 runs read each o
 import mindspore as ms
 from mindspore import amp, nn
 
-from mindseg.models.layers.wrap import wrap_layers
-
 AMP_LEVELS = ("O1",)
 FLOAT16_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Conv1dTranspose, nn.Conv2dTranspose,
                   nn.Conv3dTranspose, nn.Dense)
@@ -32,6 +30,24 @@ class Float16Layer(nn.Cell):
         return self.layer(x).astype(ms.float32)
 
 
+def _wrap_layers(cell):
+    """Replace every FLOAT16_LAYERS child below ``cell`` (in place); returns how many."""
+    count = 0
+    changed = False
+    for name, child in list(cell._cells.items()):  # pylint: disable=protected-access
+        if child is None or isinstance(child, Float16Layer):
+            continue
+        if isinstance(child, FLOAT16_LAYERS):
+            cell._cells[name] = Float16Layer(child)  # pylint: disable=protected-access
+            count += 1
+            changed = True
+        else:
+            count += _wrap_layers(child)
+    if changed and isinstance(cell, nn.SequentialCell):
+        cell.cell_list = list(cell.cells())
+    return count
+
+
 def apply_mixed_precision(net, amp_level="O1"):
     """Run ``net``'s convolution and dense layers in float16 (in place); returns ``net``.
 
@@ -42,8 +58,7 @@ def apply_mixed_precision(net, amp_level="O1"):
         raise ValueError(f"train.amp_level must be one of {AMP_LEVELS}, got {amp_level!r}: "
                          f"'auto', O2 and O3 would cast box geometry, ground truth or losses to "
                          f"float16")
-    wrap_layers(net, lambda layer: Float16Layer(layer) if isinstance(layer, FLOAT16_LAYERS) else None,
-                Float16Layer)
+    _wrap_layers(net)
     return net
 
 

@@ -25,8 +25,6 @@ the CPU only.
 import mindspore as ms
 from mindspore import nn, ops
 
-from mindseg.models.layers.wrap import wrap_layers
-
 __all__ = ["LeanConvGrad", "LeanBackwardConv2d", "lean_conv_backward", "MIN_ELEMENTS", "MAX_OUT_CHANNELS"]
 
 # one 128-channel map of 32768 pixels (a stride-4 level of a 512 x 1024 canvas, say); below it the
@@ -107,9 +105,20 @@ def lean_conv_backward(net, min_elements=None, max_out_channels=MAX_OUT_CHANNELS
     (in place) in LeanBackwardConv2d; returns how many. For float32 networks: a float16 layer
     (``engine/precision.py``) holds an ``nn.Conv2d`` too, and its casts would not reach
     ``LeanConvGrad``."""
-    def wrap(layer):
-        return LeanBackwardConv2d(layer, min_elements) if _eligible(layer, max_out_channels) else None
-    return wrap_layers(net, wrap, LeanBackwardConv2d)
+    count = 0
+    changed = False
+    for name, child in list(net._cells.items()):  # pylint: disable=protected-access
+        if child is None or isinstance(child, LeanBackwardConv2d):
+            continue
+        if _eligible(child, max_out_channels):
+            net._cells[name] = LeanBackwardConv2d(child, min_elements)  # pylint: disable=protected-access
+            count += 1
+            changed = True
+        else:
+            count += lean_conv_backward(child, min_elements, max_out_channels)
+    if changed and isinstance(net, nn.SequentialCell):
+        net.cell_list = list(net.cells())
+    return count
 
 
 def wants_lean_conv_backward():
