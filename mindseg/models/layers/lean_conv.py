@@ -25,7 +25,8 @@ the CPU only.
 import mindspore as ms
 from mindspore import nn, ops
 
-__all__ = ["LeanConvGrad", "LeanBackwardConv2d", "lean_conv_backward", "MIN_ELEMENTS", "MAX_OUT_CHANNELS"]
+__all__ = ["LeanConvGrad", "LeanBackwardConv2d", "make_lean", "lean_conv_backward", "MIN_ELEMENTS",
+           "MAX_OUT_CHANNELS"]
 
 # one 128-channel map of 32768 pixels (a stride-4 level of a 512 x 1024 canvas, say); below it the
 # im2col buffers are small and oneDNN's backward is faster
@@ -59,24 +60,28 @@ class LeanConvGrad(nn.Cell):
         return dx, dw.transpose(1, 0, 2, 3)
 
 
-class LeanBackwardConv2d(nn.Cell):
+class LeanBackwardConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` whose gradient goes through ``LeanConvGrad`` when its input map holds at
-    least ``min_elements`` values per image; otherwise (and always for the forward values) the
-    layer itself. No name prefix of its own: its parameters keep their names."""
-
-    def __init__(self, layer, min_elements=None):
-        super().__init__(auto_prefix=False)
-        self.layer = layer
-        self.grad_cell = LeanConvGrad()
-        self.min_elements = MIN_ELEMENTS if min_elements is None else min_elements
+    least ``min_elements`` values per image; otherwise, and always for the forward values, it is
+    the plain layer. Made from a built layer by ``make_lean``, which keeps the object, its
+    attributes and its parameters' names (code holding ``net.conv.weight`` still finds it)."""
 
     def construct(self, x):
         if x.shape[1] * x.shape[2] * x.shape[3] < self.min_elements:
-            return self.layer(x)
-        y = self.grad_cell(x, self.layer.weight)
-        if self.layer.has_bias:
-            y = ops.bias_add(y, self.layer.bias)
+            y = self.conv2d(x, self.weight)
+        else:
+            y = self.grad_cell(x, self.weight)
+        if self.has_bias:
+            y = self.bias_add(y, self.bias)
         return y
+
+
+def make_lean(layer, min_elements=None):
+    """Turn the ``nn.Conv2d`` ``layer`` into a LeanBackwardConv2d in place; returns it."""
+    layer.__class__ = LeanBackwardConv2d
+    layer.min_elements = MIN_ELEMENTS if min_elements is None else min_elements
+    layer.grad_cell = LeanConvGrad()
+    return layer
 
 
 def _eligible(layer, max_out_channels):
@@ -101,24 +106,13 @@ def _eligible(layer, max_out_channels):
 
 
 def lean_conv_backward(net, min_elements=None, max_out_channels=MAX_OUT_CHANNELS):
-    """Wrap every eligible ``nn.Conv2d`` below ``net`` of at most ``max_out_channels`` outputs
-    (in place) in LeanBackwardConv2d; returns how many. For float32 networks: a float16 layer
-    (``engine/precision.py``) holds an ``nn.Conv2d`` too, and its casts would not reach
-    ``LeanConvGrad``."""
-    count = 0
-    changed = False
-    for name, child in list(net._cells.items()):  # pylint: disable=protected-access
-        if child is None or isinstance(child, LeanBackwardConv2d):
-            continue
-        if _eligible(child, max_out_channels):
-            net._cells[name] = LeanBackwardConv2d(child, min_elements)  # pylint: disable=protected-access
-            count += 1
-            changed = True
-        else:
-            count += lean_conv_backward(child, min_elements, max_out_channels)
-    if changed and isinstance(net, nn.SequentialCell):
-        net.cell_list = list(net.cells())
-    return count
+    """``make_lean`` every eligible ``nn.Conv2d`` of ``net`` with at most ``max_out_channels``
+    outputs; returns how many. For float32 networks: a float16 layer (``engine/precision.py``)
+    holds an ``nn.Conv2d`` too, and its casts would not reach ``LeanConvGrad``."""
+    layers = [cell for _, cell in net.cells_and_names() if _eligible(cell, max_out_channels)]
+    for layer in layers:
+        make_lean(layer, min_elements)
+    return len(layers)
 
 
 def wants_lean_conv_backward():
