@@ -185,7 +185,8 @@ def test_real_model_gradients_unchanged(deterministic_sampling):
 
 @pytest.mark.parametrize("mix, max_channels", [(False, None), (False, 0), (True, None)])
 def test_train_step_wraps_float32_models_on_cpu(mix, max_channels):
-    """train.lean_conv_max_channels reaches TrainStep; 0 and mixed precision leave the layers."""
+    """train.lean_conv_max_channels reaches a compiled TrainStep; 0, mixed precision and PYNATIVE
+    steps leave the layers."""
     from mindseg.config import load_config
     from mindseg.engine.lr_schedule import build_lr_schedule
     from mindseg.engine.precision import apply_mixed_precision
@@ -198,8 +199,10 @@ def test_train_step_wraps_float32_models_on_cpu(mix, max_channels):
     net = build_model(cfg, num_classes=5)
     if mix:
         apply_mixed_precision(net)
-    TrainStep(net, optimizer_from_config(net, build_lr_schedule(1e-3, 1, 1, 0, 1.0, [], 0.1, 4), cfg.train),
-              lean_conv_max_channels=cfg.train.lean_conv_max_channels)
+    optimizer = optimizer_from_config(net, build_lr_schedule(1e-3, 1, 1, 0, 1.0, [], 0.1, 4), cfg.train)
+    TrainStep(net, optimizer, lean_conv_max_channels=cfg.train.lean_conv_max_channels)  # PYNATIVE
+    assert not [c for _, c in net.cells_and_names() if isinstance(c, LeanBackwardConv2d)]
+    TrainStep(net, optimizer, lean_conv_max_channels=cfg.train.lean_conv_max_channels, jit=True)
     wrapped = [c for _, c in net.cells_and_names() if isinstance(c, LeanBackwardConv2d)]
     if mix or max_channels == 0:
         assert not wrapped

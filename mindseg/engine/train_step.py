@@ -83,9 +83,10 @@ def global_norm(grads):
 class TrainStep:
     """Callable ``step(*inputs) -> (total_loss, losses, finite)`` that updates ``net`` in place.
 
-    On the CPU a float32 network's same-size convolutions of up to ``lean_conv_max_channels``
-    outputs get, on large maps, gradients that keep no im2col buffer (``models/layers/lean_conv.py``;
-    forward values unchanged; 0: off).
+    Compiled (``jit``) on the CPU, a float32 network's same-size convolutions of up to
+    ``lean_conv_max_channels`` outputs get, on large maps, gradients that keep no im2col buffer
+    (``models/layers/lean_conv.py``; forward values unchanged; 0: off). PYNATIVE steps keep the
+    plain layers, whose Python calls are cheaper there.
 
     ``losses`` is the network's tuple of named scalar losses (``net.loss_names``); ``finite`` is
     False when the gradients are not finite (a float16 overflow, or a diverging step in float32),
@@ -98,7 +99,7 @@ class TrainStep:
                  scale_window=1000, clip_grad_norm=0.0, lean_conv_max_channels=MAX_OUT_CHANNELS,
                  jit=False):
         self.net = net
-        if lean_conv_max_channels > 0 and wants_lean_conv_backward() and not float16_layers(net):
+        if jit and lean_conv_max_channels > 0 and wants_lean_conv_backward() and not float16_layers(net):
             lean_conv_backward(net, max_out_channels=lean_conv_max_channels)
         self.clip_grad_norm = float(clip_grad_norm)
         self.optimizer = optimizer

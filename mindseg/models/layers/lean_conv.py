@@ -19,8 +19,8 @@ little next to oneDNN's own for narrow layers and much for wide ones. ``lean_con
 therefore switches only layers of at most ``MAX_OUT_CHANNELS`` outputs whose input map is large
 (``MIN_ELEMENTS`` per image, checked when the graph is built): the backbones' early stages, where
 the maps are largest. Other layers, and every layer's forward pass, are untouched, and so are
-their results. The buffers are those of oneDNN, the CPU's kernels: ``TrainStep`` applies this on
-the CPU only.
+their results. The buffers are those of oneDNN, the CPU's kernels: ``TrainStep`` applies this to
+compiled training steps on the CPU only.
 """
 import mindspore as ms
 from mindspore import nn, ops
