@@ -32,8 +32,8 @@ __all__ = ["LeanConvGrad", "LeanBackwardConv2d", "make_lean", "lean_conv_backwar
 # im2col buffers are small and oneDNN's backward is faster
 MIN_ELEMENTS = 1 << 22
 # the weights' gradient as a correlation reads the output gradient once per input channel: cheap
-# next to oneDNN's for narrow layers, up to 1.4x a training step's time when 256-channel FPN and
-# head layers use it too (R50-FPN Mask R-CNN at 800x1344)
+# next to oneDNN's for narrow layers, a much slower step when the 256-channel FPN and head layers
+# use it too (train.lean_conv_max_channels; the figures are in docs/benchmarks.md)
 MAX_OUT_CHANNELS = 128
 
 
