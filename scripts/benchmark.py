@@ -156,7 +156,7 @@ def main(argv=None):
     import numpy as np
     import mindspore as ms
     from mindseg.config import load_config
-    from mindseg.engine.lr_schedule import build_lr_schedule
+    from mindseg.engine.lr_schedule import LRSettings, build_lr_schedule
     from mindseg.engine.train_step import TrainStep, optimizer_from_config
     from mindseg.models import build_model
 
@@ -188,7 +188,7 @@ def main(argv=None):
     else:
         net.set_train(True)
         total = 3 * (args.warmup + args.iters)  # the profiled calls and --breakdown step it too
-        lr = build_lr_schedule(1e-4, 1, 1, 0, 1.0, [], 0.1, total)
+        lr = build_lr_schedule(LRSettings(base_lr=1e-4, reference_batch=1), 1, total)
         # the config's optimizer, weight decay and clip, as train.py builds them
         step = TrainStep(net, optimizer_from_config(net, lr, cfg.train),
                          clip_grad_norm=cfg.train.clip_grad_norm,

@@ -14,6 +14,7 @@ dynamic shape. ``--small`` compiles at a 64x64 canvas with narrow heads: the sam
 fraction of the time.
 """
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -81,7 +82,7 @@ def first_batch(cfg):
 
 def build_train_step(cfg, mix, jit=True):
     """``(net, TrainStep)`` as the trainer builds them (optimizer, clip, loss scale with mix)."""
-    from mindseg.engine.lr_schedule import build_lr_schedule
+    from mindseg.engine.lr_schedule import LRSettings, build_lr_schedule
     from mindseg.engine.precision import apply_mixed_precision
     from mindseg.engine.train_step import TrainStep, optimizer_from_config
     from mindseg.models import build_model
@@ -90,8 +91,8 @@ def build_train_step(cfg, mix, jit=True):
     if mix:
         net = apply_mixed_precision(net, tcfg.amp_level)
     net.set_train(True)
-    lr = build_lr_schedule(tcfg.base_lr, cfg.data.batch_size, tcfg.reference_batch_size, 1,
-                           tcfg.warmup_factor, [100], tcfg.gamma, 10, tcfg.lr_schedule)
+    settings = dataclasses.replace(LRSettings.from_config(tcfg), warmup_iters=1, steps=(100,))
+    lr = build_lr_schedule(settings, cfg.data.batch_size, 10)
     step = TrainStep(net, optimizer_from_config(net, lr, tcfg), loss_scale=tcfg.loss_scale if mix else None,
                      clip_grad_norm=tcfg.clip_grad_norm, jit=jit)
     return net, step

@@ -1,5 +1,6 @@
 """LR schedule, optimizer groups, train step (SGD maths, overflow skip, mixed precision),
 runtime detection and the trainer's outputs, on the toy network of tests/toy.py."""
+import dataclasses
 import os
 
 import numpy as np
@@ -9,7 +10,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from mindseg.engine.logger import format_train_line
-from mindseg.engine.lr_schedule import build_lr_schedule, schedule_length
+from mindseg.engine.lr_schedule import LRSettings, build_lr_schedule, schedule_length
 from mindseg.engine.precision import apply_mixed_precision
 from mindseg.engine.train_step import TrainStep, build_optimizer, param_groups
 from mindseg.runtime import detect_launcher, init_runtime
@@ -25,8 +26,9 @@ def pynative():
 
 def test_lr_schedule_hand_computed():
     # peak = 0.02 * 4 / 16 = 0.005; warmup over 4 steps from 0.001x; x0.1 at 6 and at 8
-    lr = build_lr_schedule(0.02, 4, 16, warmup_iters=4, warmup_factor=0.001, steps=[6, 8],
-                           gamma=0.1, max_steps=10)
+    settings = LRSettings(base_lr=0.02, reference_batch=16, warmup_iters=4, warmup_factor=0.001,
+                          steps=(6, 8), gamma=0.1)
+    lr = build_lr_schedule(settings, total_batch=4, max_steps=10)
     expected = [0.005 * 0.001, 0.005 * 0.25075, 0.005 * 0.5005, 0.005 * 0.75025, 0.005, 0.005,
                 0.0005, 0.0005, 0.00005, 0.00005]
     assert lr.dtype == np.float32 and lr.shape == (10,)
@@ -34,26 +36,36 @@ def test_lr_schedule_hand_computed():
 
 
 def test_lr_decay_inside_warmup_multiplies():
-    lr = build_lr_schedule(0.01, 16, 16, warmup_iters=4, warmup_factor=0.0, steps=[2], gamma=0.5,
-                           max_steps=5)
+    settings = LRSettings(base_lr=0.01, reference_batch=16, warmup_iters=4, warmup_factor=0.0,
+                          steps=(2,), gamma=0.5)
+    lr = build_lr_schedule(settings, total_batch=16, max_steps=5)
     np.testing.assert_allclose(lr, [0.0, 0.0025, 0.5 * 0.005, 0.5 * 0.0075, 0.005], rtol=1e-6)
 
 
 def test_cosine_lr_schedule_hand_computed():
     # peak 0.01; warmup over 2 steps from 0.5x; cosine (1 + cos(pi i / 4)) / 2 = 1, .8536, .5, .1464
-    lr = build_lr_schedule(0.01, 16, 16, warmup_iters=2, warmup_factor=0.5, steps=[1], gamma=0.1,
-                           max_steps=4, schedule="cosine")
+    settings = LRSettings(base_lr=0.01, reference_batch=16, warmup_iters=2, warmup_factor=0.5,
+                          steps=(1,), gamma=0.1, schedule="cosine")
+    lr = build_lr_schedule(settings, total_batch=16, max_steps=4)
     np.testing.assert_allclose(lr, [0.005, 0.01 * 0.75 * 0.853553, 0.005, 0.01 * 0.146447],
                                rtol=1e-5)
 
 
+def test_lr_settings_from_config():
+    cfg = toy_config(["train.lr_schedule=cosine", "train.gamma=0.5", "train.warmup_factor=0.25"])
+    assert LRSettings.from_config(cfg.train) == LRSettings(
+        base_lr=0.01, reference_batch=2, warmup_iters=2, warmup_factor=0.25, steps=(6,), gamma=0.5,
+        schedule="cosine")
+
+
 def test_lr_schedule_rejects_bad_input():
+    constant = LRSettings(base_lr=0.01, reference_batch=16)
     with pytest.raises(ValueError, match="lr_schedule"):
-        build_lr_schedule(0.01, 2, 16, 0, 1.0, [], 0.1, 10, schedule="poly")
+        build_lr_schedule(dataclasses.replace(constant, schedule="poly"), 2, 10)
     with pytest.raises(ValueError, match="increasing"):
-        build_lr_schedule(0.01, 2, 16, 0, 1.0, [8, 4], 0.1, 10)
+        build_lr_schedule(dataclasses.replace(constant, steps=(8, 4)), 2, 10)
     with pytest.raises(ValueError, match="max_steps"):
-        build_lr_schedule(0.01, 2, 16, 0, 1.0, [], 0.1, 0)
+        build_lr_schedule(constant, 2, 0)
 
 
 def test_schedule_length_prefers_max_steps():

@@ -189,7 +189,7 @@ def test_train_step_wraps_float32_models_on_cpu(mix, max_channels):
     """train.lean_conv_max_channels reaches a compiled TrainStep; 0, mixed precision and PYNATIVE
     steps leave the layers."""
     from mindseg.config import load_config
-    from mindseg.engine.lr_schedule import build_lr_schedule
+    from mindseg.engine.lr_schedule import LRSettings, build_lr_schedule
     from mindseg.engine.precision import apply_mixed_precision
     from mindseg.engine.train_step import TrainStep, optimizer_from_config
     from mindseg.models import build_model
@@ -200,7 +200,7 @@ def test_train_step_wraps_float32_models_on_cpu(mix, max_channels):
     net = build_model(cfg, num_classes=5)
     if mix:
         apply_mixed_precision(net)
-    optimizer = optimizer_from_config(net, build_lr_schedule(1e-3, 1, 1, 0, 1.0, [], 0.1, 4), cfg.train)
+    optimizer = optimizer_from_config(net, build_lr_schedule(LRSettings(base_lr=1e-3, reference_batch=1), 1, 4), cfg.train)
     TrainStep(net, optimizer, lean_conv_max_channels=cfg.train.lean_conv_max_channels)  # PYNATIVE
     assert not [c for _, c in net.cells_and_names() if isinstance(c, LeanBackwardConv2d)]
     TrainStep(net, optimizer, lean_conv_max_channels=cfg.train.lean_conv_max_channels, jit=True)

@@ -12,7 +12,7 @@ from mindseg.engine import hooks as H
 from mindseg.engine.checkpoint import CheckpointManager, claim_checkpoint_dir, model_meta
 from mindseg.engine.curves import TrainCurves
 from mindseg.engine.logger import setup_logger
-from mindseg.engine.lr_schedule import build_lr_schedule, schedule_length
+from mindseg.engine.lr_schedule import LRSettings, build_lr_schedule, schedule_length
 from mindseg.engine.precision import apply_mixed_precision
 from mindseg.engine.train_step import TrainStep, optimizer_from_config
 
@@ -133,9 +133,7 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, class_info=None, hook
                 logger.info(f"--overwrite: moved the earlier checkpoints of {ckpt_dir} to {aside}")
         total_steps = schedule_length(tcfg.epochs, tcfg.max_steps, dataset.get_dataset_size())
         images_per_step = cfg.data.batch_size * runtime.world
-        lr = build_lr_schedule(tcfg.base_lr, images_per_step, tcfg.reference_batch_size,
-                               tcfg.warmup_iters, tcfg.warmup_factor, tcfg.lr_steps, tcfg.gamma,
-                               total_steps, tcfg.lr_schedule)
+        lr = build_lr_schedule(LRSettings.from_config(tcfg), images_per_step, total_steps)
         if tcfg.mix:
             net = apply_mixed_precision(net, tcfg.amp_level)
         net.set_train(True)
