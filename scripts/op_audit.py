@@ -84,7 +84,7 @@ def build_train_step(cfg, mix, jit=True):
     """``(net, TrainStep)`` as the trainer builds them (optimizer, clip, loss scale with mix)."""
     from mindseg.engine.lr_schedule import LRSettings, build_lr_schedule
     from mindseg.engine.precision import apply_mixed_precision
-    from mindseg.engine.train_step import TrainStep, optimizer_from_config
+    from mindseg.engine.train_step import LossScaleSettings, TrainStep, optimizer_from_config
     from mindseg.models import build_model
     tcfg = cfg.train
     net = build_model(cfg, NUM_CLASSES)
@@ -93,7 +93,8 @@ def build_train_step(cfg, mix, jit=True):
     net.set_train(True)
     settings = dataclasses.replace(LRSettings.from_config(tcfg), warmup_iters=1, steps=(100,))
     lr = build_lr_schedule(settings, cfg.data.batch_size, 10)
-    step = TrainStep(net, optimizer_from_config(net, lr, tcfg), loss_scale=tcfg.loss_scale if mix else None,
+    step = TrainStep(net, optimizer_from_config(net, lr, tcfg),
+                     loss_scaling=LossScaleSettings(tcfg.loss_scale) if mix else None,
                      clip_grad_norm=tcfg.clip_grad_norm, jit=jit)
     return net, step
 

@@ -12,7 +12,7 @@ from mindspore import nn, ops
 from mindseg.engine.logger import format_train_line
 from mindseg.engine.lr_schedule import LRSettings, build_lr_schedule, schedule_length
 from mindseg.engine.precision import apply_mixed_precision
-from mindseg.engine.train_step import TrainStep, build_optimizer, param_groups
+from mindseg.engine.train_step import LossScaleSettings, TrainStep, build_optimizer, param_groups
 from mindseg.runtime import detect_launcher, init_runtime
 from toy import ToyNet, ToySource, toy_config, toy_dataset
 
@@ -115,11 +115,12 @@ def _numpy_grads(weight, bias, x, y):
 @pytest.mark.parametrize("mode", ["pynative", "graph"])
 @pytest.mark.parametrize("loss_scale", [None, 1024.0])
 def test_train_step_is_momentum_sgd_with_weight_decay(mode, loss_scale):
+    loss_scaling = LossScaleSettings(loss_scale) if loss_scale else None
     weight, bias, x, y = _linear_case()
     net = LinearNet(weight, bias)
     lr = np.array([0.1, 0.05], np.float32)
     opt = build_optimizer(net, lr, momentum=0.9, weight_decay=0.01, weight_decay_bias=0.0)
-    step = TrainStep(net, opt, loss_scale=loss_scale, jit=mode == "graph")
+    step = TrainStep(net, opt, loss_scaling=loss_scaling, jit=mode == "graph")
     w, b = weight.astype(np.float64), bias.astype(np.float64)
     vw, vb = np.zeros_like(w), np.zeros_like(b)
     for i in range(2):
@@ -169,7 +170,7 @@ def test_overflow_skips_update_and_lowers_scale(mode):
     weight, bias, x, y = _linear_case()
     net = LinearNet(weight, bias, loss_gain=1e30)  # x loss scale 1e10 overflows float32
     opt = build_optimizer(net, np.full(3, 0.1, np.float32))
-    step = TrainStep(net, opt, loss_scale=1e10, jit=mode == "graph")
+    step = TrainStep(net, opt, loss_scaling=LossScaleSettings(1e10), jit=mode == "graph")
     _, _, finite = step(ms.Tensor(x), ms.Tensor(y))
     assert not bool(finite)
     np.testing.assert_array_equal(net.fc.weight.asnumpy(), weight)
@@ -179,7 +180,7 @@ def test_overflow_skips_update_and_lowers_scale(mode):
     assert step.loss_scale == pytest.approx(5e9)
     assert step.step_index == 1  # the skipped step still moves the lr schedule on
     net.loss_gain = 1.0
-    step_after = TrainStep(net, opt, loss_scale=step.loss_scale)
+    step_after = TrainStep(net, opt, loss_scaling=LossScaleSettings(step.loss_scale))
     _, _, finite = step_after(ms.Tensor(x), ms.Tensor(y))
     assert bool(finite) and not np.array_equal(net.fc.weight.asnumpy(), weight)
 
@@ -253,7 +254,7 @@ def test_mixed_precision_o1_runs_convs_in_float16():
     diffs = np.abs(np.array(out) - np.array(ref))
     assert np.all(diffs < 1e-2) and diffs.max() > 0  # float16 rounding, nothing else
     opt = build_optimizer(mixed, np.full(2, 0.01, np.float32))
-    total, _, finite = TrainStep(mixed, opt, loss_scale=65536.0)(*inputs)
+    total, _, finite = TrainStep(mixed, opt, loss_scaling=LossScaleSettings(65536.0))(*inputs)
     assert bool(finite) and float(total) == pytest.approx(sum(out), rel=1e-6)
     assert not os.path.exists("rewritten_network")
     for level in ("O7", "auto", "O3"):

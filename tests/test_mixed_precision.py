@@ -9,7 +9,7 @@ from mindspore import nn
 
 from mindseg.config import load_config
 from mindseg.engine.precision import FLOAT16_LAYERS, apply_mixed_precision, float16_layers
-from mindseg.engine.train_step import TrainStep, build_optimizer
+from mindseg.engine.train_step import LossScaleSettings, TrainStep, build_optimizer
 from mindseg.models import build_model
 from test_centermask import TINY as CENTERMASK_TINY
 from test_centermask import tiny_batch
@@ -59,7 +59,7 @@ def test_overflow_is_skipped_then_a_mixed_step_trains(model, mode):
     net = mixed_net(model)
     batch = tiny_batch()
     optimizer = build_optimizer(net, np.full(4, 0.01, np.float32))
-    step = TrainStep(net, optimizer, loss_scale=OVERFLOW_SCALE, jit=mode == ms.GRAPH_MODE)
+    step = TrainStep(net, optimizer, loss_scaling=LossScaleSettings(OVERFLOW_SCALE), jit=mode == ms.GRAPH_MODE)
     before = net_weights(net)
 
     total, losses, finite = step(*batch)

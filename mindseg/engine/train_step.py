@@ -5,6 +5,8 @@ The route ``DynamicLossScaler`` + a finiteness test + ``value_and_grad`` is the 
 CPU as well as on Ascend / GPU (``TrainOneStepWithLossScaleCell`` reaches float-status ops that
 the CPU lacks; docs/platform_notes.md).
 """
+from dataclasses import dataclass
+
 import mindspore as ms
 from mindspore import amp, nn, ops
 
@@ -80,6 +82,16 @@ def global_norm(grads):
     return ops.sqrt(ops.addn([ops.sum(ops.square(grad.astype(ms.float32).reshape(-1))) for grad in grads]))
 
 
+@dataclass(frozen=True)
+class LossScaleSettings:
+    """Dynamic loss scaling: the loss is multiplied by a scale that starts at ``initial``, is
+    divided by ``factor`` at each overflowed step (not below 1) and multiplied by it after
+    ``window`` steps in a row without one."""
+    initial: float
+    factor: int = 2
+    window: int = 1000
+
+
 class TrainStep:
     """Callable ``step(*inputs) -> (total_loss, losses, finite)`` that updates ``net`` in place.
 
@@ -91,13 +103,13 @@ class TrainStep:
     ``losses`` is the network's tuple of named scalar losses (``net.loss_names``); ``finite`` is
     False when the gradients are not finite (a float16 overflow, or a diverging step in float32),
     in which case the weights and moments are left as they were, the loss scale (if any) is
-    lowered and the step still counts (the lr schedule moves on). ``loss_scale=None`` trains
-    without loss scaling; ``clip_grad_norm > 0`` clips the gradients' global norm.
+    lowered and the step still counts (the lr schedule moves on). ``loss_scaling`` (a
+    :class:`LossScaleSettings`) scales the loss dynamically, None trains without loss scaling;
+    ``clip_grad_norm > 0`` clips the gradients' global norm.
     """
 
-    def __init__(self, net, optimizer, *, world=1, loss_scale=None, scale_factor=2,
-                 scale_window=1000, clip_grad_norm=0.0, lean_conv_max_channels=MAX_OUT_CHANNELS,
-                 jit=False):
+    def __init__(self, net, optimizer, *, world=1, loss_scaling=None, clip_grad_norm=0.0,
+                 lean_conv_max_channels=MAX_OUT_CHANNELS, jit=False):
         self.net = net
         if jit and lean_conv_max_channels > 0 and wants_lean_conv_backward() and not float16_layers(net):
             lean_conv_backward(net, max_out_channels=lean_conv_max_channels)
@@ -105,8 +117,9 @@ class TrainStep:
         self.optimizer = optimizer
         self.loss_names = tuple(getattr(net, "loss_names", ()))
         self.scaler = None
-        if loss_scale is not None:
-            self.scaler = amp.DynamicLossScaler(float(loss_scale), scale_factor, scale_window)
+        if loss_scaling is not None:
+            self.scaler = amp.DynamicLossScaler(float(loss_scaling.initial), loss_scaling.factor,
+                                                loss_scaling.window)
         self.reducer = None
         if world > 1:
             self.reducer = nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=world)

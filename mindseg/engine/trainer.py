@@ -14,7 +14,7 @@ from mindseg.engine.curves import TrainCurves
 from mindseg.engine.logger import setup_logger
 from mindseg.engine.lr_schedule import LRSettings, build_lr_schedule, schedule_length
 from mindseg.engine.precision import apply_mixed_precision
-from mindseg.engine.train_step import TrainStep, optimizer_from_config
+from mindseg.engine.train_step import LossScaleSettings, TrainStep, optimizer_from_config
 
 TRAIN_INPUTS = ("image", "image_size", "gt_boxes", "gt_labels", "gt_valid", "gt_crowd", "gt_masks")
 
@@ -138,7 +138,7 @@ def train(cfg, net, dataset, runtime, *, resume_ckpt=None, class_info=None, hook
             net = apply_mixed_precision(net, tcfg.amp_level)
         net.set_train(True)
         step_fn = TrainStep(net, optimizer_from_config(net, lr, tcfg), world=runtime.world,
-                            loss_scale=tcfg.loss_scale if tcfg.mix else None,
+                            loss_scaling=LossScaleSettings(tcfg.loss_scale) if tcfg.mix else None,
                             clip_grad_norm=tcfg.clip_grad_norm,
                             lean_conv_max_channels=tcfg.lean_conv_max_channels, jit=runtime.mode == "graph")
         trainer = Trainer(step_fn, dataset, lr, total_steps, logger)
