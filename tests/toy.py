@@ -117,7 +117,7 @@ def _fake_eval_hooks(args, cfg, runtime):
         value = next(values)
         return {"bbox": {"AP": value}, "segm": {"AP": value}}
     return [EvalHook(evaluate if runtime.is_main else None, args.eval_every, cfg.output_dir, patience=1,
-                     world=runtime.world, is_main=runtime.is_main)]
+                     runtime=runtime)]
 
 
 def main(argv=None):

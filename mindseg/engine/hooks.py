@@ -17,6 +17,7 @@ import numpy as np
 from mindseg.config import dump_config
 from mindseg.engine.checkpoint import atomic_write_text, load_train_state, resolve_checkpoint
 from mindseg.engine.logger import format_train_line
+from mindseg.runtime import RuntimeInfo
 
 
 class HookBase:
@@ -280,12 +281,12 @@ class EvalHook(HookBase):
     (``evaluate(net) -> {"bbox": {"AP": ..}, "segm": {"AP": ..}}``, eval.py's evaluator) and
     appends ``{"step", "bbox_AP", "segm_AP", "seconds"}`` to ``OUTPUT_DIR/metrics.jsonl``; a new
     best by ``best_metric`` is saved as ``checkpoints/best.ckpt``; ``patience`` evaluations
-    without improvement stop the run (0: never). The other ranks wait for rank 0's result (an
-    all-reduce), so every rank makes the same decision. A resumed run continues the record and
-    the best-so-far up to its step."""
+    without improvement stop the run (0: never). The other ranks of ``runtime`` wait for rank
+    0's result (an all-reduce), so every rank makes the same decision. A resumed run continues
+    the record and the best-so-far up to its step."""
 
     def __init__(self, evaluate, interval, output_dir, *, best_metric="segm_AP", patience=0,
-                 manager=None, world=1, is_main=True):
+                 manager=None, runtime=RuntimeInfo()):
         if best_metric not in BEST_METRICS:
             raise ValueError(f"train.best_metric must be one of {BEST_METRICS}, got {best_metric!r}")
         self.evaluate = evaluate
@@ -294,8 +295,8 @@ class EvalHook(HookBase):
         self.best_metric = best_metric
         self.patience = int(patience)
         self.manager = manager
-        self.world = world
-        self.is_main = is_main
+        self.world = runtime.world
+        self.is_main = runtime.is_main
         self.rows = []
         self.best = None  # (value, step)
 

@@ -174,8 +174,7 @@ def _standard_hooks(cfg, runtime, trainer, start, class_info, images_per_step):
         evaluate = val_evaluator(cfg, class_info["category_ids"], os.path.join(cfg.output_dir, "train_eval")) \
             if main else None
         evaluation = H.EvalHook(evaluate, tcfg.eval_interval, cfg.output_dir, best_metric=tcfg.best_metric,
-                                patience=tcfg.early_stop_patience, manager=manager, world=runtime.world,
-                                is_main=main)
+                                patience=tcfg.early_stop_patience, manager=manager, runtime=runtime)
         hooks.append(evaluation)
     if main:
         hooks += [H.PeriodicCheckpointer(manager, tcfg.ckpt_interval, curves, evaluation), ProgressBar()]
