@@ -9,7 +9,6 @@ import pytest
 import mindspore as ms
 from mindspore import nn, ops
 
-from mindseg.engine.logger import format_train_line
 from mindseg.engine.lr_schedule import LRSettings, build_lr_schedule, schedule_length
 from mindseg.engine.precision import apply_mixed_precision
 from mindseg.engine.train_step import LossScaleSettings, TrainStep, build_optimizer, param_groups
@@ -284,14 +283,6 @@ def test_init_runtime_sets_mode_and_seeds_identically():
     np.testing.assert_array_equal(first[1], second[1])
     with pytest.raises(ValueError, match="mode"):
         init_runtime(toy_config(["mode=eager"]), env={})
-
-
-def test_format_train_line_names_every_quantity():
-    line = format_train_line(40, 100, {"total": 1.5, "loss_cls": 1.0, "loss_box": 0.5}, 0.02,
-                             0.5, 8.0, 3725, loss_scale=1024.0, skipped=2)
-    for part in ("step 40/100", "loss_cls 1.0000", "loss_box 0.5000", "lr 0.02", "0.500 s/it",
-                 "8.0 img/s", "eta 1:02:05", "loss_scale 1024", "skipped(overflow) 2"):
-        assert part in line
 
 
 def test_trainer_logs_checkpoints_and_summary(tmp_path):

@@ -122,6 +122,17 @@ def test_log_window_of_skipped_steps_shows_no_stale_losses():
     assert "skipped(overflow) 2" in logged[1] and window.total_skipped == 2
 
 
+def test_log_line_names_every_quantity():
+    window = H.LogWindow(20, 4, show_loss_scale=True)
+    window.skipped = 2
+    trainer = type("T", (), {"step": 40, "total_steps": 7490, "lr": np.full(7490, 0.02),
+                             "step_fn": type("S", (), {"loss_scale": 1024.0})()})()
+    line = window.format_line(trainer, {"total": 1.5, "loss_cls": 1.0, "loss_box": 0.5}, 0.5)
+    for part in ("step 40/7490", "loss_cls 1.0000", "loss_box 0.5000", "lr 0.02", "0.500 s/it",
+                 "8.0 img/s", "eta 1:02:05", "loss_scale 1024", "skipped(overflow) 2"):
+        assert part in line
+
+
 # ------------------------------------------------------------------ evaluation while training
 
 def _fake_evaluate(segm_by_call):

@@ -16,7 +16,7 @@ import numpy as np
 
 from mindseg.config import dump_config
 from mindseg.engine.checkpoint import atomic_write_text, load_train_state, resolve_checkpoint
-from mindseg.engine.logger import format_train_line
+from mindseg.engine.logger import format_duration
 from mindseg.runtime import RuntimeInfo
 
 
@@ -205,14 +205,28 @@ class LogWindow(HookBase):
             self.last_losses = means
             if self.curves is not None:
                 self.curves.add(trainer.step, means)
-        line = format_train_line(trainer.step, trainer.total_steps, means, float(trainer.lr[trainer.step - 1]),
-                                 step_time, self.images_per_step / max(step_time, 1e-9),
-                                 step_time * (trainer.total_steps - trainer.step),
-                                 trainer.step_fn.loss_scale if self.show_loss_scale else None, self.skipped)
+        line = self.format_line(trainer, means, step_time)
         if not means:
             line += "  (every step of this window was skipped: no losses to show)"
         trainer.logger.info(line)
         self._reset()
+
+    def format_line(self, trainer, means, step_time):
+        """``step 20/90000  total 1.2345  loss_cls 0.5 ...  lr ...  0.41 s/it ...`` at the
+        trainer's step: ``means`` the window's mean losses by name, ``step_time`` its seconds per
+        step, from which the speed and the eta follow."""
+        step, total_steps = trainer.step, trainer.total_steps
+        parts = [f"step {step}/{total_steps}"]
+        parts += [f"{name} {value:.4f}" for name, value in means.items()]
+        parts.append(f"lr {float(trainer.lr[step - 1]):.6g}")
+        parts.append(f"{step_time:.3f} s/it")
+        parts.append(f"{self.images_per_step / max(step_time, 1e-9):.1f} img/s")
+        parts.append(f"eta {format_duration(step_time * (total_steps - step))}")
+        if self.show_loss_scale:
+            parts.append(f"loss_scale {trainer.step_fn.loss_scale:g}")
+        if self.skipped:
+            parts.append(f"skipped(overflow) {self.skipped}")
+        return "  ".join(parts)
 
 
 # ------------------------------------------------------------------ checkpoints

@@ -34,19 +34,3 @@ def format_duration(seconds):
     minutes, secs = divmod(rest, 60)
     clock = f"{hours:d}:{minutes:02d}:{secs:02d}"
     return f"{days}d {clock}" if days else clock
-
-
-def format_train_line(step, total_steps, losses, lr, step_time, images_per_s, eta_s,
-                      loss_scale=None, skipped=0):
-    """One log line: ``step 20/90000  total 1.2345  loss_cls 0.5 ...  lr ...  0.41 s/it ...``."""
-    parts = [f"step {step}/{total_steps}"]
-    parts += [f"{name} {value:.4f}" for name, value in losses.items()]
-    parts.append(f"lr {lr:.6g}")
-    parts.append(f"{step_time:.3f} s/it")
-    parts.append(f"{images_per_s:.1f} img/s")
-    parts.append(f"eta {format_duration(eta_s)}")
-    if loss_scale is not None:
-        parts.append(f"loss_scale {loss_scale:g}")
-    if skipped:
-        parts.append(f"skipped(overflow) {skipped}")
-    return "  ".join(parts)
