@@ -212,14 +212,14 @@ def gather_rank_results(results, output_dir, rank, world, timeout_s=3600.0, poll
     return merge_results(paths)
 
 
-def run_evaluation(net, dataset, postprocess, ann_file, runtime, output_dir,
-                   iou_types=IOU_TYPES, log=print):
-    """Run ``net`` (inference contract) over ``dataset`` and evaluate on rank 0.
+def infer_results(net, dataset, postprocess, runtime, output_dir, log=print):
+    """Run ``net`` (inference contract) over this rank's ``dataset``: returns ``(results, image_ids)``
+    of every rank on rank 0 (``image_ids``: the images inferred), None on the others; the ranks'
+    files go to ``output_dir``.
 
     ``postprocess(outputs, batch) -> list of COCO result dicts`` turns the network's numpy
     outputs by name (``{name: array}`` for ``net.output_names``, docs/contracts.md) and the numpy
-    batch (``image_id``, ``scale``, ...) into results with original category ids. Returns the
-    metrics on rank 0, None on the others.
+    batch (``image_id``, ``scale``, ...) into results with original category ids.
     """
     from mindseg.engine.runners import compile_network
     from mindseg.models.outputs import named_outputs
@@ -247,8 +247,18 @@ def run_evaluation(net, dataset, postprocess, ann_file, runtime, output_dir,
         for rank in range(runtime.world):
             with open(os.path.join(output_dir, f"images_rank{rank}.json"), "r", encoding="utf-8") as f:
                 seen.update(json.load(f))
-    return evaluate_coco(merged, ann_file, iou_types=iou_types, output_dir=output_dir, log=log,
-                         image_ids=seen)
+    return merged, seen
+
+
+def run_evaluation(net, dataset, postprocess, ann_file, runtime, output_dir, log=print):
+    """Run ``net`` over ``dataset`` on every rank (:func:`infer_results`) and evaluate bbox and
+    segm on rank 0 (:func:`evaluate_coco`, writing into ``output_dir``). Returns the metrics on
+    rank 0, None on the others."""
+    inferred = infer_results(net, dataset, postprocess, runtime, output_dir, log)
+    if inferred is None:
+        return None
+    results, image_ids = inferred
+    return evaluate_coco(results, ann_file, output_dir=output_dir, log=log, image_ids=image_ids)
 
 
 def _write_json(value, path):
