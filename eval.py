@@ -54,10 +54,10 @@ def main(argv=None):
             from mindseg.engine.found import found_line
             _side_output("the found count", lambda: print(found_line(ann_file, _results(cfg), args.draw_thresh)))
         if metrics is not None and args.draw > 0:
-            from mindseg.engine.drawings import draw_val_images
+            from mindseg.engine.drawings import DrawSettings, draw_val_images
+            drawing = DrawSettings(os.path.join(cfg.output_dir, "drawings"), args.draw, args.draw_thresh)
             _side_output("--draw", lambda: draw_val_images(
-                ann_file, image_dir, _results(cfg), info["class_names"], info["category_ids"],
-                os.path.join(cfg.output_dir, "drawings"), args.draw, args.draw_thresh))
+                ann_file, image_dir, _results(cfg), info["class_names"], info["category_ids"], drawing))
         finish_modelarts(cfg, runtime)
     return metrics
 

@@ -8,7 +8,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from mindseg.dataset.synthetic import make_synthetic_coco
-from mindseg.engine.drawings import draw_val_images
+from mindseg.engine.drawings import DrawSettings, draw_val_images
 from mindseg.utils.visualize import draw_instances, side_by_side
 
 GAP = 8
@@ -53,8 +53,8 @@ def test_ground_truth_left_detections_above_the_threshold_right(shapes, tmp_path
     weak = dict(results[0], score=0.2, bbox=[1, 1, 20, 20])  # below the threshold: not drawn
     lines = []
     drawn = draw_val_images(shapes["ann_file"], shapes["images"], results + [weak],
-                            shapes["class_names"], shapes["category_ids"], str(tmp_path), 1, 0.5,
-                            log=lines.append)
+                            shapes["class_names"], shapes["category_ids"],
+                            DrawSettings(str(tmp_path), 1, 0.5), log=lines.append)
     info = coco.imgs[first]
     image = cv2.imread(f"{shapes['images']}/{info['file_name']}")
     left, objects = _expected(coco, first, image, shapes["class_names"], shapes["category_ids"])
@@ -82,7 +82,7 @@ def test_unreadable_images_are_named_and_the_next_drawn(shapes, tmp_path):
     (broken / coco.imgs[ids[0]]["file_name"]).write_bytes(b"not an image")
     lines = []
     drawn = draw_val_images(shapes["ann_file"], str(broken), [], shapes["class_names"],
-                            shapes["category_ids"], str(tmp_path / "out"), 5, 0.5,
+                            shapes["category_ids"], DrawSettings(str(tmp_path / "out"), 5, 0.5),
                             log=lines.append)
     assert [p.rsplit("/", 1)[1] for p, _, _ in drawn] == \
         [coco.imgs[i]["file_name"].rsplit(".", 1)[0] + ".png" for i in ids[1:]]
@@ -153,8 +153,8 @@ def test_images_are_drawn_in_their_stored_frame_as_the_loader_keeps_them(tmp_pat
     ann_file = tmp_path / "gt.json"
     ann_file.write_text(json.dumps(gt))
     lines = []
-    drawn = draw_val_images(str(ann_file), str(images), [], ["thing"], [1], str(tmp_path / "out"),
-                            5, 0.5, log=lines.append)
+    drawn = draw_val_images(str(ann_file), str(images), [], ["thing"], [1],
+                            DrawSettings(str(tmp_path / "out"), 5, 0.5), log=lines.append)
     assert [p.rsplit("/", 1)[1] for p, _, _ in drawn] == ["wide.png", "square.png", "plain.png"]
     assert [objects for _, objects, _ in drawn] == [1, 1, 1]
     skipped = [line for line in lines if line.startswith("--draw: skipped")]

@@ -9,11 +9,21 @@ the pictures show what was evaluated."""
 import contextlib
 import io
 import os
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from mindseg.utils.visualize import draw_instances, side_by_side
+from mindseg.utils.visualize import SCORE_THRESH, draw_instances, side_by_side
+
+
+@dataclass(frozen=True)
+class DrawSettings:
+    """What ``eval.py --draw N --draw_thresh T`` asks for: the first ``count`` readable images,
+    drawn into ``output_dir`` with the detections scored >= ``score_thresh``."""
+    output_dir: str
+    count: int
+    score_thresh: float = SCORE_THRESH
 
 
 def _instances(coco, anns, label_of, height, width, with_scores):
@@ -29,16 +39,17 @@ def _instances(coco, anns, label_of, height, width, with_scores):
     return boxes, labels, scores, masks
 
 
-def draw_val_images(ann_file, image_dir, results, class_names, category_ids, output_dir, count,
-                    score_thresh, log=print):
-    """Draw the first ``count`` readable images of ``ann_file`` (by image id) into
-    ``output_dir/<name>.png``; ``results`` are COCO result dicts (original category ids, RLE
-    masks). Images the data loader skips (missing file, bad or duplicate entry) are not drawn;
-    one that does not decode to its annotated size is named and the next one drawn; each picture
-    is named in one ``log`` line with its counts. Returns ``[(path, objects, detections)]``."""
+def draw_val_images(ann_file, image_dir, results, class_names, category_ids, settings, log=print):
+    """Draw the first ``settings.count`` readable images of ``ann_file`` (by image id) into
+    ``settings.output_dir/<name>.png`` (``settings``: a :class:`DrawSettings`); ``results`` are
+    COCO result dicts (original category ids, RLE masks). Images the data loader skips (missing
+    file, bad or duplicate entry) are not drawn; one that does not decode to its annotated size
+    is named and the next one drawn; each picture is named in one ``log`` line with its counts.
+    Returns ``[(path, objects, detections)]``."""
     from pycocotools.coco import COCO
     from mindseg.dataset.coco import CocoDataset, DataError
     from mindseg.dataset.transforms import ImageDecodeError, decode_image
+    output_dir, count, score_thresh = settings.output_dir, settings.count, settings.score_thresh
     dataset = CocoDataset(ann_file, image_dir, crowd="ignore", filter_empty=False)
     coco = COCO()
     coco.dataset = dataset.ground_truth()
