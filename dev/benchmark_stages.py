@@ -129,7 +129,7 @@ def _backbone_and_fpn(net):
 
 def mask_rcnn_stages(net, training):
     """Stages of ``MaskRCNN.construct``; inputs are the batch columns by name."""
-    rpn = net.rpn
+    rpn, roi_heads = net.rpn, net.roi_heads
     settings = rpn.train_settings if training else rpn.test_settings
     pre_k, post_k = settings.pre_nms_topk, settings.post_nms_topk
     num_levels = len(rpn.level_anchors)
@@ -150,7 +150,7 @@ def mask_rcnn_stages(net, training):
             logits, deltas = rpn_logits[level], rpn_deltas[level]
             top_logits, top_idx = ops.topk(logits, min(pre_k, logits.shape[1]))
             top_idx = top_idx.astype(ms.int32)
-            level_boxes = rpn.box_coder.decode(ops.gather(rpn.level_anchors[level], top_idx, 0),
+            level_boxes = settings.box_coder.decode(ops.gather(rpn.level_anchors[level], top_idx, 0),
                                                gather_rows(deltas, top_idx))
             level_boxes = box_ops.clip_boxes(level_boxes, image_size)
             boxes.append(level_boxes)
@@ -171,32 +171,31 @@ def mask_rcnn_stages(net, training):
 
     @stage("box pooler + head", "features proposals", "cls_logits box_deltas")
     def box_branch(features, proposals):
-        return net.box_head(net.box_pooler(features[:net.pooler_levels], proposals))
+        return roi_heads.box_head(roi_heads.box_pooler(features[:net.pooler_levels], proposals))
 
     @stage("box post (per-class decode, nms)", "cls_logits box_deltas proposals proposal_valid image_size",
            "boxes scores classes valid")
     def box_post(cls_logits, box_deltas, proposals, proposal_valid, image_size):
         return box_head_inference(cls_logits, box_deltas, proposals, proposal_valid, image_size,
-                                  **net.box_inference)
+                                  roi_heads.box_settings)
 
     @stage("mask pooler + head", "features boxes classes", "mask_probs")
     def mask_branch(features, boxes, classes):
-        pooled = net.mask_pooler(features[:net.pooler_levels], boxes)
-        return mask_branch_inference(net.mask_head(pooled), classes)
+        pooled = roi_heads.mask_pooler(features[:net.pooler_levels], boxes)
+        return mask_branch_inference(roi_heads.mask_head(pooled), classes)
 
     outputs = net.output_names
     return head + [box_branch, box_post, mask_branch, host_postprocess_stage(outputs)], outputs
 
 
 def _mask_rcnn_train_tail(net):
-    rpn = net.rpn
-    f = net.num_mask_rois
+    rpn, roi_heads = net.rpn, net.roi_heads
+    f = roi_heads.num_fg_slots
 
     @stage("rpn losses", "rpn_logits rpn_deltas gt_boxes gt_valid_nc key", "loss_rpn_cls loss_rpn_loc")
     def rpn_loss(rpn_logits, rpn_deltas, gt_boxes, gt_valid_nc, key):
         loss_cls, loss_loc = rpn_losses(ops.concat(rpn_logits, 1), ops.concat(rpn_deltas, 1), rpn.anchors,
-                                        gt_boxes, gt_valid_nc, anchor_matcher=rpn.anchor_matcher,
-                                        box_coder=rpn.box_coder, settings=rpn.train_settings, key=key)
+                                        gt_boxes, gt_valid_nc, rpn.train_settings, key)
         weight = rpn.train_settings.loss_weight
         return loss_cls * weight, loss_loc * weight
 
@@ -204,20 +203,20 @@ def _mask_rcnn_train_tail(net):
            "rois roi_valid roi_is_fg roi_gt_classes roi_gt_idx")
     def sampling(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc, key):
         return label_and_sample_proposals(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc,
-                                          num_classes=net.num_classes, key=key, **net.sampling)
+                                          roi_heads.sampling, key)
 
     @stage("box pooler + head + loss", "features rois roi_valid roi_gt_classes roi_gt_idx gt_boxes",
            "loss_cls loss_box_reg")
     def box_loss(features, rois, roi_valid, roi_gt_classes, roi_gt_idx, gt_boxes):
-        cls_logits, box_deltas = net.box_head(net.box_pooler(features[:net.pooler_levels], rois))
+        cls_logits, box_deltas = roi_heads.box_head(roi_heads.box_pooler(features[:net.pooler_levels], rois))
         return box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes,
-                               gather_rows(gt_boxes, roi_gt_idx), **net.box_loss)
+                               gather_rows(gt_boxes, roi_gt_idx), roi_heads.box_settings)
 
     @stage("mask pooler + head + targets + loss", "features rois roi_is_fg roi_gt_classes roi_gt_idx gt_boxes gt_masks",
            "loss_mask")
     def mask_loss(features, rois, roi_is_fg, roi_gt_classes, roi_gt_idx, gt_boxes, gt_masks):
         fg_rois, fg_gt_idx, fg_classes, fg = fg_slots(f, rois, roi_gt_idx, roi_gt_classes, roi_is_fg)
-        logits = net.mask_head(net.mask_pooler(features[:net.pooler_levels], fg_rois))
+        logits = roi_heads.mask_head(roi_heads.mask_pooler(features[:net.pooler_levels], fg_rois))
         return mask_branch_loss(logits, fg_rois, fg_gt_idx, fg_classes, fg, gt_masks, gt_boxes)[0]
 
     return [_step_key(net), rpn_loss, sampling, box_loss, mask_loss]
@@ -234,7 +233,7 @@ def _step_key(net):
 
 def centermask_stages(net, training):
     """Stages of ``CenterMask.construct``; inputs are the batch columns by name."""
-    fcos = net.fcos
+    fcos, roi_heads = net.fcos, net.roi_heads
     test = fcos.test_settings
 
     @stage("fcos head", "features", "cls_logits pred_ltrb ctr_logits")
@@ -244,8 +243,7 @@ def centermask_stages(net, training):
     @stage("fcos top-k + decode", "cls_logits pred_ltrb ctr_logits image_size",
            "cand_boxes cand_scores cand_classes cand_valid")
     def candidates(cls_logits, pred_ltrb, ctr_logits, image_size):
-        return fcos_candidates(cls_logits, pred_ltrb, ctr_logits, fcos.locations, fcos.level_sizes, image_size,
-                               test.score_thresh, test.pre_nms_topk, test.clip)
+        return fcos_candidates(cls_logits, pred_ltrb, ctr_logits, fcos.locations, fcos.level_sizes, image_size, test)
 
     @stage("fcos nms", "cand_boxes cand_scores cand_classes cand_valid", "boxes scores classes valid")
     def fcos_nms(cand_boxes, cand_scores, cand_classes, cand_valid):
@@ -261,15 +259,15 @@ def centermask_stages(net, training):
 
     @stage("mask pooler + head", "features boxes classes image_size", "roi_features flat_mask_probs mask_probs")
     def mask_branch(features, boxes, classes, image_size):
-        roi_features = net.mask_pooler(features[:3], boxes, image_size[:, 0] * image_size[:, 1])
-        probs = mask_branch_inference(net.mask_head(roi_features), classes)
+        roi_features = roi_heads.mask_pooler(features[:3], boxes, image_size[:, 0] * image_size[:, 1])
+        probs = mask_branch_inference(roi_heads.mask_head(roi_features), classes)
         return roi_features, probs.reshape((-1,) + probs.shape[2:]), probs
 
     @stage("maskiou head", "roi_features flat_mask_probs classes scores", "mask_scores")
     def maskiou(roi_features, flat_mask_probs, classes, scores):
-        if net.maskiou_head is None:
+        if roi_heads.maskiou_head is None:
             return scores
-        pred = net.maskiou_head(roi_features, flat_mask_probs)
+        pred = roi_heads.maskiou_head(roi_features, flat_mask_probs)
         return mask_scores(pred, classes.reshape(-1), scores.reshape(-1)).reshape(scores.shape)
 
     outputs = net.output_names
@@ -278,7 +276,8 @@ def centermask_stages(net, training):
 
 
 def _centermask_train_tail(net):
-    f = net.num_mask_rois
+    roi_heads = net.roi_heads
+    f = roi_heads.num_fg_slots
 
     @stage("fcos targets + losses", "cls_logits pred_ltrb ctr_logits gt_boxes gt_labels gt_valid_nc",
            "loss_fcos_cls loss_fcos_loc loss_fcos_ctr")
@@ -295,23 +294,22 @@ def _centermask_train_tail(net):
            "rois roi_is_fg roi_gt_classes roi_gt_idx")
     def sampling(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc, key):
         rois, _, is_fg, gt_classes, gt_idx = label_and_sample_proposals(
-            proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc, num_classes=net.num_classes,
-            key=key, **net.sampling)
+            proposals, proposal_valid, gt_boxes, gt_labels, gt_valid_nc, roi_heads.sampling, key)
         return rois, is_fg, gt_classes, gt_idx
 
     @stage("mask pooler + head + loss, maskiou", "features rois roi_is_fg roi_gt_classes roi_gt_idx gt_boxes "
            "gt_masks image_size", "loss_mask loss_maskiou")
     def mask_loss(features, rois, roi_is_fg, roi_gt_classes, roi_gt_idx, gt_boxes, gt_masks, image_size):
         fg_rois, fg_gt_idx, fg_classes, fg = fg_slots(f, rois, roi_gt_idx, roi_gt_classes, roi_is_fg)
-        roi_features = net.mask_pooler(features[:3], fg_rois, image_size[:, 0] * image_size[:, 1])
-        loss_mask, class_logits, targets = mask_branch_loss(net.mask_head(roi_features), fg_rois, fg_gt_idx,
+        roi_features = roi_heads.mask_pooler(features[:3], fg_rois, image_size[:, 0] * image_size[:, 1])
+        loss_mask, class_logits, targets = mask_branch_loss(roi_heads.mask_head(roi_features), fg_rois, fg_gt_idx,
                                                             fg_classes, fg, gt_masks, gt_boxes)
-        if net.maskiou_head is None:
+        if roi_heads.maskiou_head is None:
             return loss_mask, ops.zeros((), ms.float32)
         gt_areas = gather_rows(gt_mask_areas(gt_masks, gt_boxes), fg_gt_idx).reshape(-1)
         iou_targets = maskiou_targets(class_logits, targets, fg_rois.reshape(-1, 4), gt_areas)
-        pred = net.maskiou_head(roi_features, ops.sigmoid(class_logits))
-        return loss_mask, maskiou_loss(pred, fg_classes, iou_targets, fg, net.maskiou_loss_weight)
+        pred = roi_heads.maskiou_head(roi_features, ops.sigmoid(class_logits))
+        return loss_mask, maskiou_loss(pred, fg_classes, iou_targets, fg, roi_heads.maskiou_loss_weight)
 
     return [losses, proposals, _step_key(net), sampling, mask_loss]
 

@@ -119,7 +119,7 @@ def test_mask_rois_use_the_centermask_level_rule_on_the_unpadded_image_area():
     # sit exactly on levels 3 and 4
     sides = [(10, 10), (60, 50), (80, 50), (100, 60), (110, 60), (120, 100)]
     rois = ms.Tensor(np.array([[[0, 0, w, h] for w, h in sides]], np.float32))
-    levels = net.mask_pooler.assign_levels(rois, ms.Tensor(np.array([12000.0], np.float32))).asnumpy() + 3
+    levels = net.roi_heads.mask_pooler.assign_levels(rois, ms.Tensor(np.array([12000.0], np.float32))).asnumpy() + 3
     np.testing.assert_array_equal(levels, [[3, 3, 4, 4, 5, 5]])
     expected = [min(max(math.ceil(5 - math.log2(12000 / (w * h))), 3), 5) for w, h in sides]
     assert expected == [3, 3, 4, 4, 5, 5]
@@ -141,10 +141,10 @@ def test_proposal_sampling_numbers_follow_the_config():
         centermask.build_centermask(cfg, 3)
     finally:
         centermask.CenterMask = original
-    assert built["num_mask_rois"] == 128
-    assert built["sampling"]["batch_size_per_image"] == 200
-    assert round(200 * built["sampling"]["positive_fraction"]) == 128
-    assert built["sampling"]["iou_threshold"] == 0.5 and built["sampling"]["append_gt"]
+    sampling = built["roi_heads"].sampling
+    assert built["roi_heads"].num_fg_slots == 128 and sampling.num_fg_slots == 128
+    assert sampling.batch_size_per_image == 200 and sampling.num_classes == 3
+    assert sampling.iou_threshold == 0.5 and sampling.append_gt
     # centermask2 runs NMS and the mask heads on unclipped boxes (model.fcos.clip_before_nms); the
     # mask proposals in training are the detections as at test, 100 of them
     fcos = built["fcos"]
@@ -186,7 +186,7 @@ def test_inference_contract_segm_rescoring_and_coco_results():
     net = tiny_net()
     _confident(net)
     # a MaskIoU head that predicts 0.5 for every class: segm score = 0.5 x box score
-    predictor = net.maskiou_head.predictor
+    predictor = net.roi_heads.maskiou_head.predictor
     predictor.weight.set_data(ms.Tensor(np.zeros(predictor.weight.shape, np.float32)))
     predictor.bias.set_data(ms.Tensor(np.full(predictor.bias.shape, 0.5, np.float32)))
     net.set_train(False)
@@ -222,7 +222,7 @@ def test_inference_contract_segm_rescoring_and_coco_results():
 def test_without_maskiou_the_segm_score_is_the_box_score():
     net = tiny_net(["model.centermask.maskiou_on=false"])
     _confident(net)
-    assert net.maskiou_head is None
+    assert net.roi_heads.maskiou_head is None
     assert losses_of(net, tiny_batch())["loss_maskiou"] == 0.0
     net.set_train(False)
     outputs = [o.asnumpy() for o in net(*tiny_batch()[:2])]
@@ -299,7 +299,7 @@ def test_resnet_backbone_by_name_alone(deterministic_sampling):
     assert net.backbone.out_channels == [128, 256, 512] and net.backbone.strides == [8, 16, 32]
     assert [conv.in_channels for conv in net.fpn.lateral_convs] == [128, 256, 512]
     assert net.fpn.strides == [8, 16, 32, 64, 128]
-    assert net.mask_pooler.scales == [1 / 8, 1 / 16, 1 / 32]
+    assert net.roi_heads.mask_pooler.scales == [1 / 8, 1 / 16, 1 / 32]
     net.set_train(True)
     opt = build_optimizer(net, np.full(3, 0.01, np.float32), momentum=0.9, weight_decay=1e-4)
     step = TrainStep(net, opt, clip_grad_norm=10.0, jit=False)

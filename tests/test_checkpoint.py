@@ -280,3 +280,46 @@ def test_checkpoint_loading_counts_the_page_cache_from_the_first_load_on(tmp_pat
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, GLOG_v="3"))
     assert out.stdout.split() == ["False", "True", "True"], out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("config", ["shapes/mask_rcnn_shapes", "shapes/centermask_lite_shapes"])
+def test_checkpoints_naming_the_heads_at_the_top_level_still_load(tmp_path, config):
+    """A checkpoint that names the RoI-head parts ``box_head.*`` / ``mask_head.*`` /
+    ``maskiou_head.*`` (weights and Adam moments) resumes with every value in place and
+    fine-tunes from the same values as the same checkpoint with the grouped names."""
+    from mindseg.engine.finetune import load_pretrained
+    from mindseg.model_zoo import build_model, get_config
+    cfg = get_config(config)
+
+    def build():
+        net = build_model(cfg, num_classes=3)
+        return net, build_optimizer(net, np.full(2, 1e-3, np.float32), name="adam")
+
+    ms.set_seed(0)
+    net, opt = build()
+    rng = np.random.default_rng(0)
+    for param in list(net.get_parameters()) + list(opt.moment1):
+        if param.dtype == ms.float32:
+            param.set_data(ms.Tensor(rng.normal(size=param.shape).astype(np.float32)))
+    grouped = str(tmp_path / "grouped.ckpt")
+    save_train_state(grouped, net, opt, step=7)
+    saved = ms.load_checkpoint(grouped)
+    moved = {name: name.replace("roi_heads.", "") for name in saved}
+    assert sum(old != new for old, new in moved.items()) > 20
+    assert any(new.startswith("moment1.mask_head.") for new in moved.values())
+    old = str(tmp_path / "top_level.ckpt")
+    ms.save_checkpoint([{"name": moved[name], "data": value} for name, value in saved.items()], old)
+
+    ms.set_seed(1)
+    fresh, fresh_opt = build()
+    assert load_train_state(old, fresh, fresh_opt)["step"] == 7
+    want = {p.name: p.asnumpy() for p in list(net.get_parameters()) + list(opt.moment1)}
+    got = {p.name: p.asnumpy() for p in list(fresh.get_parameters()) + list(fresh_opt.moment1)}
+    assert want.keys() == got.keys()
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    tuned_old, tuned_new = build()[0], build()[0]
+    load_pretrained(tuned_old, old, ["a", "b", "c"])
+    load_pretrained(tuned_new, grouped, ["a", "b", "c"])
+    for p_old, p_new in zip(tuned_old.get_parameters(), tuned_new.get_parameters()):
+        np.testing.assert_array_equal(p_old.asnumpy(), p_new.asnumpy(), err_msg=p_old.name)

@@ -130,7 +130,7 @@ def test_torchvision_fills_every_parameter(tv_model, v2_names):
     inner = "backbone.fpn.inner_blocks.3" + (".0" if v2_names else "")
     np.testing.assert_array_equal(params["fpn.lateral_convs.3.weight"], sd[inner + ".weight"])
     np.testing.assert_array_equal(params["rpn.head.anchor_deltas.bias"], sd["rpn.head.bbox_pred.bias"])
-    np.testing.assert_array_equal(params["mask_head.convs.6.weight"],
+    np.testing.assert_array_equal(params["roi_heads.mask_head.convs.6.weight"],
                                   sd["roi_heads.mask_head.3.0.weight" if v2_names else
                                      "roi_heads.mask_head.mask_fcn4.weight"])
 
@@ -141,14 +141,14 @@ def test_torchvision_class_layout(tv_model):
     params, _ = convert_to_shapes("torchvision", sd, model_shapes(tv_model))
     cls_w, cls_b = sd["roi_heads.box_predictor.cls_score.weight"], sd["roi_heads.box_predictor.cls_score.bias"]
     assert COCO_CATEGORY_IDS[:12] == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13) and COCO_CATEGORY_IDS[-1] == 90
-    np.testing.assert_array_equal(params["box_head.cls_score.weight"][80], cls_w[0])  # background
-    np.testing.assert_array_equal(params["box_head.cls_score.bias"][11], cls_b[13])   # 12th class: COCO id 13
-    np.testing.assert_array_equal(params["box_head.cls_score.weight"][79], cls_w[90])
+    np.testing.assert_array_equal(params["roi_heads.box_head.cls_score.weight"][80], cls_w[0])  # background
+    np.testing.assert_array_equal(params["roi_heads.box_head.cls_score.bias"][11], cls_b[13])   # 12th class: COCO id 13
+    np.testing.assert_array_equal(params["roi_heads.box_head.cls_score.weight"][79], cls_w[90])
     deltas = sd["roi_heads.box_predictor.bbox_pred.weight"]
-    np.testing.assert_array_equal(params["box_head.bbox_pred.weight"][4 * 11:4 * 12], deltas[4 * 13:4 * 14])
-    np.testing.assert_array_equal(params["box_head.bbox_pred.weight"][:4], deltas[4:8])
+    np.testing.assert_array_equal(params["roi_heads.box_head.bbox_pred.weight"][4 * 11:4 * 12], deltas[4 * 13:4 * 14])
+    np.testing.assert_array_equal(params["roi_heads.box_head.bbox_pred.weight"][:4], deltas[4:8])
     masks = sd["roi_heads.mask_predictor.mask_fcn_logits.bias"]
-    np.testing.assert_array_equal(params["mask_head.predictor.bias"], masks[list(COCO_CATEGORY_IDS)])
+    np.testing.assert_array_equal(params["roi_heads.mask_head.predictor.bias"], masks[list(COCO_CATEGORY_IDS)])
 
 
 def test_torchvision_identity_class_layout():
@@ -170,14 +170,14 @@ def test_detectron2_fills_every_parameter(d2_shapes):
     assert report.skipped == ["pixel_mean"]
     assert len(params) == len(d2_shapes) == len(sd) - 1
     # background last in both: copied as is
-    np.testing.assert_array_equal(params["box_head.cls_score.weight"], sd["roi_heads.box_predictor.cls_score.weight"])
+    np.testing.assert_array_equal(params["roi_heads.box_head.cls_score.weight"], sd["roi_heads.box_predictor.cls_score.weight"])
     np.testing.assert_array_equal(params["backbone.body.net.bn1.gamma"], sd["backbone.bottom_up.stem.conv1.norm.weight"])
     np.testing.assert_array_equal(params["backbone.body.net.layer4.2.conv3.weight"],
                                   sd["backbone.bottom_up.res5.2.conv3.weight"])
     np.testing.assert_array_equal(params["backbone.body.net.layer1.0.down_sample.1.moving_mean"],
                                   sd["backbone.bottom_up.res2.0.shortcut.norm.running_mean"])
     np.testing.assert_array_equal(params["fpn.output_convs.0.bias"], sd["backbone.fpn_output2.bias"])
-    np.testing.assert_array_equal(params["mask_head.convs.2.weight"], sd["roi_heads.mask_head.mask_fcn2.weight"])
+    np.testing.assert_array_equal(params["roi_heads.mask_head.convs.2.weight"], sd["roi_heads.mask_head.mask_fcn2.weight"])
 
 
 def test_shape_mismatch_is_refused_with_the_key(d2_shapes):
@@ -185,7 +185,7 @@ def test_shape_mismatch_is_refused_with_the_key(d2_shapes):
     with pytest.raises(WeightConversionError) as err:
         convert_to_shapes("detectron2", sd, d2_shapes)
     message = str(err.value)
-    assert "roi_heads.box_predictor.cls_score.weight (21, 1024) -> box_head.cls_score.weight (81, 1024)" in message
+    assert "roi_heads.box_predictor.cls_score.weight (21, 1024) -> roi_heads.box_head.cls_score.weight (81, 1024)" in message
     assert "roi_heads.mask_head.predictor.bias" in message
 
 
@@ -279,7 +279,7 @@ def _vovnet_keys(sd, name, rng):
     """centermask2's VoVNet keys for one of mindseg's VOVNET_SPECS (the same table as centermask2's)."""
     from mindseg.models.backbones.vovnet import VOVNET_SPECS
     spec = VOVNET_SPECS[name]
-    dw, stem = spec["depthwise"], spec["stem_ch"]
+    dw, stem = spec.depthwise, spec.stem_ch
     root = "backbone.bottom_up."
 
     def conv_norm(prefix, shape, depthwise=False):
@@ -296,20 +296,20 @@ def _vovnet_keys(sd, name, rng):
     conv_norm(root + "stem.stem_3", (stem[2], stem[1], 3, 3), dw)
     in_ch = stem[2]
     for i in range(4):
-        stage, stage_ch, out_ch = i + 2, spec["stage_conv_ch"][i], spec["stage_out_ch"][i]
-        for block in range(1, spec["blocks_per_stage"][i] + 1):
+        stage, stage_ch, out_ch = i + 2, spec.stage_conv_ch[i], spec.stage_out_ch[i]
+        for block in range(1, spec.blocks_per_stage[i] + 1):
             osa = f"OSA{stage}_{block}"
             base = f"{root}stage{stage}.{osa}."
             width = in_ch
             if dw and in_ch != stage_ch:
                 conv_norm(f"{base}conv_reduction.{osa}_reduction_0", (stage_ch, in_ch, 1, 1))
-            for layer in range(spec["layers_per_block"]):
+            for layer in range(spec.layers_per_block):
                 conv_norm(f"{base}layers.{layer}.{osa}_{layer}", (stage_ch, stage_ch if dw else width, 3, 3), dw)
                 width = stage_ch
-            conv_norm(f"{base}concat.{osa}_concat", (out_ch, in_ch + spec["layers_per_block"] * stage_ch, 1, 1))
+            conv_norm(f"{base}concat.{osa}_concat", (out_ch, in_ch + spec.layers_per_block * stage_ch, 1, 1))
             _conv(sd, base + "ese.fc", (out_ch, out_ch, 1, 1), rng, bias=True)
             in_ch = out_ch
-    return [spec["stage_out_ch"][i] for i in (1, 2, 3)]
+    return [spec.stage_out_ch[i] for i in (1, 2, 3)]
 
 
 def _mobilenet_keys(sd, rng):
@@ -392,10 +392,11 @@ class _CenterMaskParts(nn.Cell):
         self.fpn = FPN(in_channels=self.backbone.out_channels, in_strides=[8, 16, 32], out_channels=channels,
                        top_block="p6p7")
         self.fcos_head = FCOSHead(in_channels=channels, num_classes=num_classes, num_convs=num_convs)
-        self.mask_head = MaskHead(in_channels=channels, num_classes=num_classes, conv_dims=channels,
-                                  num_convs=mask_convs, spatial_attention=True)
-        self.maskiou_head = MaskIoUHead(in_channels=channels, num_classes=num_classes, conv_dims=channels,
-                                        num_convs=mask_convs)
+        self.roi_heads = nn.Cell()
+        self.roi_heads.mask_head = MaskHead(in_channels=channels, num_classes=num_classes, conv_dims=channels,
+                                            num_convs=mask_convs, spatial_attention=True)
+        self.roi_heads.maskiou_head = MaskIoUHead(in_channels=channels, num_classes=num_classes, conv_dims=channels,
+                                                  num_convs=mask_convs)
 
 
 @pytest.mark.parametrize("backbone,channels,num_convs,mask_convs", [
@@ -412,9 +413,9 @@ def test_centermask2_fills_every_parameter(backbone, channels, num_convs, mask_c
     np.testing.assert_array_equal(params["fcos_head.scales.4.scale"], [5.0])
     np.testing.assert_array_equal(params["fpn.lateral_convs.0.weight"], sd["backbone.fpn_lateral3.weight"])
     np.testing.assert_array_equal(params["fpn.p7.bias"], sd["backbone.top_block.p7.bias"])
-    np.testing.assert_array_equal(params["mask_head.spatial_attention.conv.weight"],
+    np.testing.assert_array_equal(params["roi_heads.mask_head.spatial_attention.conv.weight"],
                                   sd["roi_heads.mask_head.spatialAtt.conv.weight"])
-    np.testing.assert_array_equal(params["maskiou_head.predictor.weight"], sd["roi_heads.maskiou_head.maskiou.weight"])
+    np.testing.assert_array_equal(params["roi_heads.maskiou_head.predictor.weight"], sd["roi_heads.maskiou_head.maskiou.weight"])
     if backbone == "vovnet39":
         np.testing.assert_array_equal(params["backbone.body.net.stage4.blocks.1.layers.2.norm.moving_mean"],
                                       sd["backbone.bottom_up.stage4.OSA4_2.layers.2.OSA4_2_2/norm.running_mean"])
@@ -547,7 +548,7 @@ def test_detectron2_config_pools_large_rois_as_detectron2_does():
     rois = np.array([[[10.0, 5.0, 110.0, 305.0], [20.0, 30.0, 60.0, 50.0]]], np.float32)
     levels = ref.fpn_level(rois) - 2
     assert levels.tolist() == [[1, 0]]
-    got = net.box_pooler(tuple(ms.Tensor(f) for f in features), ms.Tensor(rois)).asnumpy()
+    got = net.roi_heads.box_pooler(tuple(ms.Tensor(f) for f in features), ms.Tensor(rois)).asnumpy()
     expected = ref.multilevel_roi_align(features, rois, levels, 7, scales, 0, True)
     np.testing.assert_allclose(got, expected, atol=2e-5)
 

@@ -133,7 +133,8 @@ def test_load_pretrained_matches_rows_by_class_name(runs):
     got = {p.name: p.asnumpy() for p in net.get_parameters()}
     assert report.kept == ["star", "rectangle"] and report.new == ["kangaroo"]
     star, rect = CLASS_NAMES.index("star"), CLASS_NAMES.index("rectangle")
-    cls, deltas, mask = "box_head.cls_score.weight", "box_head.bbox_pred.weight", "mask_head.predictor.weight"
+    cls, deltas, mask = ("roi_heads.box_head.cls_score.weight", "roi_heads.box_head.bbox_pred.weight",
+                         "roi_heads.mask_head.predictor.weight")
     np.testing.assert_array_equal(got[cls][0], source[cls][star])
     np.testing.assert_array_equal(got[cls][2], source[cls][rect])
     np.testing.assert_array_equal(got[cls][1], init[cls][1])           # kangaroo: the head's own

@@ -112,7 +112,7 @@ def _tiny_targets(gt_boxes, gt_labels, size_ranges, valid=None):
     gt_labels = np.array(gt_labels, np.int32)[None]
     gt_valid = np.ones(gt_labels.shape, bool) if valid is None else np.array(valid, bool)[None]
     got = fcos_targets(Tensor(locations), Tensor(levels), Tensor(gt_boxes), Tensor(gt_labels), Tensor(gt_valid),
-                       TINY_STRIDES, K, size_ranges=size_ranges, center_radius=1.5)
+                       LocationMatcher(TINY_STRIDES, K, size_ranges, center_radius=1.5))
     got = [g.asnumpy()[0] for g in got]
     ref = [r[0] for r in fcos_targets_np(locations, levels, gt_boxes, gt_labels, gt_valid, TINY_STRIDES,
                                          K, size_ranges, 1.5)]
@@ -195,7 +195,7 @@ def test_targets_match_numpy_reference_on_random_boxes():
     gt_valid = rng.rand(3, 7) > 0.25
     gt_valid[2] = False
     got = fcos_targets(Tensor(locations), Tensor(levels), Tensor(gt_boxes), Tensor(gt_labels), Tensor(gt_valid),
-                       strides, 5)
+                       LocationMatcher(tuple(strides), 5))
     ref = fcos_targets_np(locations, levels, gt_boxes, gt_labels, gt_valid, strides, 5, SIZE_RANGES, 1.5)
     np.testing.assert_array_equal(got[0].asnumpy(), ref[0])
     np.testing.assert_allclose(got[1].asnumpy(), ref[1], atol=1e-4)
@@ -247,13 +247,14 @@ def test_fcos_losses_match_numpy_reference():
     labels = rng.choice([0, 1, 2, K, K, K], size=(2, 40)).astype(np.int32)
     cls_logits, pred_ltrb, ctr_logits, reg, ctr = _loss_inputs(rng, labels)
     loc_strides = np.repeat(np.array([8, 16], np.float32), 20)
-    got = fcos.fcos_losses(Tensor(cls_logits), Tensor(pred_ltrb), Tensor(ctr_logits), Tensor(labels),
-                           Tensor(reg), Tensor(ctr), Tensor(loc_strides), K)
+    targets = (Tensor(labels), Tensor(reg), Tensor(ctr))
+    got = fcos.fcos_losses(Tensor(cls_logits), Tensor(pred_ltrb), Tensor(ctr_logits), targets, Tensor(loc_strides),
+                           fcos.FCOSTrainSettings())
     ref = fcos_losses_np(cls_logits, pred_ltrb, ctr_logits, labels, reg, ctr, loc_strides, K)
     np.testing.assert_allclose([g.asnumpy() for g in got], ref, rtol=1e-5)
     # The distributed hook: halving the averaged counts doubles the normalised losses.
-    halved = fcos.fcos_losses(Tensor(cls_logits), Tensor(pred_ltrb), Tensor(ctr_logits), Tensor(labels),
-                              Tensor(reg), Tensor(ctr), Tensor(loc_strides), K, reduce_mean=lambda v: v / 2)
+    halved = fcos.fcos_losses(Tensor(cls_logits), Tensor(pred_ltrb), Tensor(ctr_logits), targets, Tensor(loc_strides),
+                              fcos.FCOSTrainSettings(), reduce_mean=lambda v: v / 2)
     np.testing.assert_allclose([h.asnumpy() for h in halved], 2 * np.array(ref), rtol=1e-5)
 
 
@@ -261,8 +262,9 @@ def test_fcos_losses_with_no_gt_are_finite_with_zero_box_and_centerness_loss():
     rng = np.random.RandomState(3)
     labels = np.full((2, 30), K, np.int32)
     cls_logits, pred_ltrb, ctr_logits, reg, ctr = _loss_inputs(rng, labels)
-    got = fcos.fcos_losses(Tensor(cls_logits), Tensor(pred_ltrb), Tensor(ctr_logits), Tensor(labels),
-                           Tensor(reg), Tensor(ctr), Tensor(np.full(30, 8, np.float32)), K)
+    got = fcos.fcos_losses(Tensor(cls_logits), Tensor(pred_ltrb), Tensor(ctr_logits),
+                           (Tensor(labels), Tensor(reg), Tensor(ctr)), Tensor(np.full(30, 8, np.float32)),
+                           fcos.FCOSTrainSettings())
     loss_cls, loss_box, loss_ctr = [g.asnumpy() for g in got]
     assert loss_box == 0.0 and loss_ctr == 0.0
     np.testing.assert_allclose(loss_cls, focal_np(cls_logits, np.zeros_like(cls_logits)).sum(), rtol=1e-5)
@@ -275,8 +277,8 @@ def test_fcos_losses_gradients_are_finite_without_gt():
     pred_ltrb[0, :3] = 0.0
 
     def total(cls, ltrb, ctr_logit):
-        losses = fcos.fcos_losses(cls, ltrb, ctr_logit, Tensor(labels), Tensor(reg), Tensor(ctr),
-                                  Tensor(np.full(12, 8, np.float32)), K)
+        losses = fcos.fcos_losses(cls, ltrb, ctr_logit, (Tensor(labels), Tensor(reg), Tensor(ctr)),
+                                  Tensor(np.full(12, 8, np.float32)), fcos.FCOSTrainSettings())
         return losses[0] + losses[1] + losses[2]
 
     grads = ms.grad(total, grad_position=(0, 1, 2))(Tensor(cls_logits), Tensor(pred_ltrb), Tensor(ctr_logits))
@@ -380,7 +382,7 @@ def test_candidates_threshold_decode_clip_and_score():
     locations, cls, ltrb, ctr = _inference_case()
     boxes, scores, classes, valid = fcos.fcos_candidates(
         Tensor(cls), Tensor(ltrb), Tensor(ctr), Tensor(locations), [4, 1],
-        Tensor(np.array([[14.0, 15.0]], np.float32)), score_thresh=0.05, pre_nms_topk=1000)
+        Tensor(np.array([[14.0, 15.0]], np.float32)), fcos.FCOSSettings(score_thresh=0.05, pre_nms_topk=1000))
     assert boxes.shape == (1, 12 + 3, 4)
     valid = valid.asnumpy()[0]
     order = np.argsort(-scores.asnumpy()[0][valid])
@@ -395,7 +397,8 @@ def test_candidates_threshold_decode_clip_and_score():
 def test_candidates_keep_the_top_k_per_level():
     locations, cls, ltrb, ctr = _inference_case()
     _, scores, _, valid = fcos.fcos_candidates(Tensor(cls), Tensor(ltrb), Tensor(ctr), Tensor(locations), [4, 1],
-                                               Tensor(np.array([[64.0, 64.0]], np.float32)), pre_nms_topk=2)
+                                               Tensor(np.array([[64.0, 64.0]], np.float32)),
+                                               fcos.FCOSSettings(pre_nms_topk=2))
     assert scores.shape == (1, 4)
     np.testing.assert_allclose(np.sort(scores.asnumpy()[0][valid.asnumpy()[0]]),
                                np.sqrt([0.25, 0.35, 0.4, 0.45]), rtol=1e-5)
@@ -405,7 +408,7 @@ def test_inference_class_wise_nms_and_max_detections():
     locations, cls, ltrb, ctr = _inference_case()
     boxes, scores, classes, valid = fcos.fcos_inference(
         Tensor(cls), Tensor(ltrb), Tensor(ctr), Tensor(locations), [4, 1],
-        Tensor(np.array([[14.0, 15.0]], np.float32)), nms_thresh=0.6, max_detections=4)
+        Tensor(np.array([[14.0, 15.0]], np.float32)), fcos.FCOSSettings(nms_thresh=0.6, post_nms_topk=4))
     # (1, 1, 15, 14) class 1 (score sqrt .3) overlaps (0, 0, 15, 14) class 1 (sqrt .35) at IoU 0.89.
     np.testing.assert_array_equal(valid.asnumpy()[0], [True, True, True, True])
     np.testing.assert_allclose(scores.asnumpy()[0], np.sqrt([0.45, 0.4, 0.35, 0.25]), rtol=1e-5)
@@ -413,7 +416,7 @@ def test_inference_class_wise_nms_and_max_detections():
     np.testing.assert_allclose(boxes.asnumpy()[0, 2], [0, 0, 15, 14], atol=1e-4)
     boxes, scores, classes, valid = fcos.fcos_inference(
         Tensor(cls), Tensor(ltrb), Tensor(ctr), Tensor(locations), [4, 1],
-        Tensor(np.array([[14.0, 15.0]], np.float32)), max_detections=6)
+        Tensor(np.array([[14.0, 15.0]], np.float32)), fcos.FCOSSettings(post_nms_topk=6))
     np.testing.assert_array_equal(valid.asnumpy()[0], [True] * 4 + [False] * 2)
     assert np.abs(boxes.asnumpy()[0, 4:]).max() == 0 and np.abs(scores.asnumpy()[0, 4:]).max() == 0
 
@@ -428,8 +431,8 @@ def test_inference_matches_numpy_reference_on_random_heads():
     ltrb = rng.uniform(2, 30, size=(2, num_loc, 4)).astype(np.float32)
     image_size = np.array([[44.0, 60.0], [48.0, 64.0]], np.float32)
     got = fcos.fcos_inference(Tensor(cls), Tensor(ltrb), Tensor(ctr), Tensor(locations), [48, 12, 4],
-                              Tensor(image_size), score_thresh=0.05, pre_nms_topk=20, nms_thresh=0.6,
-                              max_detections=15)
+                              Tensor(image_size), fcos.FCOSSettings(score_thresh=0.05, pre_nms_topk=20, nms_thresh=0.6,
+                                                                    post_nms_topk=15))
     boxes, scores, classes, valid = [g.asnumpy() for g in got]
     for b in range(2):
         ref_scores, ref_classes, ref_boxes = inference_np(cls[b], ltrb[b], ctr[b], locations, [48, 12, 4],
@@ -448,8 +451,8 @@ def test_inference_without_clipping_suppresses_and_returns_the_unclipped_boxes()
     ltrb[0, 3] = (11, 11, 40, 4)    # -> (1, 1, 52, 16): IoU 0.28 with (0, 0, 16, 16), 0.87 once both are clipped
     inputs = (Tensor(cls), Tensor(ltrb), Tensor(ctr), Tensor(locations), [4, 1],
               Tensor(np.array([[14.0, 15.0]], np.float32)))
-    _, _, _, clipped_valid = fcos.fcos_inference(*inputs, max_detections=6)
-    boxes, scores, classes, valid = fcos.fcos_inference(*inputs, max_detections=6, clip=False)
+    _, _, _, clipped_valid = fcos.fcos_inference(*inputs, fcos.FCOSSettings(post_nms_topk=6))
+    boxes, scores, classes, valid = fcos.fcos_inference(*inputs, fcos.FCOSSettings(post_nms_topk=6, clip=False))
     np.testing.assert_array_equal(clipped_valid.asnumpy()[0], [True] * 4 + [False] * 2)
     np.testing.assert_array_equal(valid.asnumpy()[0], [True] * 5 + [False])
     np.testing.assert_allclose(scores.asnumpy()[0, :5], np.sqrt([0.45, 0.4, 0.35, 0.3, 0.25]), rtol=1e-5)
@@ -465,8 +468,7 @@ def test_fcos_object_targets_losses_and_detections_per_mode():
     in the losses (against the NumPy references), and the detections with the settings of the
     current mode (training: the mask proposals, more of them)."""
     size_ranges = ((0.0, 20.0), (20.0, INF))
-    detector = fcos.FCOS(canvas=(64, 64), strides=TINY_STRIDES, num_classes=K,
-                         location_matcher=LocationMatcher(size_ranges, 1.5),
+    detector = fcos.FCOS(canvas=(64, 64), location_matcher=LocationMatcher(TINY_STRIDES, K, size_ranges, 1.5),
                          train=fcos.FCOSTrainSettings(score_thresh=0.05, pre_nms_topk=30, nms_thresh=0.6,
                                                       post_nms_topk=12, focal_alpha=0.5, focal_gamma=1.0),
                          test=fcos.FCOSSettings(score_thresh=0.05, pre_nms_topk=30, nms_thresh=0.6, post_nms_topk=5))
@@ -482,8 +484,9 @@ def test_fcos_object_targets_losses_and_detections_per_mode():
     cls_logits, pred_ltrb, ctr_logits, _, _ = _loss_inputs(rng, labels)
     head = [Tensor(x) for x in (cls_logits, pred_ltrb, ctr_logits)]
     got = detector.losses(*head, Tensor(gt_boxes), Tensor(gt_labels), Tensor(gt_valid))
-    want = fcos.fcos_losses(*head, Tensor(labels), Tensor(reg), Tensor(ctr), Tensor(per_location(levels, TINY_STRIDES)),
-                            K, focal_alpha=0.5, focal_gamma=1.0)
+    want = fcos.fcos_losses(*head, (Tensor(labels), Tensor(reg), Tensor(ctr)),
+                            Tensor(per_location(levels, TINY_STRIDES)),
+                            fcos.FCOSTrainSettings(focal_alpha=0.5, focal_gamma=1.0))
     np.testing.assert_allclose([g.asnumpy() for g in got], [w.asnumpy() for w in want], rtol=1e-6)
 
     image_size = Tensor(np.array([[64.0, 64.0]], np.float32))

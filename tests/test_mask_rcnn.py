@@ -81,13 +81,13 @@ def test_rpn_delta_clamp_is_its_own_config_key():
     side = 16 * np.exp(0.5)
     np.testing.assert_allclose(proposals.asnumpy()[0, 0], [64 - side / 2, 64 - side / 2, 64 + side / 2, 64 + side / 2],
                                rtol=1e-5)
-    assert valid.asnumpy()[0, 0] and net.box_inference["scale_clamp"] == 3.0
+    assert valid.asnumpy()[0, 0] and net.roi_heads.box_settings.box_coder.scale_clamp == 3.0
 
 
 def test_huge_deltas_stay_finite_in_inference():
     net = tiny_net()
     net.set_train(False)
-    for cell in (net.rpn.head.anchor_deltas, net.box_head.bbox_pred):
+    for cell in (net.rpn.head.anchor_deltas, net.roi_heads.box_head.bbox_pred):
         cell.bias.set_data(ms.Tensor(np.tile(np.array([50.0, -50.0, 1e4, -1e4], np.float32),
                                              cell.bias.shape[0] // 4)))
     boxes, scores, classes, valid, mask_probs = net(*tiny_batch()[:2])
@@ -158,7 +158,7 @@ def test_pynative_backward_gives_finite_nonzero_grads_in_every_part():
     assert np.isfinite(float(loss))
     norms = {p.name: float(np.abs(g.asnumpy()).sum()) for p, g in zip(params, grads)}
     assert all(np.isfinite(v) for v in norms.values())
-    for part in ("backbone.", "fpn.", "rpn.head.", "box_head.", "mask_head."):
+    for part in ("backbone.", "fpn.", "rpn.head.", "roi_heads.box_head.", "roi_heads.mask_head."):
         assert sum(v for k, v in norms.items() if k.startswith(part)) > 0, part
 
 
@@ -186,7 +186,7 @@ def test_train_step_updates_agree_across_modes(deterministic_sampling):
     for name, value in weights[ms.PYNATIVE_MODE].items():
         np.testing.assert_allclose(weights[ms.GRAPH_MODE][name], value, rtol=1e-3, atol=1e-5,
                                    err_msg=name)
-        moved += name.startswith("mask_head.")
+        moved += name.startswith("roi_heads.mask_head.")
     assert moved > 0
 
 
@@ -248,7 +248,7 @@ def test_other_backbones_by_name_alone(backbone, channels, deterministic_samplin
     assert net.backbone.out_channels == channels and net.backbone.strides == [4, 8, 16, 32]
     assert [conv.in_channels for conv in net.fpn.lateral_convs] == channels
     assert net.fpn.strides == [4, 8, 16, 32, 64]
-    assert net.box_pooler.scales == net.mask_pooler.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    assert net.roi_heads.box_pooler.scales == net.roi_heads.mask_pooler.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32]
     batch = tiny_batch()
     features = net.fpn(net.backbone(batch[0]))
     assert [tuple(f.shape[2:]) for f in features] == level_shapes((CANVAS, CANVAS), net.fpn.strides)

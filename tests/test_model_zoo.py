@@ -43,7 +43,7 @@ def test_unknown_config_name_suggests_the_closest():
 
 def test_build_model_from_a_name_a_file_or_a_config():
     net = model_zoo.build_model("shapes/mask_rcnn_shapes", num_classes=3)
-    assert _params(net, "box_head.cls_score.weight")[0] == 4  # 3 classes + background
+    assert _params(net, "roi_heads.box_head.cls_score.weight")[0] == 4  # 3 classes + background
     lite = os.path.join(ROOT, "config", "shapes", "centermask_lite_shapes.yml")
     net = model_zoo.build_model(lite, num_classes=2)
     assert _params(net, "fcos_head.cls_logits.weight")[0] == 2

@@ -58,7 +58,7 @@ def _random_net(cfg, num_classes, seed):
     (its ReLU'd distances are 0 for half the random outputs)."""
     ms.set_seed(seed)
     net = mindseg.build_model(cfg, num_classes=num_classes)
-    nudges = {"mask_head.predictor.bias": 0.2, "fcos_head.bbox_pred.bias": 1.0}
+    nudges = {"roi_heads.mask_head.predictor.bias": 0.2, "fcos_head.bbox_pred.bias": 1.0}
     for p in net.get_parameters():
         if p.name in nudges:
             p.set_data(ms.Tensor(np.full(p.shape, nudges[p.name], np.float32)))

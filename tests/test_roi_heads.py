@@ -5,9 +5,10 @@ import numpy as np
 
 from mindseg.models.layers.gather import select_class
 from mindseg.models.losses import mask_bce_loss
-from mindseg.models.roi_heads.box_head import BoxHead, box_head_losses
+from mindseg.models.box_ops import BoxCoder
+from mindseg.models.roi_heads.box_head import BoxHead, BoxHeadSettings, box_head_losses
 from mindseg.models.roi_heads.mask_head import MaskHead, fg_slots, mask_branch_inference, mask_branch_loss
-from mindseg.models.roi_heads.sampling import label_and_sample_proposals
+from mindseg.models.roi_heads.sampling import SamplingSettings, label_and_sample_proposals
 
 T = ms.Tensor
 
@@ -22,7 +23,7 @@ def test_sampling_appends_gt_and_labels_classes():
     gt_boxes = np.array([[[0, 0, 10, 10], [0, 0, 0, 0]]], np.float32)
     rois, valid, is_fg, classes, gt_idx = label_and_sample_proposals(
         T(proposals), T(np.array([[True, True, False]])), T(gt_boxes), T(np.array([[3, 0]], np.int32)),
-        T(np.array([[True, False]])), num_classes=4, batch_size_per_image=4, positive_fraction=0.5)
+        T(np.array([[True, False]])), SamplingSettings(num_classes=4, batch_size_per_image=4, positive_fraction=0.5))
     rois, valid, is_fg, classes = rois.asnumpy()[0], valid.asnumpy()[0], is_fg.asnumpy()[0], classes.asnumpy()[0]
     # fg: proposal 0 and the appended gt (2 slots), bg: proposal 1; the invalid proposal 2 and the
     # padded gt are never drawn
@@ -43,7 +44,7 @@ def test_box_losses_match_numpy():
     valid = np.array([[True, True, True, False]])
     gt_classes = np.array([[2, 0, 3, 3]], np.int32)
     loss_cls, loss_reg = box_head_losses(T(cls_logits), T(box_deltas), T(rois), T(valid), T(gt_classes), T(gt),
-                                         bbox_reg_weights=(10.0, 10.0, 5.0, 5.0))
+                                         BoxHeadSettings(BoxCoder((10.0, 10.0, 5.0, 5.0))))
     log_p = _log_softmax(cls_logits)
     expected_cls = -(log_p[0, 2] + log_p[1, 0] + log_p[2, 3]) / 3
     expected_reg = 0.0
@@ -66,7 +67,7 @@ def test_no_fg_gives_exact_zero_regression_and_mask_loss_and_finite_grads():
 
     def losses(deltas, mask_logits):
         _, loss_reg = box_head_losses(cls_logits, deltas, rois, T(np.array([[True, True]])),
-                                      T(np.array([[2, 2]], np.int32)), gt, bbox_reg_weights=(10.0, 10.0, 5.0, 5.0))
+                                      T(np.array([[2, 2]], np.int32)), gt, BoxHeadSettings())
         loss_mask = mask_bce_loss(select_class(mask_logits, T(np.array([0, 1], np.int32))),
                                   T(np.array([False, False])), T(np.zeros((2, 4, 4), np.float32)))
         return loss_reg, loss_mask

@@ -53,9 +53,9 @@ def test_losses_match_numpy_when_every_anchor_is_sampled(beta):
     logits = np.array([[1.5, -0.5, 3.0, 0.25]], np.float32)
     deltas = np.random.default_rng(0).normal(size=(1, 4, 4)).astype(np.float32)
     loss_cls, loss_loc = rpn_losses(ms.Tensor(logits), ms.Tensor(deltas), ms.Tensor(anchors), ms.Tensor(gt),
-                                    ms.Tensor(np.ones((1, 1), bool)), **LOSS_PARTS,
-                                    settings=RPNTrainSettings(batch_size_per_image=4, positive_fraction=0.5,
-                                                              smooth_l1_beta=beta))
+                                    ms.Tensor(np.ones((1, 1), bool)),
+                                    RPNTrainSettings(batch_size_per_image=4, positive_fraction=0.5, smooth_l1_beta=beta,
+                                                     **LOSS_PARTS))
     expected_cls = (_bce(1.5, 1) + _bce(-0.5, 0) + _bce(0.25, 0)) / 4
     diff = np.abs(deltas[0, 0] - _encode(anchors[0], gt[0, 0]))
     per = diff if beta == 0 else np.where(diff < beta, 0.5 * diff ** 2 / beta, diff - 0.5 * beta)
@@ -68,7 +68,7 @@ def test_no_gt_gives_zero_localization_loss():
     loss_cls, loss_loc = rpn_losses(
         ms.Tensor(np.zeros((1, 2), np.float32)), ms.Tensor(np.full((1, 2, 4), 1e6, np.float32)),
         ms.Tensor(anchors), ms.Tensor(np.zeros((1, 3, 4), np.float32)), ms.Tensor(np.zeros((1, 3), bool)),
-        **LOSS_PARTS, settings=RPNTrainSettings(batch_size_per_image=2, positive_fraction=0.5))
+        RPNTrainSettings(batch_size_per_image=2, positive_fraction=0.5, **LOSS_PARTS))
     assert float(loss_loc) == 0.0
     np.testing.assert_allclose(float(loss_cls), np.log(2.0), rtol=1e-5)
 
@@ -82,7 +82,7 @@ def test_smooth_l1_hand_values():
 def test_proposals_recover_a_confident_anchor():
     """A single very confident anchor with zero deltas comes out as the first proposal, clipped."""
     rpn = RPN(in_channels=4, canvas=(64, 64), strides=(16, 32), anchor_generator=AnchorGenerator((32, 64), (1.0,)),
-              **LOSS_PARTS, test=RPNSettings(pre_nms_topk=10, post_nms_topk=5))
+              test=RPNSettings(pre_nms_topk=10, post_nms_topk=5, box_coder=LOSS_PARTS["box_coder"]))
     rpn.set_train(False)
     logits = [ms.Tensor(np.full((1, 16), -5.0, np.float32)), ms.Tensor(np.full((1, 4), -5.0, np.float32))]
     logits[0][0, 5] = 4.0

@@ -49,7 +49,7 @@ def test_features_only_all_levels_slim_dw():
     assert net.out_channels == [64, 112, 256, 384, 512]
     assert [tuple(f.shape[1:]) for f in feats] == [(64, 16, 24), (112, 16, 24), (256, 8, 12),
                                                    (384, 4, 6), (512, 2, 3)]
-    full = vovnet.VoVNet(**vovnet.VOVNET_SPECS["vovnet19_slim_dw"])
+    full = vovnet.VoVNet(vovnet.VOVNET_SPECS["vovnet19_slim_dw"])
     assert [f["reduction"] for f in full.feature_info] == [4, 4, 8, 16, 32]
 
 
@@ -109,8 +109,11 @@ def test_identity_residual_on_later_blocks_only():
         block.set_train(False)
     np.testing.assert_allclose(later(Tensor(x)).asnumpy(), x, atol=1e-6)
     np.testing.assert_allclose(first(Tensor(x)).asnumpy(), 0.0, atol=1e-6)
-    stage = vovnet.OSAStage(8, 8, 16, num_blocks=3, num_layers=2, pool=True)
-    assert [b.identity for b in stage.blocks] == [False, True, True]
+    spec = vovnet.VoVNetSpec(stem_ch=(8, 8, 8), stage_conv_ch=(8, 8, 8, 8), stage_out_ch=(16, 16, 16, 16),
+                             blocks_per_stage=(1, 3, 1, 1), layers_per_block=2)
+    stage = vovnet.OSAStage(spec, 1, 8)
+    assert [b.identity for b in stage.blocks] == [False, True, True] and stage.pool is not None
+    assert vovnet.OSAStage(spec, 0, 8).pool is None
     with pytest.raises(ValueError, match="vovnet.py"):
         OSAModule(8, 8, 16, num_layers=2, identity=True)
 

@@ -27,6 +27,24 @@ META_KEY = "mindseg_meta"  # appended JSON string: model_meta()
 OPTIONAL_ON_LOAD = ("sample_counter",)  # layers.step_random.COUNTER_NAME
 
 
+# Checkpoints that name the RoI-head parts at the top level (``box_head.*``, ``mask_head.*``,
+# ``maskiou_head.*``, and the optimizer's moments of them, ``moment1.box_head.*``), as mindseg
+# wrote them before those parts were grouped under ``roi_heads``, load under the grouped names.
+_TOP_LEVEL_HEAD = re.compile(r"(^|\.)(box_head|mask_head|maskiou_head)\.")
+
+
+def current_names(params, own_names):
+    """``params`` ({name: value} read from a checkpoint) with each name the network lacks but
+    knows under ``roi_heads.`` renamed to that; every other name as it was."""
+    renamed = {}
+    for name, value in params.items():
+        if name not in own_names:
+            grouped = _TOP_LEVEL_HEAD.sub(r"\1roi_heads.\2.", name, count=1)
+            name = grouped if grouped in own_names else name
+        renamed[name] = value
+    return renamed
+
+
 def _available_memory():
     """Bytes the kernel can hand out now (MemAvailable: free memory plus the page cache it takes
     back on demand), or None where /proc/meminfo does not say."""
@@ -137,6 +155,7 @@ def load_train_state(path, net, optimizer=None):
     for key in SKIP_ON_LOAD + (META_KEY,):
         params.pop(key, None)
     target = TrainState(net, optimizer) if optimizer is not None else net
+    params = current_names(params, target.parameters_dict())
     _check_shapes(path, target, params)
     not_loaded, _ = ms.load_param_into_net(target, params, strict_load=False)
     missing = [name for name in not_loaded if name not in SKIP_ON_LOAD

@@ -15,7 +15,7 @@ import numpy as np
 
 import mindspore as ms
 
-from mindseg.engine.checkpoint import (META_KEY, OPTIONAL_ON_LOAD, load_checkpoint_file,
+from mindseg.engine.checkpoint import (META_KEY, OPTIONAL_ON_LOAD, current_names, load_checkpoint_file,
                                        read_checkpoint_meta, resolve_checkpoint)
 from mindseg.models.layers.class_rows import class_row_params
 
@@ -88,6 +88,7 @@ def load_pretrained(net, path, class_names):
     saved.pop(META_KEY, None)
     layout = class_row_params(net)
     own = net.parameters_dict()
+    saved = current_names(saved, own)
     missing = [name for name in own if name not in saved and name not in layout
                and name.rsplit(".", 1)[-1] not in OPTIONAL_ON_LOAD]
     if missing:

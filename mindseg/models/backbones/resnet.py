@@ -29,16 +29,17 @@ def _pretrained_url(name):
     return cfgs.get(name, {}).get("url", "")
 
 
-def _create_features(name, norm_cell, out_levels, pretrained, checkpoint_path):
+def _create_features(name, norm_cell, out_levels, imagenet_weights):
     out_indices = [level - 1 for level in out_levels]
-    if checkpoint_path:
+    if isinstance(imagenet_weights, str) and imagenet_weights:
+        checkpoint_path = imagenet_weights
         if not os.path.isfile(checkpoint_path):
             raise FileNotFoundError(f"model.backbone.checkpoint_path: no such file: {checkpoint_path}")
         return mindcv.create_model(name, features_only=True, out_indices=out_indices,
                                    checkpoint_path=checkpoint_path, norm=norm_cell)
     try:
         return mindcv.create_model(name, features_only=True, out_indices=out_indices,
-                                   pretrained=pretrained, norm=norm_cell)
+                                   pretrained=bool(imagenet_weights), norm=norm_cell)
     except OSError as err:  # URLError and socket errors are OSErrors
         url = _pretrained_url(name)
         raise RuntimeError(
@@ -79,10 +80,12 @@ def _move_stride_to_1x1(net):
 
 
 class ResNetBackbone(nn.Cell):
-    """mindcv ResNet/ResNeXt returning the feature maps of ``out_levels`` (default C2..C5)."""
+    """mindcv ResNet/ResNeXt returning the feature maps of ``out_levels`` (default C2..C5).
+    ``imagenet_weights``: False (random initialisation), True (mindcv's ImageNet weights,
+    downloaded) or the path of a local mindcv checkpoint."""
 
     def __init__(self, name="resnet50", norm="frozen_bn", freeze_at=2, out_levels=(2, 3, 4, 5),
-                 pretrained=False, checkpoint_path="", stride_in_1x1=False, stem_pool="same"):
+                 imagenet_weights=False, stride_in_1x1=False, stem_pool="same"):
         super().__init__()
         if name not in RESNET_NAMES:
             raise ValueError(f"model.backbone.name: '{name}' is not a ResNet/ResNeXt ({', '.join(RESNET_NAMES)})")
@@ -92,7 +95,7 @@ class ResNetBackbone(nn.Cell):
             raise ValueError(f"model.backbone.freeze_at: {freeze_at} is not in 0..5")
         if stem_pool not in STEM_POOLS:
             raise ValueError(f"model.backbone.stem_pool: '{stem_pool}' is not one of {STEM_POOLS}")
-        self.body = _create_features(name, NORMS[norm], list(out_levels), pretrained, checkpoint_path)
+        self.body = _create_features(name, NORMS[norm], list(out_levels), imagenet_weights)
         if stem_pool == "torch":
             _replace_child(self.body.net, "max_pool", nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1))
         if stride_in_1x1:
@@ -116,9 +119,9 @@ class ResNetBackbone(nn.Cell):
 @register_backbone(*RESNET_NAMES)
 def build_resnet(backbone_cfg, out_levels):
     return ResNetBackbone(backbone_cfg.name, norm=backbone_cfg.norm, freeze_at=backbone_cfg.freeze_at,
-                          out_levels=out_levels, pretrained=backbone_cfg.pretrained,
-                          checkpoint_path=backbone_cfg.checkpoint_path, stride_in_1x1=backbone_cfg.stride_in_1x1,
-                          stem_pool=backbone_cfg.stem_pool)
+                          out_levels=out_levels,
+                          imagenet_weights=backbone_cfg.checkpoint_path or bool(backbone_cfg.pretrained),
+                          stride_in_1x1=backbone_cfg.stride_in_1x1, stem_pool=backbone_cfg.stem_pool)
 
 
 __all__ = ["ResNetBackbone", "RESNET_NAMES", "NORMS", "build_resnet"]

@@ -10,6 +10,7 @@ outputs once, projects them with a 1x1 conv and rescales the channels with eSE (
 hard sigmoid). Blocks 2..n of a stage add an identity residual.
 """
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from mindspore import nn, ops
 from mindcv.models.helpers import build_model_with_cfg
@@ -17,24 +18,32 @@ from mindcv.models.registry import register_model
 
 from mindseg.models.layers.init import he_init_convs
 
-__all__ = ["VoVNet", "OSAModule", "EffectiveSE", "VOVNET_SPECS"]
+__all__ = ["VoVNet", "VoVNetSpec", "OSAModule", "EffectiveSE", "VOVNET_SPECS"]
+
+@dataclass(frozen=True)
+class VoVNetSpec:
+    """A VoVNetV2's architecture: the widths of the three stem convs (3x3 s2, 3x3, 3x3 s2); per
+    stage 2-5 the OSA layer width, the stage output width and the OSA modules; the convs per OSA
+    module; depthwise-separable layers (and stem convs 2-3)."""
+    stem_ch: tuple
+    stage_conv_ch: tuple
+    stage_out_ch: tuple
+    blocks_per_stage: tuple
+    layers_per_block: int
+    depthwise: bool = False
+
 
 _SLIM = dict(stage_conv_ch=(64, 80, 96, 112), stage_out_ch=(112, 256, 384, 512))
 _WIDE = dict(stage_conv_ch=(128, 160, 192, 224), stage_out_ch=(256, 512, 768, 1024))
 
 VOVNET_SPECS = {
-    "vovnet19_slim_dw": dict(stem_ch=(64, 64, 64), layers_per_block=3, blocks_per_stage=(1, 1, 1, 1),
-                             depthwise=True, **_SLIM),
-    "vovnet19_slim": dict(stem_ch=(64, 64, 128), layers_per_block=3, blocks_per_stage=(1, 1, 1, 1),
-                          depthwise=False, **_SLIM),
-    "vovnet19": dict(stem_ch=(64, 64, 128), layers_per_block=3, blocks_per_stage=(1, 1, 1, 1),
-                     depthwise=False, **_WIDE),
-    "vovnet39": dict(stem_ch=(64, 64, 128), layers_per_block=5, blocks_per_stage=(1, 1, 2, 2),
-                     depthwise=False, **_WIDE),
-    "vovnet57": dict(stem_ch=(64, 64, 128), layers_per_block=5, blocks_per_stage=(1, 1, 4, 3),
-                     depthwise=False, **_WIDE),
-    "vovnet99": dict(stem_ch=(64, 64, 128), layers_per_block=5, blocks_per_stage=(1, 3, 9, 3),
-                     depthwise=False, **_WIDE),
+    "vovnet19_slim_dw": VoVNetSpec(stem_ch=(64, 64, 64), layers_per_block=3, blocks_per_stage=(1, 1, 1, 1),
+                                   depthwise=True, **_SLIM),
+    "vovnet19_slim": VoVNetSpec(stem_ch=(64, 64, 128), layers_per_block=3, blocks_per_stage=(1, 1, 1, 1), **_SLIM),
+    "vovnet19": VoVNetSpec(stem_ch=(64, 64, 128), layers_per_block=3, blocks_per_stage=(1, 1, 1, 1), **_WIDE),
+    "vovnet39": VoVNetSpec(stem_ch=(64, 64, 128), layers_per_block=5, blocks_per_stage=(1, 1, 2, 2), **_WIDE),
+    "vovnet57": VoVNetSpec(stem_ch=(64, 64, 128), layers_per_block=5, blocks_per_stage=(1, 1, 4, 3), **_WIDE),
+    "vovnet99": VoVNetSpec(stem_ch=(64, 64, 128), layers_per_block=5, blocks_per_stage=(1, 3, 9, 3), **_WIDE),
 }
 
 default_cfgs = {name: {"url": "", "num_classes": 1000, "first_conv": "stem.stem_1.conv",
@@ -131,18 +140,19 @@ class OSAModule(nn.Cell):
 
 
 class OSAStage(nn.Cell):
-    """Optional 3x3 s2 max-pool (ceil mode) then ``num_blocks`` OSA modules."""
+    """Stage ``index`` (0 for stage 2) of a :class:`VoVNetSpec`: a 3x3 s2 max-pool (ceil mode)
+    except in stage 2, then the stage's OSA modules, the first from ``in_channels``."""
 
-    def __init__(self, in_channels, stage_channels, out_channels, num_blocks, num_layers, pool,
-                 depthwise=False, norm=nn.BatchNorm2d):
+    def __init__(self, spec, index, in_channels, norm=nn.BatchNorm2d):
         super().__init__()
+        stage_channels, out_channels = spec.stage_conv_ch[index], spec.stage_out_ch[index]
         self.pool = (nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=0, ceil_mode=True)
-                     if pool else None)
-        blocks = [OSAModule(in_channels, stage_channels, out_channels, num_layers,
-                            depthwise=depthwise, norm=norm)]
-        for _ in range(num_blocks - 1):
-            blocks.append(OSAModule(out_channels, stage_channels, out_channels, num_layers,
-                                    identity=True, depthwise=depthwise, norm=norm))
+                     if index > 0 else None)
+        blocks = [OSAModule(in_channels, stage_channels, out_channels, spec.layers_per_block,
+                            depthwise=spec.depthwise, norm=norm)]
+        for _ in range(spec.blocks_per_stage[index] - 1):
+            blocks.append(OSAModule(out_channels, stage_channels, out_channels, spec.layers_per_block,
+                                    identity=True, depthwise=spec.depthwise, norm=norm))
         self.blocks = nn.SequentialCell(blocks)
 
     def construct(self, x):
@@ -152,22 +162,16 @@ class OSAStage(nn.Cell):
 
 
 class VoVNet(nn.Cell):
-    """VoVNetV2 with eSE. Top-level cells run in order (stem, stage2..stage5, pool, classifier)
-    and ``feature_info`` names them, as mindcv's ``features_only`` wrapper requires.
+    """VoVNetV2 with eSE, of a :class:`VoVNetSpec`. Top-level cells run in order (stem,
+    stage2..stage5, pool, classifier) and ``feature_info`` names them, as mindcv's
+    ``features_only`` wrapper requires. ``norm``: a callable ``norm(channels) -> Cell``
+    (BatchNorm2d, or a frozen BN)."""
 
-    Args:
-        stem_ch: widths of the three stem convs (3x3 s2, 3x3, 3x3 s2).
-        stage_conv_ch, stage_out_ch: per stage 2-5, the OSA layer width and the stage output width.
-        layers_per_block: L convs per OSA module. blocks_per_stage: OSA modules per stage.
-        depthwise: depthwise-separable layers (and stem convs 2-3).
-        norm: a callable ``norm(channels) -> Cell`` (BatchNorm2d, or a frozen BN).
-    """
-
-    def __init__(self, stem_ch, stage_conv_ch, stage_out_ch, layers_per_block, blocks_per_stage,
-                 depthwise=False, num_classes=1000, in_channels=3, norm=None):
+    def __init__(self, spec, num_classes=1000, in_channels=3, norm=None):
         super().__init__()
         norm = nn.BatchNorm2d if norm is None else norm
-        if depthwise:
+        stem_ch = spec.stem_ch
+        if spec.depthwise:
             if stem_ch[0] != stem_ch[1] or stem_ch[1] != stem_ch[2]:
                 raise ValueError(f"vovnet.py: a depthwise stem needs equal widths, got {stem_ch}")
             stem_2, stem_3 = DWConvNormReLU(stem_ch[1], norm=norm), DWConvNormReLU(stem_ch[2], 2, norm=norm)
@@ -177,13 +181,11 @@ class VoVNet(nn.Cell):
         stem_1 = ConvNormReLU(in_channels, stem_ch[0], 3, stride=2, norm=norm)
         self.stem = nn.SequentialCell(OrderedDict(stem_1=stem_1, stem_2=stem_2, stem_3=stem_3))
         self.feature_info = [dict(chs=stem_ch[2], reduction=4, name="stem")]
-        in_chs = [stem_ch[2]] + list(stage_out_ch[:-1])
+        in_chs = [stem_ch[2]] + list(spec.stage_out_ch[:-1])
         for i in range(4):
-            stage = OSAStage(in_chs[i], stage_conv_ch[i], stage_out_ch[i], blocks_per_stage[i],
-                             layers_per_block, pool=i > 0, depthwise=depthwise, norm=norm)
-            setattr(self, f"stage{i + 2}", stage)
-            self.feature_info.append(dict(chs=stage_out_ch[i], reduction=4 * 2 ** i, name=f"stage{i + 2}"))
-        self.num_features = stage_out_ch[-1]
+            setattr(self, f"stage{i + 2}", OSAStage(spec, i, in_chs[i], norm=norm))
+            self.feature_info.append(dict(chs=spec.stage_out_ch[i], reduction=4 * 2 ** i, name=f"stage{i + 2}"))
+        self.num_features = spec.stage_out_ch[-1]
         self.classifier = nn.Dense(self.num_features, num_classes)
         he_init_convs(self, "fan_in")
 
@@ -204,7 +206,7 @@ def _create_vovnet(name, pretrained, num_classes, in_channels, **kwargs):
         raise ValueError(f"vovnet.py: mindcv has no ImageNet weights for {name}; "
                          f"pass checkpoint_path=PATH to load a local checkpoint instead")
     return build_model_with_cfg(VoVNet, False, default_cfg=default_cfgs[name], num_classes=num_classes,
-                                in_channels=in_channels, **VOVNET_SPECS[name], **kwargs)
+                                in_channels=in_channels, spec=VOVNET_SPECS[name], **kwargs)
 
 
 @register_model

@@ -122,15 +122,15 @@ def ltrb_giou_loss(pred_ltrb, target_ltrb):
     return 1.0 - (iou - (hull - union) / hull)
 
 
-def fcos_losses(cls_logits, pred_ltrb, ctr_logits, labels, reg_targets, ctr_targets, location_strides,
-                num_classes, focal_alpha=0.25, focal_gamma=2.0, reduce_mean=None):
+def fcos_losses(cls_logits, pred_ltrb, ctr_logits, targets, location_strides, settings, reduce_mean=None):
     """FCOS losses over a batch (centermask2's ``fcos_losses``).
 
     Args:
         cls_logits (B, L, K), pred_ltrb (B, L, 4) pixels, ctr_logits (B, L): from FCOSHead.
-        labels int (B, L) with K = background, reg_targets (B, L, 4) pixels, ctr_targets (B, L):
-            from fcos_targets.
+        targets: (labels int (B, L) with K = background, reg_targets (B, L, 4) pixels,
+            ctr_targets (B, L)), as fcos_targets returns them.
         location_strides: (L,) the stride of each location's level.
+        settings: an :class:`FCOSTrainSettings` (the focal loss's alpha and gamma).
         reduce_mean: None on one device; in data-parallel training a callable that averages a
             scalar over the devices (AllReduce sum / world size), as centermask2 does for the
             positive count and the centerness-target sum.
@@ -142,6 +142,8 @@ def fcos_losses(cls_logits, pred_ltrb, ctr_logits, labels, reg_targets, ctr_targ
         loss_ctr: centerness BCE over positives / max(mean num_pos, 1).
     An image without gt contributes only to loss_cls.
     """
+    labels, reg_targets, ctr_targets = targets
+    num_classes = cls_logits.shape[2]
     is_positive = labels != num_classes
     positive = is_positive.astype(ms.float32)
     num_pos = positive.sum()
@@ -151,7 +153,7 @@ def fcos_losses(cls_logits, pred_ltrb, ctr_logits, labels, reg_targets, ctr_targ
 
     cls_targets = ops.one_hot(labels, num_classes + 1, Tensor(1.0, ms.float32),
                               Tensor(0.0, ms.float32))[..., :num_classes]
-    loss_cls = sigmoid_focal_loss(cls_logits, cls_targets, focal_alpha, focal_gamma).sum() / num_pos
+    loss_cls = sigmoid_focal_loss(cls_logits, cls_targets, settings.focal_alpha, settings.focal_gamma).sum() / num_pos
 
     strides = location_strides.reshape(1, -1, 1)
     safe_targets = ops.where(is_positive[..., None], reg_targets, ops.ones_like(reg_targets))
@@ -171,14 +173,14 @@ def fcos_losses(cls_logits, pred_ltrb, ctr_logits, labels, reg_targets, ctr_targ
 
 # ------------------------------------------------------------------------------------- inference
 
-def fcos_candidates(cls_logits, pred_ltrb, ctr_logits, locations, level_sizes, image_size,
-                    score_thresh=0.05, pre_nms_topk=1000, clip=True):
+def fcos_candidates(cls_logits, pred_ltrb, ctr_logits, locations, level_sizes, image_size, settings):
     """Per level, the top ``pre_nms_topk`` (location, class) pairs by cls * ctr among those with
     class probability > ``score_thresh`` (centermask2's ``forward_for_single_feature_map``).
     ``clip=False`` leaves the boxes unclipped, as centermask2 does until its postprocessing.
 
     Args: head outputs as in FCOSHead; locations (L, 2); level_sizes: Hi*Wi per level (ints);
-        image_size (B, 2) as (h, w) of the unpadded image, for clipping.
+        image_size (B, 2) as (h, w) of the unpadded image, for clipping; settings an
+        :class:`FCOSSettings`.
     Returns: boxes (B, N, 4) xyxy (clipped unless ``clip=False``), scores (B, N) = sqrt(cls * ctr),
         classes (B, N) int32, valid (B, N) bool, N = sum_i min(pre_nms_topk, Hi*Wi*K).
     """
@@ -190,8 +192,8 @@ def fcos_candidates(cls_logits, pred_ltrb, ctr_logits, locations, level_sizes, i
     for size in level_sizes:
         level_prob = cls_prob[:, start:start + size]
         level_scores = level_prob * ctr_prob[:, start:start + size, None]
-        ranked = ops.where(level_prob > score_thresh, level_scores, -1.0).reshape(level_prob.shape[0], -1)
-        top_scores, top_index = ops.topk(ranked, min(pre_nms_topk, size * num_classes))
+        ranked = ops.where(level_prob > settings.score_thresh, level_scores, -1.0).reshape(level_prob.shape[0], -1)
+        top_scores, top_index = ops.topk(ranked, min(settings.pre_nms_topk, size * num_classes))
         top_index = top_index.astype(ms.int32)
         location_index = top_index // num_classes
         level_ltrb = gather_rows(pred_ltrb[:, start:start + size], location_index)
@@ -202,22 +204,22 @@ def fcos_candidates(cls_logits, pred_ltrb, ctr_logits, locations, level_sizes, i
         valid.append(top_scores >= 0)
         start += size
     boxes = ops.cat(boxes, axis=1)
-    if clip:
+    if settings.clip:
         boxes = box_ops.clip_boxes(boxes, image_size)
     return boxes, ops.cat(scores, axis=1), ops.cat(classes, axis=1), ops.cat(valid, axis=1)
 
 
-def fcos_inference(cls_logits, pred_ltrb, ctr_logits, locations, level_sizes, image_size,
-                   score_thresh=0.05, pre_nms_topk=1000, nms_thresh=0.6, max_detections=50, clip=True):
+def fcos_inference(cls_logits, pred_ltrb, ctr_logits, locations, level_sizes, image_size, settings):
     """Detections: :func:`fcos_candidates`, then class-wise NMS at ``nms_thresh`` keeping the top
-    ``max_detections`` per image (D = max_detections); ``clip`` as in :func:`fcos_candidates`.
+    ``post_nms_topk`` per image (D = post_nms_topk); ``settings`` an :class:`FCOSSettings`.
 
     Returns boxes (B, D, 4), scores (B, D), classes (B, D) int32, valid (B, D) bool, best first;
     rows past the valid ones are zero.
     """
     boxes, scores, classes, valid = fcos_candidates(cls_logits, pred_ltrb, ctr_logits, locations,
-                                                    level_sizes, image_size, score_thresh, pre_nms_topk, clip)
-    keep, keep_valid = batched_nms(boxes, scores, valid, nms_thresh, max_detections, classes=classes)
+                                                    level_sizes, image_size, settings)
+    keep, keep_valid = batched_nms(boxes, scores, valid, settings.nms_thresh, settings.post_nms_topk,
+                                   classes=classes)
     keep = keep.astype(ms.int32)
     keep_float = keep_valid.astype(ms.float32)
     out_boxes = gather_rows(boxes, keep) * keep_float[..., None]
@@ -252,13 +254,13 @@ class FCOS(nn.Cell):
     """FCOS on a static canvas, around its head (which stays ``CenterMask.fcos_head``): the
     locations of the levels, the targets and losses in training, the detections in both modes.
 
-    canvas (H, W); strides of the levels; location_matcher a ``fcos_targets.LocationMatcher``;
-    train an :class:`FCOSTrainSettings`, test an :class:`FCOSSettings`.
+    canvas (H, W); location_matcher a ``fcos_targets.LocationMatcher`` (which holds the levels'
+    strides and the class count); train an :class:`FCOSTrainSettings`, test an :class:`FCOSSettings`.
     """
 
-    def __init__(self, *, canvas, strides, num_classes, location_matcher, train=FCOSTrainSettings(post_nms_topk=100),
-                 test=FCOSSettings()):
+    def __init__(self, *, canvas, location_matcher, train=FCOSTrainSettings(post_nms_topk=100), test=FCOSSettings()):
         super().__init__()
+        strides = location_matcher.strides
         shapes = level_shapes(canvas, strides)
         levels = location_levels(shapes)
         self.strides = tuple(strides)
@@ -266,7 +268,7 @@ class FCOS(nn.Cell):
         self.locations = Tensor(compute_locations(shapes, strides))
         self.location_levels = Tensor(levels)
         self.location_strides = Tensor(per_location(levels, strides))
-        self.num_classes = num_classes
+        self.num_classes = location_matcher.num_classes
         self.location_matcher = location_matcher
         self.train_settings = train
         self.test_settings = test
@@ -275,11 +277,8 @@ class FCOS(nn.Cell):
 
     def losses(self, cls_logits, pred_ltrb, ctr_logits, gt_boxes, gt_labels, gt_valid):
         """Head outputs (see FCOSHead) and the gt -> loss_cls, loss_box, loss_ctr (:func:`fcos_losses`)."""
-        labels, reg_targets, ctr_targets = self.location_matcher(self.locations, self.location_levels, gt_boxes,
-                                                                 gt_labels, gt_valid, self.strides, self.num_classes)
-        train = self.train_settings
-        return fcos_losses(cls_logits, pred_ltrb, ctr_logits, labels, reg_targets, ctr_targets,
-                           self.location_strides, self.num_classes, train.focal_alpha, train.focal_gamma,
+        targets = self.location_matcher(self.locations, self.location_levels, gt_boxes, gt_labels, gt_valid)
+        return fcos_losses(cls_logits, pred_ltrb, ctr_logits, targets, self.location_strides, self.train_settings,
                            reduce_mean=self.rank_mean)
 
     def detections(self, cls_logits, pred_ltrb, ctr_logits, image_size):
@@ -287,5 +286,4 @@ class FCOS(nn.Cell):
         with the settings of the current mode."""
         settings = self.train_settings if self.training else self.test_settings
         return fcos_inference(cls_logits, pred_ltrb, ctr_logits, self.locations, self.level_sizes, image_size,
-                              settings.score_thresh, settings.pre_nms_topk, settings.nms_thresh,
-                              settings.post_nms_topk, settings.clip)
+                              settings)

@@ -51,38 +51,38 @@ def centerness_from_ltrb(ltrb):
     return ops.sqrt(ops.maximum(horizontal * vertical, 0.0))
 
 
-def fcos_targets(locations, level_of_location, gt_boxes, gt_labels, gt_valid, strides, num_classes,
-                 size_ranges=SIZE_RANGES, center_radius=1.5):
-    """Assign every location to at most one gt box, as centermask2's ``compute_targets_for_locations``.
+@ms.jit_class
+@dataclass(frozen=True)
+class LocationMatcher:
+    """How FCOS assigns locations to gt boxes (:func:`fcos_targets`): the levels' ``strides``,
+    ``num_classes`` K (the background label), per level the (lo, hi) ``size_ranges`` on
+    max(l, t, r, b), and the centre region's ``center_radius`` in strides. Calling it runs
+    :func:`fcos_targets`; usable inside GRAPH-mode cells."""
+    strides: tuple
+    num_classes: int
+    size_ranges: tuple = SIZE_RANGES
+    center_radius: float = 1.5
 
-    A location is a candidate for a gt when it lies strictly inside the gt's centre region (the
-    square of half-side ``center_radius * stride`` around the box centre, clipped to the box) and
-    max(l, t, r, b) to the gt box is within its level's size range (both ends inclusive). Of
-    several candidates the smallest box area wins (the first one on a tie).
+    def __post_init__(self):
+        if len(self.size_ranges) != len(self.strides):
+            raise ValueError(f"fcos_targets.py: {len(self.size_ranges)} size ranges for {len(self.strides)} levels")
 
-    Args:
-        locations: float32 Tensor (L, 2) from :func:`compute_locations`.
-        level_of_location: int32 Tensor (L,) from :func:`location_levels`.
-        gt_boxes (B, G, 4) xyxy, gt_labels (B, G) int, gt_valid (B, G) bool (pass
-            ``gt_valid & ~gt_crowd`` to leave crowd regions out).
-        strides: per level; num_classes: K, the background label.
-        size_ranges: per level (lo, hi) on max(l, t, r, b); center_radius: in strides.
+    def __call__(self, locations, level_of_location, gt_boxes, gt_labels, gt_valid):
+        return fcos_targets(locations, level_of_location, gt_boxes, gt_labels, gt_valid, self)
 
-    Returns:
-        labels int32 (B, L), K for background; reg_targets float32 (B, L, 4) ltrb in pixels, 0 for
-        background; centerness_targets float32 (B, L), 0 for background.
-    """
-    if len(size_ranges) != len(strides):
-        raise ValueError(f"fcos_targets.py: {len(size_ranges)} size ranges for {len(strides)} levels")
+
+def _candidates(locations, level_of_location, gt_boxes, gt_valid, matcher):
+    """(B, L, G) bool: the location lies strictly inside the gt's centre region (the square of
+    half-side ``center_radius * stride`` around the box centre, clipped to the box) and
+    max(l, t, r, b) to the gt box is within its level's size range (both ends inclusive)."""
     def at_locations(per_level_values):
         table = mnp.array([float(v) for v in per_level_values], mnp.float32)
         return ops.gather(table, level_of_location, 0)[None, :, None]
 
-    radius = at_locations([s * center_radius for s in strides])
-    range_lo = at_locations([r[0] for r in size_ranges])
-    range_hi = at_locations([r[1] for r in size_ranges])
+    radius = at_locations([s * matcher.center_radius for s in matcher.strides])
+    range_lo = at_locations([r[0] for r in matcher.size_ranges])
+    range_hi = at_locations([r[1] for r in matcher.size_ranges])
 
-    gt_boxes = gt_boxes.astype(mnp.float32)
     xs = locations[:, 0][None, :, None]
     ys = locations[:, 1][None, :, None]
     x0, y0 = gt_boxes[:, None, :, 0], gt_boxes[:, None, :, 1]
@@ -99,8 +99,29 @@ def fcos_targets(locations, level_of_location, gt_boxes, gt_labels, gt_valid, st
     center_bottom = ops.minimum(center_y + radius, y1) - ys
     in_center = ops.minimum(ops.minimum(center_left, center_top),
                             ops.minimum(center_right, center_bottom)) > 0
+    return ops.logical_and(ops.logical_and(in_center, in_size_range), gt_valid[:, None, :])
 
-    candidate = ops.logical_and(ops.logical_and(in_center, in_size_range), gt_valid[:, None, :])
+
+def fcos_targets(locations, level_of_location, gt_boxes, gt_labels, gt_valid, matcher):
+    """Assign every location to at most one gt box, as centermask2's ``compute_targets_for_locations``.
+
+    A location is a candidate for a gt when it lies strictly inside the gt's centre region and
+    its distances to the box fit its level's size range (:func:`_candidates`). Of several
+    candidates the smallest box area wins (the first one on a tie).
+
+    Args:
+        locations: float32 Tensor (L, 2) from :func:`compute_locations`.
+        level_of_location: int32 Tensor (L,) from :func:`location_levels`.
+        gt_boxes (B, G, 4) xyxy, gt_labels (B, G) int, gt_valid (B, G) bool (pass
+            ``gt_valid & ~gt_crowd`` to leave crowd regions out).
+        matcher: a :class:`LocationMatcher` (strides, K, size ranges, centre radius).
+
+    Returns:
+        labels int32 (B, L), K for background; reg_targets float32 (B, L, 4) ltrb in pixels, 0 for
+        background; centerness_targets float32 (B, L), 0 for background.
+    """
+    gt_boxes = gt_boxes.astype(mnp.float32)
+    candidate = _candidates(locations, level_of_location, gt_boxes, gt_valid, matcher)
     area = ((gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1]))[:, None, :]
     area = ops.where(candidate, ops.broadcast_to(area, candidate.shape), INF)
     best_gt = ops.argmin(area, axis=2)
@@ -109,7 +130,7 @@ def fcos_targets(locations, level_of_location, gt_boxes, gt_labels, gt_valid, st
     one_hot = ops.one_hot(best_gt, gt_boxes.shape[1], mnp.array(1.0), mnp.array(0.0))
     matched_boxes = ops.bmm(one_hot, gt_boxes)
     matched_labels = ops.bmm(one_hot, gt_labels.astype(mnp.float32)[..., None])[..., 0]
-    labels = ops.where(is_positive, ops.round(matched_labels).astype(mnp.int32), num_classes)
+    labels = ops.where(is_positive, ops.round(matched_labels).astype(mnp.int32), matcher.num_classes)
 
     loc_x, loc_y = locations[None, :, 0], locations[None, :, 1]
     reg_targets = ops.stack([loc_x - matched_boxes[..., 0], loc_y - matched_boxes[..., 1],
@@ -117,16 +138,3 @@ def fcos_targets(locations, level_of_location, gt_boxes, gt_labels, gt_valid, st
     reg_targets = ops.where(is_positive[..., None], reg_targets, 0.0)
     centerness = ops.where(is_positive, centerness_from_ltrb(reg_targets), 0.0)
     return labels, reg_targets, centerness
-
-
-@ms.jit_class
-@dataclass(frozen=True)
-class LocationMatcher:
-    """FCOS's matcher: :func:`fcos_targets` with the per-level size ranges and the centre radius
-    bound; usable inside GRAPH-mode cells."""
-    size_ranges: tuple = SIZE_RANGES
-    center_radius: float = 1.5
-
-    def __call__(self, locations, level_of_location, gt_boxes, gt_labels, gt_valid, strides, num_classes):
-        return fcos_targets(locations, level_of_location, gt_boxes, gt_labels, gt_valid, strides, num_classes,
-                            self.size_ranges, self.center_radius)

@@ -4,7 +4,7 @@ Shape shorthand: B images, L pyramid levels, A anchors per location, Hi Wi the s
 N = sum_i Hi*Wi*A anchors of the canvas, G padded gt, P proposals per image.
 Per-level predictions are flattened in (row, col, anchor) order, the order of ``generate_anchors``.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import mindspore as ms
@@ -25,18 +25,20 @@ __all__ = ["RPNSettings", "RPNTrainSettings", "RPNHead", "rpn_losses", "RPN"]
 class RPNSettings:
     """How the RPN proposes in one mode: the top ``pre_nms_topk`` anchors per level enter NMS at
     ``nms_thresh``, boxes not wider and taller than ``min_box_size`` are dropped, the best
-    ``post_nms_topk`` per image are kept."""
+    ``post_nms_topk`` per image are kept; ``box_coder`` decodes the anchor deltas."""
     pre_nms_topk: int = 1000
     post_nms_topk: int = 1000
     nms_thresh: float = 0.7
     min_box_size: float = 0.0
+    box_coder: box_ops.BoxCoder = field(default_factory=box_ops.BoxCoder)
 
 
 @dataclass(frozen=True)
 class RPNTrainSettings(RPNSettings):
-    """Training adds the loss: ``batch_size_per_image`` anchors sampled per image, up to
-    ``positive_fraction`` of them foreground, smooth L1 ``smooth_l1_beta``, both losses times
-    ``loss_weight``."""
+    """Training adds the loss: ``anchor_matcher`` labels the anchors, ``batch_size_per_image``
+    anchors are sampled per image, up to ``positive_fraction`` of them foreground, smooth L1
+    ``smooth_l1_beta`` on the deltas ``box_coder`` encodes, both losses times ``loss_weight``."""
+    anchor_matcher: matcher.Matcher = field(default_factory=matcher.Matcher)
     batch_size_per_image: int = 256
     positive_fraction: float = 0.5
     smooth_l1_beta: float = 0.0
@@ -72,20 +74,18 @@ class RPNHead(nn.Cell):
         return pred_logits, pred_deltas
 
 
-def rpn_losses(pred_logits, pred_deltas, anchors, gt_boxes, gt_valid, *, anchor_matcher, box_coder, settings,
-               key=None):
+def rpn_losses(pred_logits, pred_deltas, anchors, gt_boxes, gt_valid, settings, key=None):
     """Sampled objectness BCE and anchor-delta loss on positives, both divided by the number of
     sampled anchors over the batch (B * batch_size_per_image), as detectron2 does; not weighted.
 
     pred_logits (B, N), pred_deltas (B, N, 4), anchors (N, 4), gt_boxes (B, G, 4), gt_valid (B, G);
-    anchor_matcher a ``matcher.Matcher``, box_coder a ``box_ops.BoxCoder``, settings an
-    :class:`RPNTrainSettings`; key: the step's ``StepRandom`` key for the anchor sample (None:
-    ``ops.rand_like``).
+    settings an :class:`RPNTrainSettings`; key: the step's ``StepRandom`` key for the anchor sample
+    (None: ``ops.rand_like``).
     """
     batch = pred_logits.shape[0]
     batch_anchors = ops.broadcast_to(anchors.reshape((1,) + anchors.shape), (batch,) + anchors.shape)
     iou = box_ops.pairwise_iou(gt_boxes, batch_anchors)
-    matched_idx, match_labels = anchor_matcher(iou, gt_valid)
+    matched_idx, match_labels = settings.anchor_matcher(iou, gt_valid)
     noise = None if key is None else step_random.uniform(match_labels.shape, key, stream=0)
     sampled_idx, sampled_valid, sampled_is_fg = matcher.sample_balanced(
         match_labels, settings.batch_size_per_image, settings.positive_fraction, noise=noise)
@@ -101,7 +101,7 @@ def rpn_losses(pred_logits, pred_deltas, anchors, gt_boxes, gt_valid, *, anchor_
     sampled_gt = gather_rows(gt_boxes, gather_rows(matched_idx, sampled_idx))
     fg_rows = sampled_fg.reshape(sampled_fg.shape + (1,)) > 0
     sampled_gt = ops.where(fg_rows, sampled_gt, sampled_anchors)
-    gt_deltas = ops.stop_gradient(box_coder.encode(sampled_anchors, sampled_gt))
+    gt_deltas = ops.stop_gradient(settings.box_coder.encode(sampled_anchors, sampled_gt))
     sampled_deltas = gather_rows(pred_deltas, sampled_idx)
     per_anchor = smooth_l1(sampled_deltas - gt_deltas, settings.smooth_l1_beta).sum(-1)
     loss_loc = ops.where(sampled_fg > 0, per_anchor, 0.0).sum() / normalizer
@@ -111,21 +111,18 @@ def rpn_losses(pred_logits, pred_deltas, anchors, gt_boxes, gt_valid, *, anchor_
 class RPN(nn.Cell):
     """RPN head, anchors of the static canvas, proposals and (in training) losses.
 
-    anchor_generator an ``anchors.AnchorGenerator``, anchor_matcher a ``matcher.Matcher``,
-    box_coder a ``box_ops.BoxCoder`` (anchor deltas), train an :class:`RPNTrainSettings`, test an
+    anchor_generator an ``anchors.AnchorGenerator``, train an :class:`RPNTrainSettings`, test an
     :class:`RPNSettings`.
     """
 
-    def __init__(self, *, in_channels, canvas, strides, anchor_generator, anchor_matcher, box_coder,
-                 train=RPNTrainSettings(pre_nms_topk=2000), test=RPNSettings(), conv_dims=-1):
+    def __init__(self, *, in_channels, canvas, strides, anchor_generator, train=RPNTrainSettings(pre_nms_topk=2000),
+                 test=RPNSettings(), conv_dims=-1):
         super().__init__()
         per_level = anchor_generator.per_level(level_shapes(canvas, strides), strides)
         self.level_anchors = [ms.Tensor(np.asarray(a, np.float32)) for a in per_level]
         self.anchors = ms.Tensor(np.concatenate(per_level).astype(np.float32))
         self.head = RPNHead(in_channels=in_channels, num_anchors=anchor_generator.num_cell_anchors,
                             conv_dims=conv_dims)
-        self.anchor_matcher = anchor_matcher
-        self.box_coder = box_coder
         self.train_settings = train
         self.test_settings = test
 
@@ -138,8 +135,7 @@ class RPN(nn.Cell):
             return proposals, proposal_valid
         train = self.train_settings
         loss_cls, loss_loc = rpn_losses(ops.concat(pred_logits, 1), ops.concat(pred_deltas, 1), self.anchors,
-                                        gt_boxes, gt_valid, anchor_matcher=self.anchor_matcher,
-                                        box_coder=self.box_coder, settings=train, key=key)
+                                        gt_boxes, gt_valid, train, key)
         return proposals, proposal_valid, loss_cls * train.loss_weight, loss_loc * train.loss_weight
 
     def find_top_proposals(self, pred_logits, pred_deltas, image_size):
@@ -153,7 +149,7 @@ class RPN(nn.Cell):
             top_logits, top_idx = ops.topk(logits, k)
             top_idx = top_idx.astype(ms.int32)
             top_anchors = ops.gather(self.level_anchors[level], top_idx, 0)
-            level_boxes = self.box_coder.decode(top_anchors, gather_rows(deltas, top_idx))
+            level_boxes = settings.box_coder.decode(top_anchors, gather_rows(deltas, top_idx))
             level_boxes = box_ops.clip_boxes(level_boxes, image_size)
             boxes.append(level_boxes)
             scores.append(top_logits)

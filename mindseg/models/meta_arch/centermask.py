@@ -1,6 +1,6 @@
 """CenterMask and CenterMask-Lite (centermask2 conventions) as one Cell whose construct reads top
 to bottom: backbone (C3-C5), FPN (P3-P7), FCOS head, FCOS losses (or detections at inference),
-mask proposals, SAG-Mask, MaskIoU.
+then the RoI heads on the mask proposals: SAG-Mask and MaskIoU.
 
 Shape shorthand: B images, G padded gt, M mask crop, L FCOS locations over P3-P7, P mask
 proposals per image in training (FCOS detections + gt slots), F mask RoIs per image in training
@@ -10,7 +10,6 @@ Inference returns the outputs of ``output_names`` (docs/contracts.md), ``mask_sc
 among them: the segm score (box score x predicted mask IoU of the predicted class, or the box
 score without MaskIoU), which segm results take; box results keep the FCOS score.
 """
-import mindspore as ms
 import mindspore.nn as nn
 import mindspore.ops as ops
 
@@ -19,13 +18,12 @@ from mindseg.models.backbones import build_backbone
 from mindseg.models.dense_heads.fcos import FCOS, FCOSHead, FCOSSettings, FCOSTrainSettings
 from mindseg.models.dense_heads.fcos_targets import LocationMatcher
 from mindseg.models.layers import poolers
-from mindseg.models.layers.gather import gather_rows
 from mindseg.models.layers.step_random import StepRandom
 from mindseg.models.necks.fpn import FPN
-from mindseg.models.roi_heads.maskiou_head import MaskIoUHead, gt_mask_areas, mask_scores, maskiou_loss, \
-    maskiou_targets
-from mindseg.models.roi_heads.mask_head import MaskHead, fg_slots, mask_branch_inference, mask_branch_loss
-from mindseg.models.roi_heads.sampling import label_and_sample_proposals
+from mindseg.models.roi_heads.maskiou_head import MaskIoUHead
+from mindseg.models.roi_heads.mask_head import MaskHead
+from mindseg.models.roi_heads.roi_heads import CenterMaskROIHeads
+from mindseg.models.roi_heads.sampling import SamplingSettings
 
 MASK_LEVELS = 3  # mask RoIs are pooled from P3..P5
 
@@ -40,20 +38,13 @@ class CenterMask(nn.Cell):
     output_names = ("boxes", "scores", "classes", "valid", "mask_probs", "mask_scores")  # docs/contracts.md
     mask_threshold = 0.5
 
-    def __init__(self, *, backbone, fpn, fcos_head, fcos, mask_pooler, mask_head, maskiou_head, num_classes, sampling,
-                 num_mask_rois, maskiou_loss_weight=1.0, seed=0):
+    def __init__(self, *, backbone, fpn, fcos_head, fcos, roi_heads, seed=0):
         super().__init__()
         self.backbone = backbone
         self.fpn = fpn
         self.fcos_head = fcos_head
         self.fcos = fcos
-        self.mask_pooler = mask_pooler
-        self.mask_head = mask_head
-        self.maskiou_head = maskiou_head
-        self.num_classes = num_classes
-        self.sampling = sampling
-        self.num_mask_rois = num_mask_rois
-        self.maskiou_loss_weight = maskiou_loss_weight
+        self.roi_heads = roi_heads
         self.step_random = StepRandom(seed)  # the sampler's random state, saved in checkpoints
 
     def construct(self, image, image_size, gt_boxes=None, gt_labels=None, gt_valid=None, gt_crowd=None,
@@ -66,37 +57,17 @@ class CenterMask(nn.Cell):
         gt_valid = ops.logical_and(gt_valid, ops.logical_not(gt_crowd))
         loss_cls, loss_loc, loss_ctr = self.fcos.losses(cls_logits, pred_ltrb, ctr_logits, gt_boxes, gt_labels,
                                                         gt_valid)
-
         # mask proposals: FCOS detections as at test (top post_nms_topk_train) plus the gt boxes
         proposals, _, _, proposal_valid = self.fcos.detections(
             ops.stop_gradient(cls_logits), ops.stop_gradient(pred_ltrb), ops.stop_gradient(ctr_logits), image_size)
-        rois, _, roi_is_fg, roi_gt_classes, roi_gt_idx = label_and_sample_proposals(
-            proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, num_classes=self.num_classes,
-            key=self.step_random(), **self.sampling)
-        fg_rois, fg_gt_idx, fg_classes, fg = fg_slots(self.num_mask_rois, rois, roi_gt_idx, roi_gt_classes,
-                                                      roi_is_fg)
-        roi_features = self.mask_pooler(features[:MASK_LEVELS], fg_rois, image_area)
-        loss_mask, class_logits, mask_targets = mask_branch_loss(self.mask_head(roi_features), fg_rois, fg_gt_idx,
-                                                                 fg_classes, fg, gt_masks, gt_boxes)
-
-        if self.maskiou_head is None:
-            return loss_cls, loss_loc, loss_ctr, loss_mask, ops.zeros((), ms.float32)
-        gt_areas = gather_rows(gt_mask_areas(gt_masks, gt_boxes), fg_gt_idx).reshape(-1)
-        iou_targets = maskiou_targets(class_logits, mask_targets, fg_rois.reshape(-1, 4), gt_areas)
-        pred_maskiou = self.maskiou_head(roi_features, ops.sigmoid(class_logits))
-        loss_maskiou = maskiou_loss(pred_maskiou, fg_classes, iou_targets, fg, self.maskiou_loss_weight)
+        loss_mask, loss_maskiou = self.roi_heads.losses(features[:MASK_LEVELS], proposals, proposal_valid,
+                                                        (gt_boxes, gt_labels, gt_valid, gt_masks), self.step_random(),
+                                                        image_area)
         return loss_cls, loss_loc, loss_ctr, loss_mask, loss_maskiou
 
     def inference(self, mask_features, cls_logits, pred_ltrb, ctr_logits, image_size, image_area):
         boxes, scores, classes, valid = self.fcos.detections(cls_logits, pred_ltrb, ctr_logits, image_size)
-        flat_classes = classes.reshape(-1)
-        roi_features = self.mask_pooler(mask_features, boxes, image_area)
-        mask_probs = mask_branch_inference(self.mask_head(roi_features), classes)
-        if self.maskiou_head is None:
-            segm_scores = scores
-        else:
-            pred_maskiou = self.maskiou_head(roi_features, mask_probs.reshape((-1,) + mask_probs.shape[2:]))
-            segm_scores = mask_scores(pred_maskiou, flat_classes, scores.reshape(-1)).reshape(scores.shape)
+        mask_probs, segm_scores = self.roi_heads.inference(mask_features, boxes, scores, classes, image_area)
         if not self.fcos.test_settings.clip:
             # centermask2: the heads saw the unclipped boxes; clip now and drop the empty ones
             boxes = box_ops.clip_boxes(boxes, image_size)
@@ -124,11 +95,6 @@ def build_centermask(cfg, num_classes):
     fcos_head = FCOSHead(in_channels=channels, num_classes=num_classes, strides=fpn.strides,
                          num_convs=fcos.num_convs, prior_prob=fcos.prior_prob)
     scales = [1.0 / s for s in fpn.strides[:MASK_LEVELS]]
-    mask_pooler = poolers.RoIPooler(center.mask_pooler_resolution, scales, roi.pooler_sampling_ratio,
-                                    roi.pooler_aligned, poolers.centermask_level,
-                                    adaptive_max_samples=roi.pooler_max_samples)
-    mask_head = MaskHead(in_channels=channels, num_classes=num_classes, conv_dims=center.mask_head_conv_dim,
-                         num_convs=center.mask_head_num_conv, spatial_attention=True)
     maskiou_head = None
     if center.maskiou_on:
         maskiou_head = MaskIoUHead(in_channels=channels, num_classes=num_classes, conv_dims=center.maskiou_conv_dim,
@@ -139,17 +105,24 @@ def build_centermask(cfg, num_classes):
     num_proposals = fcos.post_nms_topk_train + (data.max_instances if roi.proposal_append_gt else 0)
     num_samples = min(roi.batch_size_per_image, num_proposals)
     num_fg = max(1, min(int(round(roi.batch_size_per_image * roi.positive_fraction)), num_samples))
+    roi_heads = CenterMaskROIHeads(
+        mask_pooler=poolers.RoIPooler(center.mask_pooler_resolution, scales, roi.pooler_sampling_ratio,
+                                      roi.pooler_aligned, poolers.centermask_level,
+                                      adaptive_max_samples=roi.pooler_max_samples),
+        mask_head=MaskHead(in_channels=channels, num_classes=num_classes, conv_dims=center.mask_head_conv_dim,
+                           num_convs=center.mask_head_num_conv, spatial_attention=True),
+        maskiou_head=maskiou_head,
+        sampling=SamplingSettings(num_classes, roi.iou_threshold, num_samples, num_fg / num_samples,
+                                  roi.proposal_append_gt),
+        maskiou_loss_weight=center.maskiou_loss_weight)
     # the mask proposals in training are the detections as at test, more of them
     detect = dict(score_thresh=fcos.score_thresh, pre_nms_topk=fcos.pre_nms_topk, nms_thresh=fcos.nms_thresh,
                   clip=fcos.clip_before_nms)
-    detector = FCOS(canvas=tuple(data.canvas), strides=tuple(fcos.strides), num_classes=num_classes,
-                    location_matcher=LocationMatcher(tuple(tuple(r) for r in fcos.size_ranges), fcos.center_radius),
+    matcher = LocationMatcher(tuple(fcos.strides), num_classes, tuple(tuple(r) for r in fcos.size_ranges),
+                              fcos.center_radius)
+    detector = FCOS(canvas=tuple(data.canvas), location_matcher=matcher,
                     train=FCOSTrainSettings(post_nms_topk=fcos.post_nms_topk_train, **detect,
                                             focal_alpha=fcos.focal_alpha, focal_gamma=fcos.focal_gamma),
                     test=FCOSSettings(post_nms_topk=fcos.post_nms_topk_test, **detect))
-    return CenterMask(
-        backbone=backbone, fpn=fpn, fcos_head=fcos_head, fcos=detector, mask_pooler=mask_pooler, mask_head=mask_head,
-        maskiou_head=maskiou_head, num_classes=num_classes,
-        sampling=dict(iou_threshold=roi.iou_threshold, batch_size_per_image=num_samples,
-                      positive_fraction=num_fg / num_samples, append_gt=roi.proposal_append_gt),
-        num_mask_rois=num_fg, maskiou_loss_weight=center.maskiou_loss_weight, seed=cfg.seed)
+    return CenterMask(backbone=backbone, fpn=fpn, fcos_head=fcos_head, fcos=detector, roi_heads=roi_heads,
+                      seed=cfg.seed)

@@ -10,6 +10,8 @@ object's local shape (S^2 values at its centre point) times its class's saliency
 box, both on an R x R grid over the box: ``mask_probs`` is that product, which the host pastes
 into the box and thresholds at ``mask_threshold`` (0.4, the paper's).
 """
+from dataclasses import dataclass
+
 import mindspore as ms
 import mindspore.numpy as mnp
 import mindspore.nn as nn
@@ -29,58 +31,73 @@ STRIDE = 4
 DLA_LEVELS = (2, 3, 4, 5)  # the levels DLA-Up merges (strides 4..32)
 
 
+@dataclass(frozen=True)
+class PointSettings:
+    """The point model's targets, losses and detections: K ``num_classes`` on the ``canvas``
+    (H, W); CenterNet's Gaussian radius for ``min_overlap`` and its focal loss (``focal_alpha``,
+    ``focal_beta``); the loss weights; masks on a ``mask_resolution`` grid over each box,
+    thresholded at ``mask_threshold``; at test the best ``max_detections`` peaks above
+    ``score_thresh``."""
+    num_classes: int
+    canvas: tuple
+    min_overlap: float = 0.7
+    focal_alpha: float = 2.0
+    focal_beta: float = 4.0
+    offset_weight: float = 1.0
+    size_weight: float = 0.1
+    mask_weight: float = 1.0
+    mask_resolution: int = 28
+    max_detections: int = 100
+    score_thresh: float = 0.05
+    mask_threshold: float = 0.4
+
+
 class CenterMaskPoint(nn.Cell):
     """Training: ``net(image, image_size, gt_boxes, gt_labels, gt_valid, gt_crowd, gt_masks)`` returns
     the losses named by ``loss_names``. Inference: ``net(image, image_size)`` returns boxes (B, D, 4),
-    scores (B, D), classes (B, D) int32, valid (B, D) bool, mask_probs (B, D, R, R) (``output_names``)."""
+    scores (B, D), classes (B, D) int32, valid (B, D) bool, mask_probs (B, D, R, R) (``output_names``).
+    settings a :class:`PointSettings`."""
 
     loss_names = ("loss_heatmap", "loss_offset", "loss_size", "loss_mask")
     output_names = ("boxes", "scores", "classes", "valid", "mask_probs")  # docs/contracts.md
 
-    def __init__(self, *, backbone, neck, heads, num_classes, canvas, min_overlap=0.7, focal_alpha=2.0,
-                 focal_beta=4.0, offset_weight=1.0, size_weight=0.1, mask_weight=1.0, mask_resolution=28,
-                 max_detections=100, score_thresh=0.05, mask_threshold=0.4):
+    def __init__(self, *, backbone, neck, heads, settings):
         super().__init__()
         self.backbone = backbone
         self.neck = neck
         self.heads = heads
-        self.num_classes = num_classes
-        self.output_shape = (canvas[0] // STRIDE, canvas[1] // STRIDE)
-        self.min_overlap = min_overlap
-        self.focal_alpha = focal_alpha
-        self.focal_beta = focal_beta
-        self.offset_weight = offset_weight
-        self.size_weight = size_weight
-        self.mask_weight = mask_weight
-        self.mask_resolution = mask_resolution
-        self.test = dict(max_detections=max_detections, score_thresh=score_thresh)
-        self.mask_threshold = mask_threshold
+        self.settings = settings
+        self.num_classes = settings.num_classes
+        self.output_shape = (settings.canvas[0] // STRIDE, settings.canvas[1] // STRIDE)
+        self.mask_threshold = settings.mask_threshold
 
     def construct(self, image, image_size, gt_boxes=None, gt_labels=None, gt_valid=None, gt_crowd=None,
                   gt_masks=None):
+        settings = self.settings
         outputs = self.heads(self.neck(self.backbone(image)))
         if not self.training:
-            return point_inference(outputs, image_size, stride=STRIDE, resolution=self.mask_resolution, **self.test)
+            return point_inference(outputs, image_size, stride=STRIDE, resolution=settings.mask_resolution,
+                                   max_detections=settings.max_detections, score_thresh=settings.score_thresh)
         heatmap_logits, pred_offset, pred_size, shape_logits, saliency_logits = outputs
         gt_valid = ops.logical_and(gt_valid, ops.logical_not(gt_crowd))
         gt_heatmap, center_index, gt_offset, gt_size, obj_valid = centernet_targets(
             gt_boxes, gt_labels, gt_valid, num_classes=self.num_classes, output_shape=self.output_shape,
-            stride=STRIDE, min_overlap=self.min_overlap)
+            stride=STRIDE, min_overlap=settings.min_overlap)
         normaliser = losses.num_objects(obj_valid)
-        loss_heatmap = losses.heatmap_focal_loss(heatmap_logits, gt_heatmap, normaliser, self.focal_alpha,
-                                                 self.focal_beta)
+        loss_heatmap = losses.heatmap_focal_loss(heatmap_logits, gt_heatmap, normaliser, settings.focal_alpha,
+                                                 settings.focal_beta)
         loss_offset = losses.center_l1_loss(pred_offset, center_index, gt_offset, obj_valid, normaliser)
         loss_size = losses.center_l1_loss(pred_size, center_index, gt_size, obj_valid, normaliser)
 
         # each object's mask on the grid over its gt box, from the box-relative gt crops
         batch, num_gt = gt_boxes.shape[0], gt_boxes.shape[1]
         own = ops.broadcast_to(mnp.arange(num_gt, dtype=ms.int32).reshape(1, num_gt), (batch, num_gt))
-        gt_box_masks = mask_ops.mask_targets_from_crops(gt_masks, gt_boxes, own, gt_boxes, size=self.mask_resolution)
+        gt_box_masks = mask_ops.mask_targets_from_crops(gt_masks, gt_boxes, own, gt_boxes, size=settings.mask_resolution)
         shapes, saliency = assemble_masks(shape_logits, saliency_logits, center_index, gt_labels, gt_boxes,
-                                          stride=STRIDE, resolution=self.mask_resolution)
+                                          stride=STRIDE, resolution=settings.mask_resolution)
         loss_mask = losses.mask_bce_loss(shapes, saliency, gt_box_masks, obj_valid, normaliser)
-        return (loss_heatmap, self.offset_weight * loss_offset, self.size_weight * loss_size,
-                self.mask_weight * loss_mask)
+        return (loss_heatmap, settings.offset_weight * loss_offset, settings.size_weight * loss_size,
+                settings.mask_weight * loss_mask)
 
 
 def build_centermask_point(cfg, num_classes):
@@ -96,9 +113,9 @@ def build_centermask_point(cfg, num_classes):
     neck = DLAUp(backbone.out_channels, norm=NORMS[model.backbone.norm], deform=point.deform_conv)
     heads = PointHeads(in_channels=neck.out_channels, num_classes=num_classes, head_channels=point.head_channels,
                        shape_size=point.shape_size, heatmap_bias=point.heatmap_bias)
-    return CenterMaskPoint(
-        backbone=backbone, neck=neck, heads=heads, num_classes=num_classes, canvas=canvas,
-        min_overlap=point.min_overlap, focal_alpha=point.focal_alpha, focal_beta=point.focal_beta,
-        offset_weight=point.offset_loss_weight, size_weight=point.size_loss_weight,
+    settings = PointSettings(
+        num_classes=num_classes, canvas=canvas, min_overlap=point.min_overlap, focal_alpha=point.focal_alpha,
+        focal_beta=point.focal_beta, offset_weight=point.offset_loss_weight, size_weight=point.size_loss_weight,
         mask_weight=point.mask_loss_weight, mask_resolution=point.mask_resolution,
         max_detections=point.max_detections, score_thresh=point.score_thresh, mask_threshold=point.mask_threshold)
+    return CenterMaskPoint(backbone=backbone, neck=neck, heads=heads, settings=settings)

@@ -3,6 +3,8 @@ and its inference (per-class decode, score threshold, class-wise NMS, top D).
 
 Shape shorthand: B images, R RoIs per image, K classes (K is background), D detections.
 """
+from dataclasses import dataclass, field
+
 import mindspore as ms
 import mindspore.nn as nn
 import mindspore.numpy as mnp
@@ -14,6 +16,20 @@ from mindseg.models.layers import nms
 from mindseg.models.layers.class_rows import mark_class_rows
 from mindseg.models.layers.gather import gather_rows, select_class
 from mindseg.models.losses import smooth_l1
+
+
+@dataclass(frozen=True)
+class BoxHeadSettings:
+    """The box head's loss and detections: ``box_coder`` encodes the class-specific deltas
+    (detectron2's weights (10, 10, 5, 5)); smooth L1 ``smooth_l1_beta``; at test, class score >
+    ``score_thresh``, the ``topk_candidates`` best (box, class) pairs enter class-wise NMS at
+    ``nms_thresh``, the best ``detections_per_image`` are kept."""
+    box_coder: box_ops.BoxCoder = field(default_factory=lambda: box_ops.BoxCoder((10.0, 10.0, 5.0, 5.0)))
+    smooth_l1_beta: float = 0.0
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_image: int = 100
+    topk_candidates: int = 4000
 
 
 class BoxHead(nn.Cell):
@@ -47,13 +63,13 @@ class BoxHead(nn.Cell):
         return self.cls_score(hidden), self.bbox_pred(hidden)
 
 
-def box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes, roi_gt_boxes, *,
-                    bbox_reg_weights, smooth_l1_beta=0.0):
+def box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes, roi_gt_boxes, settings):
     """Softmax CE over sampled RoIs and box regression on fg RoIs (deltas of the gt class), both
     divided by the number of sampled RoIs; with no fg the regression loss is exactly 0.
 
     cls_logits (B*R, K+1), box_deltas (B*R, 4K), rois / roi_gt_boxes (B, R, 4),
-    roi_valid (B, R) bool, roi_gt_classes (B, R) int32 with K for background.
+    roi_valid (B, R) bool, roi_gt_classes (B, R) int32 with K for background; settings a
+    :class:`BoxHeadSettings`.
     """
     num_classes = cls_logits.shape[1] - 1
     valid = roi_valid.reshape(-1).astype(ms.float32)
@@ -67,17 +83,16 @@ def box_head_losses(cls_logits, box_deltas, rois, roi_valid, roi_gt_classes, roi
     fg_deltas = select_class(box_deltas.reshape(-1, num_classes, 4), ops.minimum(gt_classes, num_classes - 1))
     fg_rows = is_fg.reshape(roi_valid.shape + (1,))
     unit_box = ops.ones_like(rois) * ms.Tensor([0.0, 0.0, 1.0, 1.0], rois.dtype)
-    gt_deltas = box_ops.encode_boxes(ops.where(fg_rows, rois, unit_box), ops.where(fg_rows, roi_gt_boxes, unit_box),
-                                     bbox_reg_weights).reshape(-1, 4)
-    per_roi = smooth_l1(fg_deltas - ops.stop_gradient(gt_deltas), smooth_l1_beta).sum(-1)
+    gt_deltas = settings.box_coder.encode(ops.where(fg_rows, rois, unit_box),
+                                          ops.where(fg_rows, roi_gt_boxes, unit_box)).reshape(-1, 4)
+    per_roi = smooth_l1(fg_deltas - ops.stop_gradient(gt_deltas), settings.smooth_l1_beta).sum(-1)
     loss_box_reg = ops.where(is_fg, per_roi, 0.0).sum() / normalizer
     return loss_cls, loss_box_reg
 
 
-def box_head_inference(cls_logits, box_deltas, proposals, proposal_valid, image_size, *, bbox_reg_weights,
-                       scale_clamp, score_thresh=0.05, nms_thresh=0.5, detections_per_image=100,
-                       topk_candidates=4000):
-    """Per-class boxes, score > score_thresh, class-wise NMS, best D per image.
+def box_head_inference(cls_logits, box_deltas, proposals, proposal_valid, image_size, settings):
+    """Per-class boxes, score > score_thresh, class-wise NMS, best D per image (``settings`` a
+    :class:`BoxHeadSettings`).
 
     cls_logits (B*R, K+1), box_deltas (B*R, 4K), proposals (B, R, 4), proposal_valid (B, R),
     image_size (B, 2). The ``topk_candidates`` best (box, class) pairs enter NMS (a static bound;
@@ -88,23 +103,22 @@ def box_head_inference(cls_logits, box_deltas, proposals, proposal_valid, image_
     num_classes = cls_logits.shape[1] - 1
     scores = ops.softmax(cls_logits, -1)[:, :num_classes].reshape(batch, num_rois * num_classes)
     ref = ops.broadcast_to(proposals.reshape(batch, num_rois, 1, 4), (batch, num_rois, num_classes, 4))
-    boxes = box_ops.decode_boxes(ref, box_deltas.reshape(batch, num_rois, num_classes, 4),
-                                 bbox_reg_weights, scale_clamp)
+    boxes = settings.box_coder.decode(ref, box_deltas.reshape(batch, num_rois, num_classes, 4))
     boxes = box_ops.clip_boxes(boxes.reshape(batch, num_rois * num_classes, 4), image_size)
     classes = ops.broadcast_to(mnp.arange(num_classes, dtype=ms.int32).reshape(1, 1, num_classes),
                                (batch, num_rois, num_classes)).reshape(batch, -1)
     pair_valid = ops.broadcast_to(proposal_valid.reshape(batch, num_rois, 1),
                                   (batch, num_rois, num_classes)).reshape(batch, -1)
-    valid = pair_valid & (scores > score_thresh) & ops.isfinite(boxes).all(-1)
+    valid = pair_valid & (scores > settings.score_thresh) & ops.isfinite(boxes).all(-1)
 
-    count = min(topk_candidates, num_rois * num_classes)
+    count = min(settings.topk_candidates, num_rois * num_classes)
     _, top_idx = ops.topk(ops.where(valid, scores, -1.0), count)
     top_idx = top_idx.astype(ms.int32)
     boxes, scores = gather_rows(boxes, top_idx), gather_rows(scores, top_idx)
     classes, valid = gather_rows(classes, top_idx), gather_rows(valid, top_idx)
 
-    keep_idx, keep_valid = nms.batched_nms(boxes, scores, valid, nms_thresh, detections_per_image,
-                                           classes=classes)
+    keep_idx, keep_valid = nms.batched_nms(boxes, scores, valid, settings.nms_thresh,
+                                           settings.detections_per_image, classes=classes)
     keep_float = keep_valid.astype(ms.float32)
     det_boxes = gather_rows(boxes, keep_idx) * keep_float.reshape(batch, -1, 1)
     det_scores = gather_rows(scores, keep_idx) * keep_float
@@ -112,4 +126,4 @@ def box_head_inference(cls_logits, box_deltas, proposals, proposal_valid, image_
     return det_boxes, det_scores, det_classes, keep_valid
 
 
-__all__ = ["BoxHead", "box_head_losses", "box_head_inference"]
+__all__ = ["BoxHeadSettings", "BoxHead", "box_head_losses", "box_head_inference"]
