@@ -95,6 +95,8 @@ def build_centermask(cfg, num_classes):
     fcos_head = FCOSHead(in_channels=channels, num_classes=num_classes, strides=fpn.strides,
                          num_convs=fcos.num_convs, prior_prob=fcos.prior_prob)
     scales = [1.0 / s for s in fpn.strides[:MASK_LEVELS]]
+    mask_head = MaskHead(in_channels=channels, num_classes=num_classes, conv_dims=center.mask_head_conv_dim,
+                         num_convs=center.mask_head_num_conv, spatial_attention=True)
     maskiou_head = None
     if center.maskiou_on:
         maskiou_head = MaskIoUHead(in_channels=channels, num_classes=num_classes, conv_dims=center.maskiou_conv_dim,
@@ -109,9 +111,7 @@ def build_centermask(cfg, num_classes):
         mask_pooler=poolers.RoIPooler(center.mask_pooler_resolution, scales, roi.pooler_sampling_ratio,
                                       roi.pooler_aligned, poolers.centermask_level,
                                       adaptive_max_samples=roi.pooler_max_samples),
-        mask_head=MaskHead(in_channels=channels, num_classes=num_classes, conv_dims=center.mask_head_conv_dim,
-                           num_convs=center.mask_head_num_conv, spatial_attention=True),
-        maskiou_head=maskiou_head,
+        mask_head=mask_head, maskiou_head=maskiou_head,
         sampling=SamplingSettings(num_classes, roi.iou_threshold, num_samples, num_fg / num_samples,
                                   roi.proposal_append_gt),
         maskiou_loss_weight=center.maskiou_loss_weight)
