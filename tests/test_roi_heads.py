@@ -190,3 +190,24 @@ def test_conv_fc_box_head_against_numpy():
                                rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(deltas.asnumpy(), hidden @ w["bbox_pred.weight"].T + w["bbox_pred.bias"],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_box_inference_drops_boxes_under_the_minimum_size_only_when_asked():
+    """One RoI, two classes, zero deltas: class 0's box is the proposal (10 x 0.005 px, clipped
+    flat onto the image's top edge), class 1's the same. With min_box_size 0 (detectron2) both
+    are detections; with 0.01 (torchvision's 1e-2) neither is; a 10 x 0.02 box passes 0.01."""
+    from mindseg.models.roi_heads.box_head import box_head_inference
+    cls_logits = T(np.array([[2.0, 1.0, -1.0]], np.float32))        # K = 2, background last
+    deltas = T(np.zeros((1, 8), np.float32))
+    image_size = T(np.array([[50.0, 50.0]], np.float32))
+    valid = T(np.array([[True]]))
+
+    def kept(height, min_box_size):
+        proposals = T(np.array([[[5.0, 0.0, 15.0, height]]], np.float32))
+        settings = BoxHeadSettings(score_thresh=0.05, detections_per_image=2, min_box_size=min_box_size)
+        _, _, classes, keep = box_head_inference(cls_logits, deltas, proposals, valid, image_size, settings)
+        return sorted(classes.asnumpy()[0][keep.asnumpy()[0]].tolist())
+
+    assert kept(0.005, 0.0) == [0, 1]
+    assert kept(0.005, 0.01) == []
+    assert kept(0.02, 0.01) == [0, 1]

@@ -91,5 +91,5 @@ def build_mask_rcnn(cfg, num_classes):
                                   roi.proposal_append_gt),
         box_settings=BoxHeadSettings(BoxCoder(tuple(roi.bbox_reg_weights), roi.bbox_clip), roi.smooth_l1_beta,
                                      roi.score_thresh_test, roi.nms_thresh_test, roi.detections_per_image,
-                                     roi.test_topk_candidates))
+                                     roi.test_topk_candidates, roi.min_box_size_test))
     return MaskRCNN(backbone=backbone, fpn=fpn, rpn=rpn, roi_heads=roi_heads, seed=cfg.seed)
