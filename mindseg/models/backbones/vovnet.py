@@ -20,6 +20,7 @@ from mindseg.models.layers.init import he_init_convs
 
 __all__ = ["VoVNet", "VoVNetSpec", "OSAModule", "EffectiveSE", "VOVNET_SPECS"]
 
+
 @dataclass(frozen=True)
 class VoVNetSpec:
     """A VoVNetV2's architecture: the widths of the three stem convs (3x3 s2, 3x3, 3x3 s2); per

@@ -22,8 +22,8 @@ from mindseg.models.losses import smooth_l1
 class BoxHeadSettings:
     """The box head's loss and detections: ``box_coder`` encodes the class-specific deltas
     (detectron2's weights (10, 10, 5, 5)); smooth L1 ``smooth_l1_beta``; at test, class score >
-    ``score_thresh``, boxes narrower or shorter than ``min_box_size`` pixels after clipping dropped
-    when it is above 0 (torchvision drops those under 0.01; detectron2 keeps every box), the
+    ``score_thresh``, boxes not wider and taller than ``min_box_size`` pixels after clipping
+    dropped when it is above 0 (torchvision drops those under 0.01; detectron2 keeps every box), the
     ``topk_candidates`` best (box, class) pairs enter class-wise NMS at ``nms_thresh``, the best
     ``detections_per_image`` are kept."""
     box_coder: box_ops.BoxCoder = field(default_factory=lambda: box_ops.BoxCoder((10.0, 10.0, 5.0, 5.0)))
@@ -114,8 +114,7 @@ def box_head_inference(cls_logits, box_deltas, proposals, proposal_valid, image_
                                   (batch, num_rois, num_classes)).reshape(batch, -1)
     valid = pair_valid & (scores > settings.score_thresh) & ops.isfinite(boxes).all(-1)
     if settings.min_box_size > 0:
-        valid = valid & (boxes[..., 2] - boxes[..., 0] >= settings.min_box_size) \
-            & (boxes[..., 3] - boxes[..., 1] >= settings.min_box_size)
+        valid = valid & box_ops.nonempty(boxes, settings.min_box_size)
 
     count = min(settings.topk_candidates, num_rois * num_classes)
     _, top_idx = ops.topk(ops.where(valid, scores, -1.0), count)
