@@ -23,6 +23,23 @@ def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import mindspore as ms
         ms.device_context.cpu.op_tuning.threads_num(1)
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # xdist: hand the files out in collection order
+
+
+# The files that train or compile the real models, longest first (each 90-400 s of a worker's time
+# on a 2-core machine). Under --dist loadfile a file runs whole on one worker, and xdist would
+# start with the files of most tests; handing the longest out first leaves no worker finishing a
+# long file while the other sits idle.
+LONG_FILES = ("test_mask_rcnn.py", "test_centermask.py", "test_workflow.py", "test_centermask_point.py",
+              "test_resume_models.py", "test_mixed_precision.py", "test_custom_data.py", "test_multinode.py",
+              "test_export.py", "test_predictor.py", "test_device_check.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """LONG_FILES first, in that order; every other file after them, in collection order."""
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
 
 
 @pytest.fixture(params=["pynative", "graph"])
