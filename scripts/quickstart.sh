@@ -7,7 +7,8 @@
 # DATA (datasets/shapes), OUT (outputs/shapes_<MODEL>), NUM_TRAIN / NUM_VAL / IMAGE_SIZE (synthetic
 # dataset size), STYLE (distinct: classes differ in outline, colour and pattern; outline: in outline
 # only), NUM_DRAW (val images eval.py draws beside their ground truth), NUM_INFER (images
-# infer.py draws), SCORE_THRESH (the score a detection needs to be drawn, default 0.5).
+# infer.py draws), SCORE_THRESH (the score a detection needs to be drawn, default 0.5; 0.3 for
+# centermask_point, whose heatmap peaks score lower than the other models' classifiers).
 # A rerun into the same OUT stops at train.py, which never writes over earlier checkpoints: add
 # train.overwrite=true to move them aside.
 set -euo pipefail
@@ -29,7 +30,7 @@ IMAGE_SIZE=${IMAGE_SIZE:-256}
 STYLE=${STYLE:-distinct}
 NUM_DRAW=${NUM_DRAW:-8}
 NUM_INFER=${NUM_INFER:-4}
-SCORE_THRESH=${SCORE_THRESH:-0.5}
+if [ "$MODEL" = centermask_point ]; then SCORE_THRESH=${SCORE_THRESH:-0.3}; else SCORE_THRESH=${SCORE_THRESH:-0.5}; fi
 GRAPH=$OUT/export/${MODEL}_shapes
 export GLOG_v=${GLOG_v:-3}
 COMMON=(--config "$CONFIG" --device_target CPU --dataset_dir "$DATA")
