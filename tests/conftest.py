@@ -27,10 +27,10 @@ def pytest_configure(config):
         config.option.loadscopereorder = False  # xdist: hand the files out in collection order
 
 
-# The files that train or compile the real models, longest first (each 90-400 s of a worker's time
-# on a 2-core machine). Under --dist loadfile a file runs whole on one worker, and xdist would
-# start with the files of most tests; handing the longest out first leaves no worker finishing a
-# long file while the other sits idle.
+# The files that train or compile the real models, longest first (minutes of a worker's time each).
+# Under --dist loadfile a file runs whole on one worker, and xdist would start with the files of
+# most tests; handing the longest out first leaves no worker finishing a long file while the other
+# sits idle.
 LONG_FILES = ("test_mask_rcnn.py", "test_centermask.py", "test_workflow.py", "test_centermask_point.py",
               "test_resume_models.py", "test_mixed_precision.py", "test_custom_data.py", "test_multinode.py",
               "test_export.py", "test_predictor.py", "test_device_check.py")
