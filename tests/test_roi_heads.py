@@ -193,8 +193,8 @@ def test_conv_fc_box_head_against_numpy():
 
 
 def test_box_inference_drops_boxes_under_the_minimum_size_only_when_asked():
-    """One RoI, two classes, zero deltas: class 0's box is the proposal (10 x 0.005 px, clipped
-    flat onto the image's top edge), class 1's the same. With min_box_size 0 (detectron2) both
+    """One RoI, two classes, zero deltas: class 0's box is the proposal (10 x 0.005 px on the
+    image's top edge), class 1's the same. With min_box_size 0 (detectron2) both
     are detections; with 0.01 (torchvision's 1e-2) neither is; a 10 x 0.02 box passes 0.01."""
     from mindseg.models.roi_heads.box_head import box_head_inference
     cls_logits = T(np.array([[2.0, 1.0, -1.0]], np.float32))        # K = 2, background last
