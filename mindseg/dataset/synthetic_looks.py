@@ -35,17 +35,23 @@ def class_colors(class_name, rng):
     return base, second
 
 
-def _frame(height, width, center, angle):
-    """(H, W) float coordinates (u, v) of every pixel in the object's rotated frame."""
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+def _frame(ys, xs, center, angle):
+    """Float coordinates (u, v) of the pixels at rows ``ys`` and columns ``xs`` (float32 arrays)
+    in a frame centred at ``center`` (x, y) and turned by ``angle``."""
     dx, dy = xs - np.float32(center[0]), ys - np.float32(center[1])
     cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
     return dx * cos + dy * sin, -dx * sin + dy * cos
 
 
-def pattern(kind, height, width, center, radius, angle, rng):
-    """(H, W) float weight in [0, 1] of the second colour for a surface pattern."""
-    u, v = _frame(height, width, center, angle)
+def _grid(height, width):
+    """The rows and columns of every pixel of an (H, W) image, as float32 (H, W) arrays."""
+    return np.mgrid[0:height, 0:width].astype(np.float32)
+
+
+def pattern(kind, ys, xs, center, radius, angle, rng):
+    """Float weight in [0, 1] of the second colour at the pixels (``ys``, ``xs``) for a surface
+    pattern."""
+    u, v = _frame(ys, xs, center, angle)
     period = max(4.0, radius * rng.uniform(0.35, 0.55))
     if kind == "stripes":
         return ((u / period) % 1.0 < 0.5).astype(np.float32)
@@ -63,9 +69,9 @@ def pattern(kind, height, width, center, radius, angle, rng):
 
 def paint_object(image, inside, class_name, center, radius, angle, rng):
     """Paint the pixels `inside` (bool (H, W)) of `image` with the class's colours and pattern."""
-    height, width = inside.shape
     base, second = class_colors(class_name, rng)
-    weight = pattern(LOOKS[class_name][1], height, width, center, radius, angle, rng)[inside]
+    ys, xs = (c.astype(np.float32) for c in np.nonzero(inside))  # only the object's pixels
+    weight = pattern(LOOKS[class_name][1], ys, xs, center, radius, angle, rng)
     image[inside] = base * (1.0 - weight[:, None]) + second * weight[:, None]
 
 
@@ -86,11 +92,11 @@ def background(height, width, rng):
     if kind == 0:    # blotches
         weight = 0.5 + 0.25 * _smooth_noise(height, width, int(rng.integers(8, 32)), rng)
     elif kind == 1:  # woven grid
-        u, v = _frame(height, width, (0, 0), rng.uniform(0, np.pi))
+        u, v = _frame(*_grid(height, width), (0, 0), rng.uniform(0, np.pi))
         period = rng.uniform(6, 16)
         weight = 0.5 + 0.25 * (np.sin(2 * np.pi * u / period) * np.sin(2 * np.pi * v / period))
     elif kind == 2:  # tiles with dark joints
-        u, v = _frame(height, width, (0, 0), rng.uniform(0, np.pi))
+        u, v = _frame(*_grid(height, width), (0, 0), rng.uniform(0, np.pi))
         size = rng.uniform(20, 48)
         joint = (np.minimum(u % size, v % size) < 2).astype(np.float32)
         weight = 0.35 + 0.3 * np.clip(_smooth_noise(height, width, 24, rng), -1, 1) * 0.5 + joint * 0.4
