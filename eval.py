@@ -1,13 +1,14 @@
 """Evaluate a checkpoint on the val split: COCO bbox and segm AP (pycocotools), per-class AP.
 
 python eval.py --config CFG --ckpt_path PATH [--mix True] [--dataset_dir DIR] [--output_dir DIR]
-               [--strict] [--draw N [--draw_thresh 0.5]] [key=value ...]
+               [--strict] [--draw N] [--draw_thresh T] [key=value ...]
 
 Writes OUTPUT_DIR/results.json (COCO results, original category ids) and OUTPUT_DIR/metrics.json
 (AP, AP50, AP75, APs, APm, APl per iou type, in percent); with --draw N also N pictures of val
 images into OUTPUT_DIR/drawings/, the ground truth on the left and the detections with a score
 >= --draw_thresh on the right. It prints the AP and how many val objects a detection scored
->= --draw_thresh finds (mask IoU >= 0.5) and names right. Under msrun each rank infers its share of
+>= --draw_thresh finds (mask IoU >= 0.5) and names right; the threshold is the config's
+eval.draw_thresh (0.5; lower for a model whose scores run lower) unless given. Under msrun each rank infers its share of
 the images and rank 0 merges them. Bad data is named and counted (refused with --strict); an image
 that cannot be read is named and its ground truth left out of COCOeval.
 """
@@ -17,15 +18,12 @@ import sys
 
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
 from mindseg.cli import build_parser, check_output_dir, parse, script_errors, with_progress
-from mindseg.utils.visualize import SCORE_THRESH
 
 
 def main(argv=None):
     parser = build_parser("eval", __doc__.splitlines()[0])
     parser.add_argument("--draw", type=int, default=0, metavar="N",
                         help="draw N val images: ground truth left, predictions right")
-    parser.add_argument("--draw_thresh", type=float, default=SCORE_THRESH,
-                        help="the score a detection needs to be drawn")
     args, cfg = parse("eval", __doc__.splitlines()[0], argv, parser)
     with script_errors("eval.py"):
         check_output_dir(cfg)
@@ -52,10 +50,10 @@ def main(argv=None):
             print(f"bbox AP {metrics['bbox']['AP']:.2f}  segm AP {metrics['segm']['AP']:.2f}  "
                   f"(results and metrics.json in {cfg.output_dir})")
             from mindseg.engine.found import found_line
-            _side_output("the found count", lambda: print(found_line(ann_file, _results(cfg), args.draw_thresh)))
+            _side_output("the found count", lambda: print(found_line(ann_file, _results(cfg), cfg.eval.draw_thresh)))
         if metrics is not None and args.draw > 0:
             from mindseg.engine.drawings import DrawSettings, draw_val_images
-            drawing = DrawSettings(os.path.join(cfg.output_dir, "drawings"), args.draw, args.draw_thresh)
+            drawing = DrawSettings(os.path.join(cfg.output_dir, "drawings"), args.draw, cfg.eval.draw_thresh)
             _side_output("--draw", lambda: draw_val_images(
                 ann_file, image_dir, _results(cfg), info["class_names"], info["category_ids"], drawing))
         finish_modelarts(cfg, runtime)

@@ -1,11 +1,12 @@
 """Detect and segment instances in images with a checkpoint or an exported MINDIR graph.
 
 python infer.py --config CFG (--ckpt_path PATH | --mindir PATH) --input IMG_OR_DIR --output DIR
-                [--score_thresh 0.5] [key=value ...]
+                [--score_thresh T] [key=value ...]
 
 Writes DIR/<name>.png (masks, boxes, class names and scores drawn on the image) and DIR/<name>.json
 (the image's detections in the COCO results format, with an ``image`` file name instead of an
-``image_id``), and prints one line per drawing: ``<name>.png: N detections``. <name> is the
+``image_id``) for the detections scored >= --score_thresh (the config's eval.draw_thresh unless
+given), and prints one line per drawing: ``<name>.png: N detections``. <name> is the
 image's file name without its extension; images whose names differ only in extension keep it, so
 that each keeps its outputs (x.jpg and x.png give x.jpg.png / x.jpg.json and x.png.png /
 x.png.json). Images are preprocessed exactly as the evaluation pipeline does; with --mindir the preprocessing and class
@@ -21,7 +22,6 @@ import sys
 import mindseg  # noqa: F401  (before mindspore: fast oneDNN CPU kernels)
 from mindseg.cli import (ScriptError, build_parser, check_writable, config_from_args, list_images,
                          output_stems, script_errors)
-from mindseg.utils.visualize import SCORE_THRESH
 
 
 def main(argv=None):
@@ -29,8 +29,6 @@ def main(argv=None):
     parser.add_argument("--mindir", default=None, help="an exported graph (with its .json beside it)")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--output", required=True, help="folder for the drawings and JSON files")
-    parser.add_argument("--score_thresh", type=float, default=SCORE_THRESH,
-                        help="drop weaker detections")
     args = parser.parse_intermixed_args(argv)
     with script_errors("infer.py"):
         import cv2
@@ -46,7 +44,7 @@ def main(argv=None):
         stems = output_stems(paths)
         check_writable(args.output)
         predictor = Predictor(cfg, checkpoint=cfg.eval.ckpt_path or None, mindir=args.mindir,
-                              score_thresh=args.score_thresh)
+                              score_thresh=cfg.eval.draw_thresh)
         os.makedirs(args.output, exist_ok=True)
         counts, skipped = {}, []
         for path in paths:
@@ -70,7 +68,7 @@ def main(argv=None):
             raise ScriptError(f"--input {args.input}: none of its {len(paths)} image(s) could be "
                               f"read ({len(skipped)} skipped)")
         print(f"{len(paths)} images, {len(skipped)} skipped; {sum(counts.values())} detection(s) "
-              f"with score >= {args.score_thresh} -> {args.output}")
+              f"with score >= {cfg.eval.draw_thresh:g} -> {args.output}")
     return counts
 
 

@@ -120,7 +120,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mindir", required=True, help="the .mindir export.py wrote (its .json beside it)")
     parser.add_argument("--image", required=True, help="an image file")
-    parser.add_argument("--score_thresh", type=float, default=0.5)
+    parser.add_argument("--score_thresh", type=float, default=None,
+                        help="keep detections scored at least this (default: the JSON's postprocess.draw_thresh)")
     parser.add_argument("--output", default=None, help="write the drawn detections to this image file")
     parser.add_argument("--json", default=None, help="write the detections (masks as pixel counts) here")
     args = parser.parse_args(argv)
@@ -129,6 +130,8 @@ def main(argv=None):
     if image is None:
         sys.exit(f"deploy_mindir.py: error: cannot read {args.image} as an image")
     graph, spec = load(args.mindir)
+    if args.score_thresh is None:
+        args.score_thresh = spec["postprocess"].get("draw_thresh", 0.5)
     detections = detect(graph, spec, image, args.score_thresh)
     for det in detections:
         print(f"{det['class_name']} {det['score']:.3f} box {' '.join(f'{v:.1f}' for v in det['box'])} "

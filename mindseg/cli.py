@@ -31,6 +31,8 @@ FLAG_KEYS = {
     "strict": ("data.strict", "refuse bad data (named) instead of skipping it"),
     "ckpt_path": ("eval.ckpt_path", "checkpoint to evaluate, export or run"),
     "file_format": ("export.file_format", "MINDIR | AIR"),
+    "draw_thresh": ("eval.draw_thresh", "the score a detection needs to be drawn and counted as found"),
+    "score_thresh": ("eval.draw_thresh", "drop weaker detections"),
     "enable_modelarts": ("enable_modelarts", "copy data from --data_url and outputs to --train_url"),
     "data_url": ("data_url", "OBS path of the dataset (ModelArts)"),
     "train_url": ("train_url", "OBS path for the outputs (ModelArts)"),
@@ -42,9 +44,9 @@ FLAGS_BY_SCRIPT = {
     "train": ("device_target", "mode", "output_dir", "dataset_dir", "mix", "resume_ckpt", "pre_trained",
               "overwrite", "strict", "enable_modelarts", "data_url", "train_url"),
     "eval": ("device_target", "mode", "output_dir", "dataset_dir", "mix", "ckpt_path", "strict",
-             "enable_modelarts", "data_url", "train_url"),
+             "draw_thresh", "enable_modelarts", "data_url", "train_url"),
     "export": ("device_target", "output_dir", "dataset_dir", "mix", "ckpt_path", "file_format"),
-    "infer": ("device_target", "mode", "dataset_dir", "mix", "ckpt_path"),
+    "infer": ("device_target", "mode", "dataset_dir", "mix", "ckpt_path", "score_thresh"),
 }
 
 

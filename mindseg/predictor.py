@@ -25,7 +25,9 @@ class Predictor:
     without it they are read from the annotations under the config's ``data.dataset_dir``.
     ``format`` is the channel order of the numpy images given and returned; ``mask_format``
     "bitmask" returns (N, h, w) bool masks, "rle" COCO compressed RLE dicts. ``overrides`` are
-    ``key=value`` config overrides.
+    ``key=value`` config overrides. Detections scored below ``score_thresh`` are dropped; it
+    defaults to the config's ``eval.draw_thresh``, or with a graph and no config to the one the
+    graph was exported with (0.5 for a graph whose JSON does not say).
 
     Boxes and masks refer to the image's stored pixel frame, as COCO annotations and the
     evaluation pipeline do: a path is decoded with its EXIF orientation ignored. ``cv2.imread``
@@ -43,7 +45,7 @@ class Predictor:
     """
 
     def __init__(self, config=None, checkpoint=None, mindir=None, *, class_names=None,
-                 format="BGR", score_thresh=0.5, mask_format="bitmask", overrides=()):
+                 format="BGR", score_thresh=None, mask_format="bitmask", overrides=()):
         from mindseg.engine.checkpoint import resolve_checkpoint
         from mindseg.engine.loading import load_trained_model
         from mindseg.model_zoo import _as_config
@@ -58,7 +60,7 @@ class Predictor:
         if config is None and mindir is None:
             raise ValueError("a checkpoint needs its config (a file, a shipped config's name or a "
                              "Config)")
-        self.format, self.mask_format, self.score_thresh = format, mask_format, float(score_thresh)
+        self.format, self.mask_format = format, mask_format
         self.cfg = None if config is None else _as_config(config, overrides)
         if self.cfg is not None:
             set_device_and_mode(self.cfg.device_target, self.cfg.mode)
@@ -74,6 +76,13 @@ class Predictor:
         self.runner, self.spec, self.checkpoint = model.runner, model.spec, model.checkpoint
         self.class_names, self.category_ids = model.class_names, model.category_ids
         self.batch_size = getattr(self.runner, "batch_size", None)
+        self.score_thresh = float(self._default_score_thresh() if score_thresh is None else score_thresh)
+
+    def _default_score_thresh(self):
+        if self.cfg is not None:
+            return self.cfg.eval.draw_thresh
+        from mindseg.utils.visualize import SCORE_THRESH
+        return self.runner.spec["postprocess"].get("draw_thresh", SCORE_THRESH)
 
     def _given_class_names(self, class_names):
         names = [str(n) for n in class_names]

@@ -1,14 +1,14 @@
 #!/bin/bash
 # Quick start on the CPU: synthetic shapes dataset -> train -> evaluate -> export MINDIR -> infer.
-# It ends with the val AP and how many val objects the detections drawn (score >= SCORE_THRESH)
-# find and name right.
+# It ends with the val AP and how many val objects the detections drawn (score >= the config's
+# eval.draw_thresh) find and name right.
 #   [MODEL=centermask_lite] bash scripts/quickstart.sh [key=value ...]   (overrides for every step)
 # Environment: MODEL (mask_rcnn; the config is config/shapes/<MODEL>_shapes.yml), PYTHON (python),
 # DATA (datasets/shapes), OUT (outputs/shapes_<MODEL>), NUM_TRAIN / NUM_VAL / IMAGE_SIZE (synthetic
 # dataset size), STYLE (distinct: classes differ in outline, colour and pattern; outline: in outline
 # only), NUM_DRAW (val images eval.py draws beside their ground truth), NUM_INFER (images
-# infer.py draws), SCORE_THRESH (the score a detection needs to be drawn, default 0.5; 0.3 for
-# centermask_point, whose heatmap peaks score lower than the other models' classifiers).
+# infer.py draws), SCORE_THRESH (the score a detection needs to be drawn; default: the config's
+# eval.draw_thresh, 0.5, or 0.3 for centermask_point, whose heatmap peaks score lower).
 # A rerun into the same OUT stops at train.py, which never writes over earlier checkpoints: add
 # train.overwrite=true to move them aside.
 set -euo pipefail
@@ -30,7 +30,8 @@ IMAGE_SIZE=${IMAGE_SIZE:-256}
 STYLE=${STYLE:-distinct}
 NUM_DRAW=${NUM_DRAW:-8}
 NUM_INFER=${NUM_INFER:-4}
-if [ "$MODEL" = centermask_point ]; then SCORE_THRESH=${SCORE_THRESH:-0.3}; else SCORE_THRESH=${SCORE_THRESH:-0.5}; fi
+THRESH=()
+if [ -n "${SCORE_THRESH:-}" ]; then THRESH=("eval.draw_thresh=$SCORE_THRESH"); fi
 GRAPH=$OUT/export/${MODEL}_shapes
 export GLOG_v=${GLOG_v:-3}
 COMMON=(--config "$CONFIG" --device_target CPU --dataset_dir "$DATA")
@@ -51,7 +52,7 @@ step "2/5 train $MODEL -> $OUT"
 
 step "3/5 evaluate, draw $NUM_DRAW val images -> $OUT/eval"
 "$PYTHON" eval.py "${COMMON[@]}" --ckpt_path "$OUT/checkpoints" --output_dir "$OUT/eval" \
-    --draw "$NUM_DRAW" --draw_thresh "$SCORE_THRESH" "$@" | tee "$OUT/eval.log"
+    --draw "$NUM_DRAW" "${THRESH[@]}" "$@" | tee "$OUT/eval.log"
 # the README's picture: the drawing with the most detections, at most 800 px wide
 first=$(sed -nE 's/^drawn (.+\.png): [0-9]+ objects, ([0-9]+) detections.*/\2 \1/p' "$OUT/eval.log" \
         | sort -k1,1nr -s | head -n 1 | cut -d' ' -f2-)
@@ -73,7 +74,7 @@ rm -rf "$OUT/infer_input" && mkdir -p "$OUT/infer_input"
 find "$DATA/val2017" -maxdepth 1 -type f | sort | head -n "$NUM_INFER" \
     | xargs -I{} cp {} "$OUT/infer_input/"
 "$PYTHON" infer.py "${COMMON[@]}" --mindir "$GRAPH.mindir" --input "$OUT/infer_input" \
-    --output "$OUT/infer" --score_thresh "$SCORE_THRESH" "$@" | tee "$OUT/infer.log"
+    --output "$OUT/infer" "${THRESH[@]}" "$@" | tee "$OUT/infer.log"
 
 echo
 echo "done in $((SECONDS - start)) s ($MODEL):"
@@ -86,7 +87,8 @@ if [ -f "$OUT/quickstart.png" ]; then
     echo "  README picture      $OUT/quickstart.png"
 fi
 echo "  exported graph      $GRAPH.mindir (+ .json)"
-echo "  drawings, results   $OUT/infer/*.png  $OUT/infer/*.json, score >= $SCORE_THRESH:"
+drawn=$(sed -nE 's/.* with score >= ([0-9.]+) -> .*/\1/p' "$OUT/infer.log")
+echo "  drawings, results   $OUT/infer/*.png  $OUT/infer/*.json, score >= $drawn:"
 grep -E '^[^ ]+: [0-9]+ detections?$' "$OUT/infer.log" | sed "s|^|    |" || true
 echo
 echo "val ($MODEL):"

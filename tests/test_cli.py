@@ -18,6 +18,18 @@ def test_overrides_between_flags_are_applied():
     assert cfg.output_dir == "/tmp/o" and cfg.train.overwrite is True
 
 
+def test_the_drawing_threshold_is_the_configs_and_each_script_names_its_flag():
+    """eval.draw_thresh: 0.5 in base.yml, 0.3 in the point model's shapes recipe; eval.py's
+    --draw_thresh and infer.py's --score_thresh set it; each is ignored by the other script."""
+    from mindseg.cli import parse
+    point = str(ROOT / "config" / "shapes" / "centermask_point_shapes.yml")
+    assert parse("eval", "test", ["--config", BASE])[1].eval.draw_thresh == 0.5
+    assert parse("eval", "test", ["--config", point])[1].eval.draw_thresh == 0.3
+    assert parse("eval", "test", ["--config", point, "--draw_thresh", "0.7"])[1].eval.draw_thresh == 0.7
+    assert parse("infer", "test", ["--config", point, "--score_thresh", "0.2"])[1].eval.draw_thresh == 0.2
+    assert parse("infer", "test", ["--config", point, "--draw_thresh", "0.7"])[1].eval.draw_thresh == 0.3
+
+
 @pytest.mark.parametrize("script", ["train", "eval", "export", "infer"])
 def test_every_script_reads_an_override_after_a_later_flag(script, script_main, capsys, tmp_path):
     """The override after --output_dir is read (and refused here for its value, naming it), not

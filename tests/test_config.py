@@ -183,7 +183,8 @@ def test_every_script_accepts_every_flag_and_names_the_ignored_ones(script, caps
         if flag in SWITCHES:  # --overwrite, --strict take no value
             argv += [f"--{flag}"]
         else:
-            argv += [f"--{flag}", "True" if flag in ("mix", "enable_modelarts") else "/tmp/given"]
+            value = {"mix": "True", "enable_modelarts": "True", "draw_thresh": "0.4", "score_thresh": "0.4"}
+            argv += [f"--{flag}", value.get(flag, "/tmp/given")]
     argv += ["--device_target", "CPU", "--mode", "graph", "--file_format", "MINDIR"]
     _, cfg = parse(script, "test", argv)
     err = capsys.readouterr().err
@@ -193,4 +194,5 @@ def test_every_script_accepts_every_flag_and_names_the_ignored_ones(script, caps
         line = f"{script}.py: --{flag} is ignored"
         assert (line in err) == (flag not in used), (flag, err)
     assert cfg.train.resume_ckpt == ("/tmp/given" if "resume_ckpt" in used else "")
+    assert cfg.eval.draw_thresh == (0.4 if {"draw_thresh", "score_thresh"} & set(used) else 0.5)
     assert err.count("\n") == len(set(FLAG_KEYS) - set(used))

@@ -149,7 +149,8 @@ def test_mindir_runs_without_mindseg_and_matches_checkpoint(shapes_data, tmp_pat
     """export.py writes MINDIR + JSON from a weights-only checkpoint; a clean process that cannot
     import mindseg loads it with ms.load + nn.GraphCell and reproduces the checkpoint network."""
     from mindseg.models import build_model
-    overrides = SMALL + [f"data.dataset_dir={shapes_data['dataset_dir']}", "export.batch_size=2"]
+    overrides = SMALL + [f"data.dataset_dir={shapes_data['dataset_dir']}", "export.batch_size=2",
+                         "eval.draw_thresh=0"]
     cfg = load_config(SHAPES_CFG, overrides)
     ms.set_seed(0)
     net = build_model(cfg, num_classes=shapes_data["num_classes"])
@@ -169,6 +170,7 @@ def test_mindir_runs_without_mindseg_and_matches_checkpoint(shapes_data, tmp_pat
     assert spec["inputs"][0]["shape"] == [2, 3, 128, 128]
     assert [o["name"] for o in spec["outputs"]] == list(net.output_names)
     assert spec["postprocess"]["mask_threshold"] == net.mask_threshold
+    assert spec["postprocess"]["draw_thresh"] == 0.0
     assert spec["outputs"][4]["shape"] == [2, 10, 28, 28]
     assert spec["preprocess"]["canvas"] == [128, 128]
     assert spec["preprocess"]["mean"] == cfg.data.mean
@@ -206,11 +208,12 @@ def test_mindir_runs_without_mindseg_and_matches_checkpoint(shapes_data, tmp_pat
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
 
     # examples/deploy_mindir.py, copied alone into the clean folder, reads the first val image and
-    # gives the graph's detections as mindseg's own host postprocessing reads them
+    # gives the graph's detections as mindseg's own host postprocessing reads them, at the score
+    # threshold of the graph's JSON (0 here) when given none
     shutil.copy(os.path.join(ROOT, "examples", "deploy_mindir.py"), clean / "deploy_mindir.py")
     first = os.path.join(shapes_data["val_dir"], sorted(os.listdir(shapes_data["val_dir"]))[0])
     result = subprocess.run([sys.executable, "-I", "deploy_mindir.py", "--mindir", graph_path,
-                             "--image", first, "--score_thresh", "0", "--json", "dets.json",
+                             "--image", first, "--json", "dets.json",
                              "--output", "drawn.png"],
                             cwd=str(clean), env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

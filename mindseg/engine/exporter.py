@@ -5,7 +5,8 @@ image_size (B, 2) float32)``, and returns the fixed-size outputs the model's ``o
 declare (docs/contracts.md; Mask R-CNN: boxes, scores, classes, valid, mask_probs). The JSON
 beside it (same stem, ``.json``) names and shapes the inputs and outputs, spells out the
 preprocessing (resize rule, canvas, mean, std, channel order: :func:`describe_preprocess` of the
-eval SampleSpec, read back by :func:`spec_from_export`), the mask threshold, and lists the class
+eval SampleSpec, read back by :func:`spec_from_export`), the mask threshold and the score from
+which the model's detections are worth drawing (the config's ``eval.draw_thresh``), and lists the class
 names and COCO category ids, so a deployer can run the graph with ``mindspore.load`` +
 ``nn.GraphCell`` and no mindseg.
 """
@@ -117,6 +118,7 @@ def build_export_spec(cfg, dataset_info, inputs, outputs, file_format, graph_fil
         "postprocess": {
             "boxes_to_original": "x / (new_w / w), y / (new_h / h), clipped to the image",
             "mask_threshold": float(mask_threshold),
+            "draw_thresh": float(cfg.eval.draw_thresh),
         },
         "num_classes": int(dataset_info["num_classes"]),
         "class_names": list(dataset_info["class_names"]),

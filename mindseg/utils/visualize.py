@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 MASK_ALPHA = 0.45
-SCORE_THRESH = 0.5  # the default of infer.py --score_thresh and eval.py --draw_thresh
+SCORE_THRESH = 0.5  # drawing threshold where no config says (eval.draw_thresh) and for graphs exported without it
 
 
 def instance_color(index):
