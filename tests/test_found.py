@@ -1,5 +1,5 @@
-"""count_found: each val object matched to its best detection at a score threshold, on a
-hand-computed image."""
+"""count_found: each val object found by the detections overlapping it at a score threshold and
+named by the best-scoring of them, on a hand-computed image."""
 import contextlib
 import io
 import json
@@ -72,8 +72,9 @@ def test_count_found_hand_case():
     results = _results()
     # the crowd region is not an object to find: 3 objects
     assert count_found(coco, results, 0.5) == (2, 3, 1)
-    # at 0.1 the 5x5 square's best match is the exact, right-class detection scored 0.2
-    assert count_found(coco, results, 0.1) == (2, 3, 2)
+    # at 0.1 the exact, right-class detection of the 5x5 square (0.2) overlaps it too, but the
+    # wrong-class one scored 0.6 names it
+    assert count_found(coco, results, 0.1) == (2, 3, 1)
     # at 0.9 the square and the strip's poor detection are left
     assert count_found(coco, results, 0.9) == (1, 3, 1)
     assert count_found(coco, results, 0.96) == (0, 3, 0)
@@ -82,6 +83,17 @@ def test_count_found_hand_case():
     # IoU 1/3 counts at a lenient threshold
     assert count_found(coco, results, 0.5, iou_thresh=0.3) == (3, 3, 2)
     assert count_found(coco, [], 0.5) == (0, 3, 0)
+
+
+def test_one_box_under_two_classes_is_named_by_the_higher_score():
+    """A dense head's two classes on one box: the same IoU, so the name is the higher score's,
+    whichever comes first in the results."""
+    coco, _ = _coco()
+    square = _results()[0]  # the 4x4 square exactly, category 1
+    for right_score, wrong_score, named_right in ((0.8, 0.6, 1), (0.6, 0.8, 0)):
+        results = [{**square, "category_id": 3, "score": wrong_score}, {**square, "score": right_score}]
+        assert count_found(coco, results, 0.5) == (1, 3, named_right)
+        assert count_found(coco, results[::-1], 0.5) == (1, 3, named_right)
 
 
 def test_count_found_with_boxes_only():

@@ -16,12 +16,14 @@ def _rle(segmentation, height, width):
 
 
 def count_found(coco_gt, results, score_thresh, iou_thresh=0.5):
-    """Match each non-crowd object of ``coco_gt`` (a pycocotools COCO) to the detection of its
-    image with the highest IoU among ``results`` (COCO result dicts) scored >= ``score_thresh``.
+    """Count the non-crowd objects of ``coco_gt`` (a pycocotools COCO) that the ``results`` (COCO
+    result dicts) scored >= ``score_thresh`` find, and name right.
 
-    IoU is mask IoU when every result has a ``segmentation``, box IoU otherwise. An object is
-    found when that IoU is >= ``iou_thresh``, and right when the detection's ``category_id`` is
-    the object's. Returns ``(found, total, right)``.
+    An object is found when a detection of its image overlaps it at IoU >= ``iou_thresh`` (mask
+    IoU when every result has a ``segmentation``, box IoU otherwise), and right when the
+    best-scoring of those detections names its category, as scripts/class_diagnostics.py judges:
+    a model that scores each class on its own (FCOS, the point heatmap) often outputs one box
+    under two classes, and the higher score is the name it gives. Returns ``(found, total, right)``.
     """
     use_masks = all("segmentation" in r for r in results)
     by_image = {}
@@ -45,11 +47,13 @@ def count_found(coco_gt, results, score_thresh, iou_thresh=0.5):
             gts = [list(map(float, a["bbox"])) for a in anns]
             dts = [list(map(float, d["bbox"])) for d in dets]
         ious = np.asarray(mask_util.iou(dts, gts, [0] * len(gts))).reshape(len(dts), len(gts))
-        best = ious.argmax(axis=0)
+        scores = np.array([d["score"] for d in dets], np.float64)
         for g, ann in enumerate(anns):
-            if ious[best[g], g] >= iou_thresh:
+            overlapping = np.flatnonzero(ious[:, g] >= iou_thresh)
+            if len(overlapping):
                 found += 1
-                right += int(dets[best[g]]["category_id"]) == int(ann["category_id"])
+                named = overlapping[np.argmax(scores[overlapping])]
+                right += int(dets[named]["category_id"]) == int(ann["category_id"])
     return found, total, right
 
 
