@@ -8,9 +8,9 @@ Writes OUTPUT_DIR/results.json (COCO results, original category ids) and OUTPUT_
 images into OUTPUT_DIR/drawings/, the ground truth on the left and the detections with a score
 >= --draw_thresh on the right. It prints the AP and how many val objects a detection scored
 >= --draw_thresh finds (mask IoU >= 0.5) and names right (the best-scoring detection on an object
-gives its name); the threshold is the config's
-eval.draw_thresh (0.5; lower for a model whose scores run lower) unless given. Under msrun each rank infers its share of
-the images and rank 0 merges them. Bad data is named and counted (refused with --strict); an image
+gives its name). --draw_thresh defaults to the config's eval.draw_thresh (0.5; lower for a model
+whose scores run lower). Under msrun each rank infers its share of the images and rank 0 merges
+them. Bad data is named and counted (refused with --strict); an image
 that cannot be read is named and its ground truth left out of COCOeval.
 """
 import json
