@@ -68,7 +68,7 @@ def main(argv=None):
             raise ScriptError(f"--input {args.input}: none of its {len(paths)} image(s) could be "
                               f"read ({len(skipped)} skipped)")
         print(f"{len(paths)} images, {len(skipped)} skipped; {sum(counts.values())} detection(s) "
-              f"with score >= {cfg.eval.draw_thresh:g} -> {args.output}")
+              f"with score >= {cfg.eval.draw_thresh} -> {args.output}")
     return counts
 
 
