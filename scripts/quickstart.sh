@@ -30,7 +30,7 @@ IMAGE_SIZE=${IMAGE_SIZE:-256}
 STYLE=${STYLE:-distinct}
 NUM_DRAW=${NUM_DRAW:-8}
 NUM_INFER=${NUM_INFER:-4}
-THRESH=()
+THRESH=()  # SCORE_THRESH for every step after training: drawings, found count, exported JSON
 if [ -n "${SCORE_THRESH:-}" ]; then THRESH=("eval.draw_thresh=$SCORE_THRESH"); fi
 GRAPH=$OUT/export/${MODEL}_shapes
 export GLOG_v=${GLOG_v:-3}
@@ -70,7 +70,7 @@ fi
 
 step "4/5 export MINDIR -> $GRAPH.mindir"
 "$PYTHON" export.py "${COMMON[@]}" --ckpt_path "$OUT/checkpoints" --file_format MINDIR \
-    --output "$GRAPH" "$@"
+    --output "$GRAPH" "${THRESH[@]}" "$@"
 
 step "5/5 infer with the exported graph -> $OUT/infer"
 rm -rf "$OUT/infer_input" && mkdir -p "$OUT/infer_input"

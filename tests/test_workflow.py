@@ -173,6 +173,8 @@ def test_quickstart_runs_centermask_lite(quickstart):
     assert "loss_maskiou" in json.loads((out / "train_curves.json").read_text())
     _check_eval_drawings(out, data, 1, log)
     assert (out / "export" / "centermask_lite_shapes.mindir").stat().st_size > 100_000
+    spec = json.loads((out / "export" / "centermask_lite_shapes.json").read_text())
+    assert spec["postprocess"]["draw_thresh"] == 0.0  # SCORE_THRESH reaches the graph's JSON
     _check_infer_counts(out, log)
     summary = log.split("\ndone in ")[-1]
     assert "(centermask_lite)" in summary and "score >= 0.0:" in summary  # SCORE_THRESH=0.0 drew all
